@@ -1,0 +1,111 @@
+package planner
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// Fields maps the name of every field of a service's canonical form (the
+// compose field name, e.g. "environment", "x-vm", "image_digest") to a
+// hash of its value. Comparing two Fields names what changed.
+type Fields map[string]string
+
+// Hash is the service's config hash: one digest over all of its Fields.
+func (f Fields) Hash() string {
+	keys := make([]string, 0, len(f))
+	for k := range f {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s=%s\n", k, f[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Changed returns the names of the fields that differ between old and f, in
+// name order.
+func (f Fields) Changed(old Fields) []string {
+	var out []string
+	for k, v := range f {
+		if old[k] != v {
+			out = append(out, k)
+		}
+	}
+	for k := range old {
+		if _, ok := f[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ServiceFields computes the canonical form of everything in a service that
+// needs a new VM when it changes, field by field. Left out, as docker
+// compose leaves them out of its hash: depends_on, replicas and scale,
+// build, pull_policy and profiles. Also left out because a VM does not
+// depend on them: labels and annotations (metadata only), restart (a
+// supervisor policy), develop (watch rules), and x- extensions other than
+// x-vm. digest, when not empty, is the image digest the reference
+// resolved to.
+func ServiceFields(svc types.ServiceConfig, digest string) (Fields, error) {
+	svc.DependsOn = nil
+	svc.Scale = nil
+	svc.Build = nil
+	svc.PullPolicy = ""
+	svc.Profiles = nil
+	svc.Labels = nil
+	svc.Annotations = nil
+	svc.Restart = ""
+	svc.Develop = nil
+	if svc.Deploy != nil {
+		d := *svc.Deploy
+		d.Replicas = nil
+		d.Labels = nil
+		d.RestartPolicy = nil
+		svc.Deploy = &d
+		if isZeroDeploy(d) {
+			svc.Deploy = nil
+		}
+	}
+	b, err := json.Marshal(svc)
+	if err != nil {
+		return nil, fmt.Errorf("hashing service %q: %w", svc.Name, err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("hashing service %q: %w", svc.Name, err)
+	}
+	f := make(Fields, len(raw)+2)
+	for k, v := range raw {
+		f[k] = digestOf(v)
+	}
+	if x, ok := svc.Extensions["x-vm"]; ok {
+		b, err := json.Marshal(x)
+		if err != nil {
+			return nil, fmt.Errorf("hashing service %q: x-vm: %w", svc.Name, err)
+		}
+		f["x-vm"] = digestOf(b)
+	}
+	if digest != "" {
+		f["image_digest"] = digestOf([]byte(digest))
+	}
+	return f, nil
+}
+
+func isZeroDeploy(d types.DeployConfig) bool {
+	b, err := json.Marshal(d)
+	return err == nil && string(b) == "{}"
+}
+
+func digestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}

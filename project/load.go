@@ -1,0 +1,184 @@
+package project
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/vmcompose/vmcompose/planner"
+)
+
+// Options says which compose project to load. The zero value loads the
+// project docker compose would load in the current directory.
+type Options struct {
+	// Files are the -f arguments, merged in order. Empty means
+	// COMPOSE_FILE, then discovery of compose.yaml, compose.yml,
+	// docker-compose.yaml or docker-compose.yml (and their override file)
+	// in WorkingDir and its parents.
+	Files []string
+	// Name is the -p argument. Empty means COMPOSE_PROJECT_NAME, then the
+	// top-level name:, then the project directory's name.
+	Name string
+	// Profiles are the --profile arguments. Empty means COMPOSE_PROFILES.
+	Profiles []string
+	// EnvFiles are the --env-file arguments. Empty means the project
+	// directory's .env, when there is one.
+	EnvFiles []string
+	// ProjectDir is --project-directory: where relative paths and .env are
+	// resolved. Empty means the directory of the first compose file.
+	ProjectDir string
+	// WorkingDir is where file discovery starts. Empty means the process's
+	// working directory.
+	WorkingDir string
+	// Env is the environment used for interpolation and COMPOSE_*
+	// variables. Nil means the process environment.
+	Env []string
+}
+
+// Project is a loaded compose project: compose-go's model plus what
+// vmcompose adds to it.
+type Project struct {
+	*types.Project
+	// VMs holds the resolved VM settings of every enabled service.
+	VMs map[string]VM
+}
+
+// Load reads, merges, interpolates and validates a compose project the way
+// docker compose does, then validates every service's x-vm extension.
+// Errors name the file, the service and the field.
+func Load(ctx context.Context, opts Options) (*Project, error) {
+	p, err := loadCompose(ctx, opts, true)
+	if err != nil {
+		if hint := disabledDependencyError(ctx, opts, err); hint != nil {
+			return nil, hint
+		}
+		return nil, err
+	}
+	vms := make(map[string]VM, len(p.Services))
+	for name, svc := range p.Services {
+		vm, err := resolveVM(svc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: service %q: %w", filesOf(p), name, err)
+		}
+		vms[name] = vm
+	}
+	return &Project{Project: p, VMs: vms}, nil
+}
+
+func loadCompose(ctx context.Context, opts Options, consistency bool, extra ...cli.ProjectOptionsFn) (*types.Project, error) {
+	env := opts.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	wd := opts.ProjectDir
+	if wd == "" {
+		wd = opts.WorkingDir
+	}
+	if wd == "" {
+		var err error
+		if wd, err = os.Getwd(); err != nil {
+			return nil, fmt.Errorf("finding the working directory: %w", err)
+		}
+	}
+	// The order follows docker compose's own: the OS environment wins, then
+	// --env-file (or .env), then COMPOSE_FILE and discovery; .env is read
+	// again from the project directory once the files are known.
+	fns := []cli.ProjectOptionsFn{
+		cli.WithWorkingDirectory(opts.ProjectDir),
+		cli.WithEnv(env),
+		cli.WithEnv([]string{"PWD=" + wd}),
+		cli.WithEnvFiles(opts.EnvFiles...),
+		cli.WithDotEnv,
+		cli.WithConfigFileEnv,
+		withDiscovery(wd),
+		cli.WithEnvFiles(opts.EnvFiles...),
+		cli.WithDotEnv,
+		cli.WithDefaultProfiles(opts.Profiles...),
+		cli.WithName(opts.Name),
+		cli.WithConsistency(consistency),
+		cli.WithResolvedPaths(true),
+	}
+	po, err := cli.NewProjectOptions(opts.Files, append(fns, extra...)...)
+	if err != nil {
+		return nil, explain(err)
+	}
+	if len(po.ConfigPaths) == 0 {
+		return nil, fmt.Errorf("no compose file found in %s or its parents: %w (create compose.yaml there, or name one with -f)", wd, ErrNoComposeFile)
+	}
+	p, err := po.LoadProject(ctx)
+	if err != nil {
+		return nil, explain(err)
+	}
+	return p, nil
+}
+
+// withDiscovery runs compose-go's file discovery from dir, which may differ
+// from the project directory (docker compose discovers from the current
+// directory even with --project-directory).
+func withDiscovery(dir string) cli.ProjectOptionsFn {
+	return func(o *cli.ProjectOptions) error {
+		if len(o.ConfigPaths) > 0 {
+			return nil
+		}
+		saved := o.WorkingDir
+		o.WorkingDir = dir
+		err := cli.WithDefaultConfigPath(o)
+		o.WorkingDir = saved
+		return err
+	}
+}
+
+// ErrNoComposeFile is returned when discovery finds no compose file.
+var ErrNoComposeFile = errors.New("no compose file")
+
+var undefinedDependency = regexp.MustCompile(`service "([^"]+)" depends on undefined service "([^"]+)"`)
+
+// disabledDependencyError turns compose-go's "depends on undefined service"
+// into the error docker compose users need when the dependency exists but
+// its profile is not active: which profile enables it.
+func disabledDependencyError(ctx context.Context, opts Options, loadErr error) error {
+	m := undefinedDependency.FindStringSubmatch(loadErr.Error())
+	if m == nil {
+		return nil
+	}
+	all, err := loadCompose(ctx, opts, false, cli.WithProfiles([]string{"*"}))
+	if err != nil {
+		return nil
+	}
+	dep, ok := all.Services[m[2]]
+	if !ok || len(dep.Profiles) == 0 {
+		return nil
+	}
+	return &planner.DisabledDependencyError{Service: m[1], Dependency: m[2], Profiles: slices.Clone(dep.Profiles)}
+}
+
+// explain adds the fix to compose-go errors whose text does not say it.
+func explain(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "empty compose file"):
+		return fmt.Errorf("%w: add a services: section", err)
+	case strings.Contains(msg, "dependency cycle detected"):
+		return fmt.Errorf("%w: remove one of these depends_on, links, volumes_from or network_mode: service: references", err)
+	case strings.Contains(msg, "include cycle detected"):
+		return fmt.Errorf("%w: a file must not include itself, directly or through others", err)
+	case strings.Contains(msg, "env file") && strings.Contains(msg, "not found"):
+		return fmt.Errorf("%w: create it, or mark it optional with env_file: {path: ..., required: false}", err)
+	}
+	return err
+}
+
+// filesOf names the compose files a project came from, for messages.
+func filesOf(p *types.Project) string {
+	if len(p.ComposeFiles) == 0 {
+		return "compose file"
+	}
+	return strings.Join(p.ComposeFiles, "+")
+}
