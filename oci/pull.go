@@ -1,0 +1,304 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/errgroup"
+)
+
+// Pull makes the image ref, for the platform (WithPlatform, default
+// HostPlatform), available in the store and returns it, as the pull policy
+// (WithPolicy, default PullMissing) says:
+//
+//   - the registry is contacted only if the policy asks for it; with
+//     PullNever a missing image is an error wrapping ErrNotFound;
+//   - image indexes (manifest lists) are resolved to the platform; an image
+//     without it is an error wrapping ErrPlatform that lists those it has;
+//   - blobs already in the store are never downloaded again, whatever image
+//     or registry they came with; the others are downloaded WithJobs at a
+//     time, verified against their digest and size, fsynced and renamed
+//     into place, so a blob is either complete or absent;
+//   - 5xx, 429, timeouts and broken connections are retried with backoff
+//     (WithRetryBackoff); 401, 403 and 404 are not, and come back as errors
+//     wrapping ErrTerminal and ErrUnauthorized or ErrNotFound;
+//   - index.json changes only once every blob is in place, so a failed or
+//     cancelled pull leaves the recorded images as they were.
+//
+// Credentials come from WithKeychain (default: the docker config and its
+// credential helpers) or WithAuth. Errors read "pulling REF: …".
+func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Image, error) {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return Image{}, fmt.Errorf("pulling %s: %w", ref, err)
+	}
+	r, err := parseRef(ref, o)
+	if err != nil {
+		return Image{}, fmt.Errorf("pulling %s: %w", ref, err)
+	}
+	n := canonical(r)
+	if o.policy != PullAlways {
+		img, err := s.lookup(n, o.platform)
+		switch {
+		case err == nil && (o.policy != PullDaily || s.now().Sub(img.PulledAt) < 24*time.Hour):
+			return img, nil
+		case err == nil:
+			// PullDaily and the last pull is older than a day.
+		case !errors.Is(err, ErrNotFound):
+			return Image{}, fmt.Errorf("pulling %s: %w", n, err)
+		case o.policy == PullNever:
+			return Image{}, fmt.Errorf("pulling %s: %w", n, terminal(ErrNotFound, nil,
+				"not in the store for %s and the pull policy is never: pull or import it first", o.platform))
+		}
+	}
+	unlock, err := s.lock(ctx, gcLockFile, syscall.LOCK_SH)
+	if err != nil {
+		return Image{}, fmt.Errorf("pulling %s: %w", n, err)
+	}
+	defer unlock()
+	img, err := s.pull(ctx, r, n, o)
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		return Image{}, fmt.Errorf("pulling %s: %w", n, err)
+	}
+	return img, nil
+}
+
+func (s *Store) remoteOptions(ctx context.Context, o *options) []remote.Option {
+	inner := o.transport
+	if inner == nil {
+		inner = remote.DefaultTransport
+	}
+	ropts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithPlatform(o.platform),
+		remote.WithJobs(o.jobs),
+		remote.WithRetryBackoff(o.backoff),
+		remote.WithTransport(&plainHTTPGuard{inner: inner, insecure: o.insecure}),
+		remote.WithUserAgent("vmcompose"),
+	}
+	if o.auth != nil {
+		ropts = append(ropts, remote.WithAuth(o.auth))
+	} else {
+		ropts = append(ropts, remote.WithAuthFromKeychain(o.keychain))
+	}
+	return ropts
+}
+
+func (s *Store) pull(ctx context.Context, r name.Reference, n string, o *options) (Image, error) {
+	rep := &reporter{sink: o.progress, ref: n}
+	desc, err := remote.Get(r, s.remoteOptions(ctx, o)...)
+	if err != nil {
+		return Image{}, classify(err)
+	}
+	var img v1.Image
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return Image{}, classify(err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return Image{}, classify(err)
+		}
+		child, err := pickPlatform(im, o.platform)
+		if err != nil {
+			return Image{}, err
+		}
+		if img, err = idx.Image(child.Digest); err != nil {
+			return Image{}, classify(err)
+		}
+	case desc.MediaType.IsImage():
+		if img, err = desc.Image(); err != nil {
+			return Image{}, classify(err)
+		}
+	default:
+		return Image{}, terminal(nil, nil, "manifest media type %s is not supported: want an OCI or Docker v2 image or index", desc.MediaType)
+	}
+	return s.store(ctx, img, n, o, rep, true, true)
+}
+
+// pickPlatform returns the index entry for platform, or an ErrPlatform error
+// that lists the platforms the index has.
+func pickPlatform(im *v1.IndexManifest, platform v1.Platform) (v1.Descriptor, error) {
+	var have []string
+	for _, d := range im.Manifests {
+		if d.Platform == nil || !d.MediaType.IsImage() {
+			continue
+		}
+		if d.Platform.Satisfies(platform) {
+			return d, nil
+		}
+		if d.Platform.OS != "unknown" { // attestation manifests
+			have = append(have, d.Platform.String())
+		}
+	}
+	return v1.Descriptor{}, terminal(ErrPlatform, nil, "no image for %s (the image has %s): set the service's platform: to one of those",
+		platform, strings.Join(have, ", "))
+}
+
+// store writes img (layers, config, manifest) into the store and records it
+// under n. remoteVerified says whether layer readers verify their digest
+// themselves (go-containerregistry remote layers do); checkPlatform whether
+// an image for another platform is an error.
+func (s *Store) store(ctx context.Context, img v1.Image, n string, o *options, rep *reporter, remoteVerified, checkPlatform bool) (Image, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return Image{}, classify(err)
+	}
+	raw, err := img.RawManifest()
+	if err != nil {
+		return Image{}, classify(err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return Image{}, err
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return Image{}, err
+	}
+	if !mt.IsImage() {
+		return Image{}, terminal(nil, nil, "manifest media type %s is not supported", mt)
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return Image{}, classify(err)
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(rawCfg))
+	if err != nil {
+		return Image{}, terminal(nil, err, "image config: %v", err)
+	}
+	platform := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}
+	if checkPlatform && cfg.OS != "" && !platform.Satisfies(o.platform) {
+		return Image{}, terminal(ErrPlatform, nil, "the image is %s, not %s: set the service's platform: to %s to use it", platform, o.platform, platform)
+	}
+	if platform.OS == "" {
+		platform = o.platform
+	}
+	total := int64(len(raw)) + m.Config.Size
+	for _, l := range m.Layers {
+		total += l.Size
+	}
+	rep.send(Event{Kind: EventResolved, Digest: digest.String(), Platform: platform.String(), Total: total, Layers: len(m.Layers)})
+
+	var downloaded atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.jobs)
+	for _, ld := range m.Layers {
+		if !ld.MediaType.IsDistributable() {
+			continue // foreign layers (Windows bases) are not stored
+		}
+		g.Go(func() error {
+			fetched, err := s.once(ld.Digest, ld.Size, func() error {
+				rep.send(Event{Kind: EventLayerStarted, Digest: ld.Digest.String(), Total: ld.Size})
+				err := s.fetchLayer(gctx, img, ld, o, rep, remoteVerified, &downloaded)
+				if err == nil {
+					rep.send(Event{Kind: EventLayerDone, Digest: ld.Digest.String(), Current: ld.Size, Total: ld.Size})
+				}
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("layer %s: %w", ld.Digest, err)
+			}
+			if !fetched {
+				rep.send(Event{Kind: EventLayerPresent, Digest: ld.Digest.String(), Total: ld.Size})
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return Image{}, err
+	}
+	if err := s.writeBytes(m.Config.Digest, rawCfg); err != nil {
+		return Image{}, fmt.Errorf("config: %w", err)
+	}
+	if err := s.writeBytes(digest, raw); err != nil {
+		return Image{}, fmt.Errorf("manifest: %w", err)
+	}
+	if err := syncDir(s.path("blobs", "sha256")); err != nil {
+		return Image{}, err
+	}
+	d := v1.Descriptor{MediaType: mt, Size: int64(len(raw)), Digest: digest, Platform: &platform}
+	if err := s.record(n, d); err != nil {
+		return Image{}, err
+	}
+	rep.send(Event{Kind: EventDone, Digest: digest.String(), Current: downloaded.Load(), Total: total})
+	res, err := s.lookup(n, platform)
+	if err != nil {
+		return Image{}, err
+	}
+	return res, nil
+}
+
+// fetchLayer downloads one layer into the store, retrying broken transfers
+// (truncated bodies, reset connections, timeouts) with the backoff; the
+// transport already retried 5xx and 429 responses.
+func (s *Store) fetchLayer(ctx context.Context, img v1.Image, ld v1.Descriptor, o *options, rep *reporter, verified bool, downloaded *atomic.Int64) error {
+	l, err := img.LayerByDigest(ld.Digest)
+	if err != nil {
+		return classify(err)
+	}
+	wait := o.backoff.Duration
+	for attempt := 1; ; attempt++ {
+		c := &counter{r: rep, digest: ld.Digest.String(), total: ld.Size}
+		err = func() error {
+			rc, err := l.Compressed()
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			return s.writeBlob(ld.Digest, ld.Size, rc, !verified, func(n int) {
+				c.add(n)
+				downloaded.Add(int64(n))
+			})
+		}()
+		if err == nil || ctx.Err() != nil || attempt >= o.backoff.Steps || !transient(err) {
+			break
+		}
+		o.logger.Debug("retrying layer download", "digest", ld.Digest.String(), "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = time.Duration(float64(wait) * o.backoff.Factor)
+	}
+	if err != nil {
+		err = classify(err)
+		if msg := err.Error(); !errors.Is(err, ErrTerminal) && (strings.Contains(msg, "error verifying") || strings.Contains(msg, "does not match expected size")) {
+			err = terminal(ErrDigest, err, "%v", err)
+		}
+	}
+	return err
+}
+
+// transient reports whether a failed transfer may succeed when tried again.
+func transient(err error) bool {
+	if errors.Is(err, ErrTerminal) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
