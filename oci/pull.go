@@ -175,7 +175,14 @@ func (s *Store) store(ctx context.Context, img v1.Image, n string, o *options, r
 	if !mt.IsImage() {
 		return Image{}, terminal(nil, nil, "manifest media type %s is not supported", mt)
 	}
-	rawCfg, err := img.RawConfigFile()
+	// The config is read from the store when present, so pulling an image
+	// again fetches no blob at all.
+	var rawCfg []byte
+	if ok, _ := s.hasBlob(m.Config.Digest, m.Config.Size); ok {
+		rawCfg, err = s.readBlob(m.Config.Digest)
+	} else {
+		rawCfg, err = img.RawConfigFile()
+	}
 	if err != nil {
 		return Image{}, classify(err)
 	}
