@@ -100,9 +100,12 @@ func ServiceFields(svc types.ServiceConfig, digest string) (Fields, error) {
 	return f, nil
 }
 
+// isZeroDeploy reports whether nothing is left of a deploy section, so that
+// a file that only had replicas hashes as one that had no deploy at all.
 func isZeroDeploy(d types.DeployConfig) bool {
 	b, err := json.Marshal(d)
-	return err == nil && string(b) == "{}"
+	zero, _ := json.Marshal(types.DeployConfig{})
+	return err == nil && string(b) == string(zero)
 }
 
 func digestOf(b []byte) string {

@@ -107,14 +107,14 @@ func loadCompose(ctx context.Context, opts Options, consistency bool, extra ...c
 	}
 	po, err := cli.NewProjectOptions(opts.Files, append(fns, extra...)...)
 	if err != nil {
-		return nil, explain(err)
+		return nil, explain(err, opts.Files)
 	}
 	if len(po.ConfigPaths) == 0 {
 		return nil, fmt.Errorf("no compose file found in %s or its parents: %w (create compose.yaml there, or name one with -f)", wd, ErrNoComposeFile)
 	}
 	p, err := po.LoadProject(ctx)
 	if err != nil {
-		return nil, explain(err)
+		return nil, explain(err, po.ConfigPaths)
 	}
 	return p, nil
 }
@@ -159,18 +159,36 @@ func disabledDependencyError(ctx context.Context, opts Options, loadErr error) e
 	return &planner.DisabledDependencyError{Service: m[1], Dependency: m[2], Profiles: slices.Clone(dep.Profiles)}
 }
 
-// explain adds the fix to compose-go errors whose text does not say it.
-func explain(err error) error {
+var unknownField = regexp.MustCompile(`(\S+)\.([^.\s]+) false schema`)
+
+// explain adds to compose-go's errors what their text lacks: the file when
+// it is not named, and the fix.
+func explain(err error, files []string) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "empty compose file"):
-		return fmt.Errorf("%w: add a services: section", err)
+		err = fmt.Errorf("%w: add a services: section", err)
 	case strings.Contains(msg, "dependency cycle detected"):
-		return fmt.Errorf("%w: remove one of these depends_on, links, volumes_from or network_mode: service: references", err)
+		err = fmt.Errorf("%w: remove one of these depends_on, links, volumes_from or network_mode: service: references", err)
 	case strings.Contains(msg, "include cycle detected"):
-		return fmt.Errorf("%w: a file must not include itself, directly or through others", err)
+		err = fmt.Errorf("%w: a file must not include itself, directly or through others", err)
 	case strings.Contains(msg, "env file") && strings.Contains(msg, "not found"):
-		return fmt.Errorf("%w: create it, or mark it optional with env_file: {path: ..., required: false}", err)
+		err = fmt.Errorf("%w: create it, or mark it optional with env_file: {path: ..., required: false}", err)
+	case strings.Contains(msg, "refers to undefined network"):
+		err = fmt.Errorf("%w: declare it under the top-level networks:", err)
+	case strings.Contains(msg, "refers to undefined volume"):
+		err = fmt.Errorf("%w: declare it under the top-level volumes:", err)
+	case unknownField.MatchString(msg):
+		m := unknownField.FindStringSubmatch(msg)
+		err = fmt.Errorf("%s: %s: unknown field %q: check its spelling against the compose specification", strings.SplitN(msg, ": ", 2)[0], m[1], m[2])
+	}
+	for _, f := range files {
+		if strings.Contains(err.Error(), f) {
+			return err
+		}
+	}
+	if len(files) > 0 {
+		return fmt.Errorf("%s: %w", strings.Join(files, "+"), err)
 	}
 	return err
 }
