@@ -77,6 +77,11 @@ func loadCompose(ctx context.Context, opts Options, consistency bool, extra ...c
 	if env == nil {
 		env = os.Environ()
 	}
+	env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		// An empty COMPOSE_* variable means unset, not "the file named ''".
+		k, v, _ := strings.Cut(kv, "=")
+		return strings.HasPrefix(k, "COMPOSE_") && v == ""
+	})
 	wd := opts.ProjectDir
 	if wd == "" {
 		wd = opts.WorkingDir

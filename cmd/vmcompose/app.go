@@ -57,17 +57,24 @@ func quietLoader(w io.Writer) {
 		w = os.Stderr
 	}
 	logrus.SetOutput(w)
-	logrus.SetFormatter(lineFormatter{})
+	logrus.SetFormatter(lineFormatter{seen: map[string]bool{}})
 }
 
-type lineFormatter struct{}
+// lineFormatter prints each distinct message once: compose-go repeats a
+// warning for every place an unset variable is used.
+type lineFormatter struct{ seen map[string]bool }
 
-func (lineFormatter) Format(e *logrus.Entry) ([]byte, error) {
+func (f lineFormatter) Format(e *logrus.Entry) ([]byte, error) {
 	level := e.Level.String()
 	if e.Level == logrus.WarnLevel {
 		level = "warning"
 	}
-	return []byte(level + ": " + e.Message + "\n"), nil
+	line := level + ": " + e.Message + "\n"
+	if f.seen[line] {
+		return nil, nil
+	}
+	f.seen[line] = true
+	return []byte(line), nil
 }
 
 // loadOptions maps the global flags to project options.

@@ -1,0 +1,193 @@
+package main_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vmcompose-cli")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "vmcompose")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic("building vmcompose: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run runs vmcompose in dir with a clean state dir and returns stdout,
+// stderr and the exit code.
+func run(t *testing.T, dir string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+t.TempDir(), "COMPOSE_FILE=", "COMPOSE_PROJECT_NAME=", "COMPOSE_PROFILES=")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func corpus(t *testing.T, parts ...string) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join(append([]string{"../../../shared/corpus"}, parts...)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the compose corpus must be beside the checkout: %v", err)
+	}
+	return dir
+}
+
+// TestAwesomeCompose runs config and plan in every awesome-compose example
+// and checks that config's output is a project that loads back to the same
+// config hashes, and that plan covers every service.
+func TestAwesomeCompose(t *testing.T) {
+	root := corpus(t, "awesome-compose")
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		n++
+		dir := filepath.Join(root, e.Name())
+		t.Run(e.Name(), func(t *testing.T) {
+			yaml, stderr, code := run(t, dir, "config")
+			if code != 0 {
+				t.Fatalf("config exited %d: %s", code, stderr)
+			}
+			hashes, _, code := run(t, dir, "config", "--hash", "*")
+			if code != 0 {
+				t.Fatalf("config --hash exited %d", code)
+			}
+			rendered := filepath.Join(t.TempDir(), "compose.yaml")
+			if err := os.WriteFile(rendered, []byte(yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			again, stderr, code := run(t, dir, "-f", rendered, "--project-directory", dir, "config", "--hash", "*")
+			if code != 0 || again != hashes {
+				t.Errorf("config output does not load back to the same hashes (exit %d, %s):\n%s\nvs\n%s", code, stderr, hashes, again)
+			}
+
+			services, _, _ := run(t, dir, "config", "--services")
+			plan, stderr, code := run(t, dir, "plan")
+			if code != 0 {
+				t.Fatalf("plan exited %d: %s", code, stderr)
+			}
+			for _, svc := range strings.Fields(services) {
+				if !strings.Contains(plan, " "+svc+"-1 ") {
+					t.Errorf("plan does not mention %s-1:\n%s", svc, plan)
+				}
+			}
+			js, _, code := run(t, dir, "plan", "--format", "json")
+			var parsed struct {
+				Project    string
+				Operations []struct{ Kind, Instance string }
+			}
+			if code != 0 || json.Unmarshal([]byte(js), &parsed) != nil || len(parsed.Operations) != len(strings.Fields(services)) {
+				t.Errorf("plan --format json (exit %d):\n%s", code, js)
+			}
+			down, _, code := run(t, dir, "plan", "--down")
+			if code != 0 || !strings.Contains(down, "(down): nothing to do") {
+				t.Errorf("plan --down with nothing recorded (exit %d):\n%s", code, down)
+			}
+		})
+	}
+	if n != 39 {
+		t.Errorf("%d awesome-compose examples, want 39", n)
+	}
+}
+
+func TestCycleIsAClearError(t *testing.T) {
+	dir := corpus(t, "compose-go-fixtures", "loader", "testdata")
+	stdout, stderr, code := run(t, dir, "-f", "compose-depends-on-cycle.yaml", "plan")
+	if code == 0 || stdout != "" {
+		t.Fatalf("exit %d, stdout %q", code, stdout)
+	}
+	want := "vmcompose: compose-depends-on-cycle.yaml: dependency cycle detected: service1 -> service2 -> service3 -> service1: remove one of"
+	if !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("stderr %q, want one line starting %q", stderr, want)
+	}
+}
+
+func TestErrorsAreOneLine(t *testing.T) {
+	dir := corpus(t, "compose-go-fixtures", "schema")
+	_, stderr, code := run(t, dir, "-f", "using-variables.yaml", "config")
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if code == 0 || !strings.HasPrefix(lines[len(lines)-1], "vmcompose: using-variables.yaml: error while interpolating") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	// compose-go warns once per use of an unset variable; we say it once.
+	if len(lines) != 2 || lines[0] != `warning: The "VARIABLE" variable is not set. Defaulting to a blank string.` {
+		t.Errorf("warnings: %q", lines[:len(lines)-1])
+	}
+	_, stderr, code = run(t, t.TempDir(), "plan")
+	if code == 0 || !strings.Contains(stderr, "no compose file found") {
+		t.Errorf("no compose file: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = run(t, dir, "plan", "--format", "xml")
+	if code == 0 || !strings.Contains(stderr, `--format: "xml" is not a format`) {
+		t.Errorf("bad format: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestPlanReadsRecordedState(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte("name: demo\nservices: {web: {image: nginx}, db: {image: postgres}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hashes, _, _ := run(t, dir, "config", "--hash", "db")
+	hash := strings.Fields(hashes)[1]
+
+	state := t.TempDir()
+	os.MkdirAll(filepath.Join(state, "vmcompose", "demo"), 0o755)
+	rec := `{"project":"demo","instances":[{"service":"db","number":1,"state":"running","hash":"` + hash + `"},{"service":"old","number":1,"state":"running","hash":"x"}]}`
+	if err := os.WriteFile(filepath.Join(state, "vmcompose", "demo", "state.json"), []byte(rec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "plan", "--remove-orphans")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+state)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	want := `project demo (up): 3 operations in 1 wave: 1 create, 1 remove, 1 unchanged
+wave 1
+  1  nothing  db-1   up to date
+  2  remove   old-1  orphan: the service is no longer in the compose file
+  3  create   web-1  new service
+`
+	if string(out) != want {
+		t.Errorf("plan:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, code := run(t, ".", "version")
+	if code != 0 || !strings.HasPrefix(out, "vmcompose version ") {
+		t.Errorf("exit %d: %q", code, out)
+	}
+}
