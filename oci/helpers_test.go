@@ -276,7 +276,9 @@ func blobs(t testing.TB, s *Store) map[string]bool {
 	}
 	out := map[string]bool{}
 	for _, e := range entries {
-		out["sha256:"+e.Name()] = true
+		if !strings.HasPrefix(e.Name(), tmpPrefix) {
+			out["sha256:"+e.Name()] = true
+		}
 	}
 	return out
 }
