@@ -101,28 +101,32 @@ func layerOf(t testing.TB, seed int64, size int64) v1.Layer {
 // imageOf builds an OCI image for platform ("linux/amd64") from layers.
 func imageOf(t testing.TB, platform string, layers ...v1.Layer) v1.Image {
 	t.Helper()
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err := mutate.AppendLayers(img, layers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = cfg.DeepCopy()
-	p, err := v1.ParsePlatform(platform)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.OS, cfg.Architecture, cfg.Variant = p.OS, p.Architecture, p.Variant
-	cfg.Config.Cmd = []string{"/bin/sh"}
-	img, err = mutate.ConfigFile(img, cfg)
+	img, err := imageOfLayers(platform, layers)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return img
+}
+
+func imageOfLayers(platform string, layers []v1.Layer) (v1.Image, error) {
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err := mutate.AppendLayers(img, layers...)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	p, err := v1.ParsePlatform(platform)
+	if err != nil {
+		return nil, err
+	}
+	cfg.OS, cfg.Architecture, cfg.Variant = p.OS, p.Architecture, p.Variant
+	cfg.Config.Cmd = []string{"/bin/sh"}
+	return mutate.ConfigFile(img, cfg)
 }
 
 func push(t testing.TB, ref string, img v1.Image) v1.Hash {
