@@ -1,0 +1,201 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/vmcompose/vmcompose/oci/rootfs/internal/ext4"
+)
+
+// DefaultMaxSize is the inflated size limit when WithMaxSize is not given.
+const DefaultMaxSize int64 = 64 << 30
+
+// ErrTooLarge means the image inflates past the limit set with WithMaxSize
+// (or DefaultMaxSize). Retrying cannot help; raising the limit can.
+var ErrTooLarge = errors.New("image too large")
+
+// Option configures Build and Ensure.
+type Option func(*options) error
+
+type options struct {
+	maxSize int64
+}
+
+// WithMaxSize limits the total inflated size of the image: the bytes of the
+// uncompressed layer tars, and separately the logical size of all file
+// contents (which a sparse tar entry can make much larger). Build stops with
+// an error wrapping ErrTooLarge and naming the layer as soon as either
+// passes n.
+func WithMaxSize(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("maximum size %d: must be positive", n)
+		}
+		o.maxSize = n
+		return nil
+	}
+}
+
+func makeOptions(opts []Option) (options, error) {
+	o := options{maxSize: DefaultMaxSize}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// Build flattens img's layers into a read-only ext4 image at dst.
+//
+// It writes a temporary file in dst's directory, syncs it and renames it to
+// dst, so dst is either absent, the old file, or complete. On error or when
+// ctx is cancelled the temporary file is removed. Building the same image
+// twice gives byte-identical files.
+func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err error) {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("image digest: %w", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return fmt.Errorf("layers of %s: %w", digest, err)
+	}
+
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("creating rootfs image: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+
+	// Room for the data plus generous metadata; this only sizes the
+	// descriptor table reserved at the start of the image.
+	w, err := ext4.NewWriter(tmp, min(2*o.maxSize+1<<30, 16<<40-ext4.BlockSize))
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte("vmcompose rootfs " + digest.String()))
+	copy(w.UUID[:], sum[:16])
+	w.UUID[6] = w.UUID[6]&0x0f | 0x40
+	w.UUID[8] = w.UUID[8]&0x3f | 0x80
+
+	t := newTree(w)
+	lim := &limits{ctx: ctx, max: o.maxSize}
+	for i, l := range layers {
+		if err := applyLayer(t, l, i, lim); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := w.Finish(t.root); err != nil {
+		return fmt.Errorf("writing ext4 metadata for %s: %w", digest, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("rootfs image: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("syncing rootfs image: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("closing rootfs image: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("renaming rootfs image: %w", err)
+	}
+	syncDir(filepath.Dir(dst))
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // best effort: not every platform syncs directories
+		d.Close()
+	}
+}
+
+// limits counts inflated bytes over all layers and watches ctx.
+type limits struct {
+	ctx     context.Context
+	max     int64
+	stream  int64 // uncompressed tar bytes read
+	content int64 // logical file bytes
+}
+
+// countingReader counts uncompressed bytes and stops on cancel or limit.
+type countingReader struct {
+	r   io.Reader
+	lim *limits
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	if err := c.lim.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := c.r.Read(b)
+	c.lim.stream += int64(n)
+	if c.lim.stream > c.lim.max {
+		return n, fmt.Errorf("%w: more than %d bytes uncompressed", ErrTooLarge, c.lim.max)
+	}
+	return n, err
+}
+
+func applyLayer(t *tree, l v1.Layer, index int, lim *limits) (err error) {
+	digest, err := l.Digest()
+	if err != nil {
+		return fmt.Errorf("layer %d digest: %w", index, err)
+	}
+	defer func() {
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("layer %s: %w", digest, err)
+		}
+	}()
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(&countingReader{r: rc, lim: lim})
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue
+		}
+		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA || hdr.Typeflag == tar.TypeGNUSparse || hdr.Typeflag == tar.TypeCont {
+			lim.content += hdr.Size
+			if hdr.Size < 0 || lim.content > lim.max {
+				return fmt.Errorf("%s: %w: more than %d bytes of file content", hdr.Name, ErrTooLarge, lim.max)
+			}
+		}
+		if err := t.apply(hdr, tr, index); err != nil {
+			if errors.Is(err, ErrTooLarge) {
+				return err
+			}
+			return fmt.Errorf("entry %s: %w", hdr.Name, err)
+		}
+	}
+}
