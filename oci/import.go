@@ -165,6 +165,7 @@ func (s *Store) importLayout(indexJSON []byte, o *options, rep *reporter) ([]Ima
 			continue
 		}
 		n := canonical(r)
+		var hint *v1.Platform
 		if d.MediaType.IsIndex() {
 			b, err := s.readBlob(d.Digest)
 			if err != nil {
@@ -177,11 +178,12 @@ func (s *Store) importLayout(indexJSON []byte, o *options, rep *reporter) ([]Ima
 			if d, err = pickPlatform(child, o.platform); err != nil {
 				return nil, fmt.Errorf("%s: %w", n, err)
 			}
+			hint = d.Platform
 		}
 		if !d.MediaType.IsImage() {
 			continue
 		}
-		platform, err := s.checkComplete(d)
+		platform, err := s.checkComplete(d, hint)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}
@@ -216,8 +218,8 @@ func archiveName(d v1.Descriptor) string {
 }
 
 // checkComplete verifies that the manifest, config and layers of d are in
-// the store and returns the platform from the config.
-func (s *Store) checkComplete(d v1.Descriptor) (v1.Platform, error) {
+// the store and returns the platform from the config, completed by hint.
+func (s *Store) checkComplete(d v1.Descriptor, hint *v1.Platform) (v1.Platform, error) {
 	b, err := s.readBlob(d.Digest)
 	if err != nil {
 		return v1.Platform{}, err
@@ -242,7 +244,7 @@ func (s *Store) checkComplete(d v1.Descriptor) (v1.Platform, error) {
 	if err != nil {
 		return v1.Platform{}, terminal(nil, err, "config %s: %v", m.Config.Digest, err)
 	}
-	return v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}, nil
+	return mergePlatform(cfg, hint), nil
 }
 
 // readBlob reads a small blob from the store.
@@ -285,7 +287,7 @@ func (s *Store) importDockerSave(ctx context.Context, file string, o *options, r
 			}
 			n := canonical(tag)
 			r := &reporter{sink: rep.sink, ref: n}
-			res, err := s.store(ctx, img, n, o, r, false, false)
+			res, err := s.store(ctx, img, n, o, r, false, nil, false)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", n, err)
 			}

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -105,6 +106,7 @@ func (s *Store) pull(ctx context.Context, r name.Reference, n string, o *options
 		return Image{}, classify(err)
 	}
 	var img v1.Image
+	var hint *v1.Platform
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
@@ -119,6 +121,7 @@ func (s *Store) pull(ctx context.Context, r name.Reference, n string, o *options
 		if err != nil {
 			return Image{}, err
 		}
+		hint = child.Platform
 		if img, err = idx.Image(child.Digest); err != nil {
 			return Image{}, classify(err)
 		}
@@ -129,7 +132,7 @@ func (s *Store) pull(ctx context.Context, r name.Reference, n string, o *options
 	default:
 		return Image{}, terminal(nil, nil, "manifest media type %s is not supported: want an OCI or Docker v2 image or index", desc.MediaType)
 	}
-	return s.store(ctx, img, n, o, rep, true, true)
+	return s.store(ctx, img, n, o, rep, true, hint, true)
 }
 
 // pickPlatform returns the index entry for platform, or an ErrPlatform error
@@ -153,9 +156,10 @@ func pickPlatform(im *v1.IndexManifest, platform v1.Platform) (v1.Descriptor, er
 
 // store writes img (layers, config, manifest) into the store and records it
 // under n. remoteVerified says whether layer readers verify their digest
-// themselves (go-containerregistry remote layers do); checkPlatform whether
-// an image for another platform is an error.
-func (s *Store) store(ctx context.Context, img v1.Image, n string, o *options, rep *reporter, remoteVerified, checkPlatform bool) (Image, error) {
+// themselves (go-containerregistry remote layers do). If checkPlatform is
+// set, an image for another platform than o.platform is an error; hint is the
+// platform an index gave the image, if any.
+func (s *Store) store(ctx context.Context, img v1.Image, n string, o *options, rep *reporter, remoteVerified bool, hint *v1.Platform, checkPlatform bool) (Image, error) {
 	m, err := img.Manifest()
 	if err != nil {
 		return Image{}, classify(err)
@@ -190,12 +194,19 @@ func (s *Store) store(ctx context.Context, img v1.Image, n string, o *options, r
 	if err != nil {
 		return Image{}, terminal(nil, err, "image config: %v", err)
 	}
-	platform := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}
-	if checkPlatform && cfg.OS != "" && !platform.Satisfies(o.platform) {
-		return Image{}, terminal(ErrPlatform, nil, "the image is %s, not %s: set the service's platform: to %s to use it", platform, o.platform, platform)
-	}
-	if platform.OS == "" {
-		platform = o.platform
+	platform := mergePlatform(cfg, hint)
+	if checkPlatform {
+		if platform.OS == "" {
+			platform = o.platform
+		}
+		if platform.Variant == "" && platform.Architecture == o.platform.Architecture {
+			// Configs often omit the variant: take the one asked for, so
+			// that a lookup for it finds the image.
+			platform.Variant = o.platform.Variant
+		}
+		if !platform.Satisfies(o.platform) {
+			return Image{}, terminal(ErrPlatform, nil, "the image is %s, not %s: set the service's platform: to %s to use it", platform, o.platform, platform)
+		}
 	}
 	total := int64(len(raw)) + m.Config.Size
 	for _, l := range m.Layers {
@@ -250,6 +261,22 @@ func (s *Store) store(ctx context.Context, img v1.Image, n string, o *options, r
 		return Image{}, err
 	}
 	return res, nil
+}
+
+// mergePlatform returns the platform of an image config, completed by the
+// platform its index gave it (configs often lack the variant).
+func mergePlatform(cfg *v1.ConfigFile, hint *v1.Platform) v1.Platform {
+	p := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}
+	if hint != nil {
+		if p.OS == "" && p.Architecture == "" {
+			p.OS, p.Architecture = hint.OS, hint.Architecture
+		}
+		if p.Architecture == hint.Architecture {
+			p.Variant = cmp.Or(p.Variant, hint.Variant)
+			p.OSVersion = cmp.Or(p.OSVersion, hint.OSVersion)
+		}
+	}
+	return p
 }
 
 // fetchLayer downloads one layer into the store, retrying broken transfers

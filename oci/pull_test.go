@@ -548,3 +548,41 @@ func TestPullPolicies(t *testing.T) {
 		t.Errorf("ParsePullPolicy(if_not_present) = %q, %v", p, err)
 	}
 }
+
+func TestPullVariantAndDigestReference(t *testing.T) {
+	host, h := newRegistry(t, nil)
+	// The arm/v7 config omits the variant, as many do; only the index has it.
+	armv7 := imageOf(t, "linux/arm", layerOf(t, 1, 1024))
+	amd := imageOf(t, "linux/amd64", layerOf(t, 2, 1024))
+	ref := host + "/variant:1"
+	pushIndex(t, ref, map[string]v1.Image{"linux/arm/v7": armv7, "linux/amd64": amd})
+	s := openStore(t)
+	ctx := context.Background()
+	got, err := s.Pull(ctx, ref, WithPlatform("linux/arm/v7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Platform.String() != "linux/arm/v7" || got.Digest != digestOf(t, armv7) {
+		t.Errorf("got %s %s", got.Platform, got.Digest)
+	}
+	h.reset()
+	if _, err := s.Pull(ctx, ref, WithPlatform("linux/arm/v7")); err != nil || h.get("GET manifest") != 0 {
+		t.Errorf("second pull with policy missing: %v, %d manifest GETs, want 0", err, h.get("GET manifest"))
+	}
+
+	// A digest reference (of the index) is recorded under that digest.
+	r, _ := name.ParseReference(ref)
+	desc, err := remote.Head(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byDigest := host + "/variant@" + desc.Digest.String()
+	got, err = s.Pull(ctx, byDigest, WithPlatform("linux/amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Ref != byDigest || got.Digest != digestOf(t, amd) {
+		t.Errorf("got %s %s", got.Ref, got.Digest)
+	}
+	checkImages(t, s)
+}
