@@ -59,6 +59,7 @@ type options struct {
 	backoff   remote.Backoff
 	transport http.RoundTripper
 	logger    *slog.Logger
+	stall     time.Duration // a layer download with no data for this long is retried
 }
 
 // DefaultJobs is the number of blobs Pull downloads at once by default.
@@ -83,6 +84,7 @@ func makeOptions(opts []Option) (*options, error) {
 		backoff:  DefaultBackoff,
 		keychain: authn.DefaultKeychain,
 		logger:   discardLogger,
+		stall:    60 * time.Second,
 	}
 	for _, opt := range opts {
 		if err := opt(o); err != nil {

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -81,7 +83,7 @@ func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Image, er
 func (s *Store) remoteOptions(ctx context.Context, o *options) []remote.Option {
 	inner := o.transport
 	if inner == nil {
-		inner = remote.DefaultTransport
+		inner = defaultTransport()
 	}
 	ropts := []remote.Option{
 		remote.WithContext(ctx),
@@ -98,6 +100,19 @@ func (s *Store) remoteOptions(ctx context.Context, o *options) []remote.Option {
 	}
 	return ropts
 }
+
+// defaultTransport is go-containerregistry's default transport with a
+// timeout for response headers, shared by all pulls so connections are
+// reused.
+var defaultTransport = sync.OnceValue(func() http.RoundTripper {
+	t, ok := remote.DefaultTransport.(*http.Transport)
+	if !ok {
+		return remote.DefaultTransport
+	}
+	t = t.Clone()
+	t.ResponseHeaderTimeout = 60 * time.Second
+	return t
+})
 
 func (s *Store) pull(ctx context.Context, r name.Reference, n string, o *options) (Image, error) {
 	rep := &reporter{sink: o.progress, ref: n}
@@ -296,10 +311,20 @@ func (s *Store) fetchLayer(ctx context.Context, img v1.Image, ld v1.Descriptor, 
 				return err
 			}
 			defer rc.Close()
-			return s.writeBlob(ld.Digest, ld.Size, rc, !verified, func(n int) {
+			wd := watch(ctx, rc, o.stall)
+			defer wd.stop()
+			err = s.writeBlob(ld.Digest, ld.Size, rc, !verified, func(n int) {
+				wd.kick()
 				c.add(n)
 				downloaded.Add(int64(n))
 			})
+			if err != nil && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil && wd.fired() {
+				return fmt.Errorf("no data for %s: %w", o.stall, errStalled)
+			}
+			return err
 		}()
 		if err == nil || ctx.Err() != nil || attempt >= o.backoff.Steps || !transient(err) {
 			break
@@ -321,12 +346,46 @@ func (s *Store) fetchLayer(ctx context.Context, img v1.Image, ld v1.Descriptor, 
 	return err
 }
 
+var errStalled = errors.New("download stalled")
+
+// watchdog closes a body when ctx is done or no data arrived for a while,
+// so that a stalled transfer fails (and is retried) instead of hanging.
+type watchdog struct {
+	timer *time.Timer
+	stall time.Duration
+	done  chan struct{}
+	fire  atomic.Bool
+}
+
+func watch(ctx context.Context, body io.Closer, stall time.Duration) *watchdog {
+	w := &watchdog{stall: stall, done: make(chan struct{})}
+	w.timer = time.AfterFunc(stall, func() {
+		w.fire.Store(true)
+		body.Close()
+	})
+	go func() {
+		select {
+		case <-ctx.Done():
+			body.Close()
+		case <-w.done:
+		}
+	}()
+	return w
+}
+
+func (w *watchdog) kick()       { w.timer.Reset(w.stall) }
+func (w *watchdog) fired() bool { return w.fire.Load() }
+func (w *watchdog) stop() {
+	w.timer.Stop()
+	close(w.done)
+}
+
 // transient reports whether a failed transfer may succeed when tried again.
 func transient(err error) bool {
 	if errors.Is(err, ErrTerminal) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, errStalled) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
 		return true
 	}
 	var ne net.Error

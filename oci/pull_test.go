@@ -271,7 +271,7 @@ func TestPullDeniedIsTerminal(t *testing.T) {
 }
 
 // breakBlob serves a damaged body for GETs of blob digest d.
-func breakBlob(d *v1.Hash, damage func(w http.ResponseWriter, body []byte), count *atomic.Int32) func(http.Handler) http.Handler {
+func breakBlob(d *v1.Hash, damage func(w http.ResponseWriter, r *http.Request, body []byte), count *atomic.Int32) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodGet || d.Hex == "" || !strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
@@ -281,7 +281,7 @@ func breakBlob(d *v1.Hash, damage func(w http.ResponseWriter, body []byte), coun
 			count.Add(1)
 			rec := &recorder{header: http.Header{}}
 			next.ServeHTTP(rec, r)
-			damage(w, rec.body)
+			damage(w, r, rec.body)
 		})
 	}
 }
@@ -299,7 +299,7 @@ func (r *recorder) Write(p []byte) (int, error) { r.body = append(r.body, p...);
 func TestPullTruncatedBlob(t *testing.T) {
 	var target v1.Hash
 	var count atomic.Int32
-	host, _ := newRegistry(t, breakBlob(&target, func(w http.ResponseWriter, body []byte) {
+	host, _ := newRegistry(t, breakBlob(&target, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		w.Header().Set("Content-Length", itoa(len(body)))
 		w.WriteHeader(http.StatusOK)
 		w.Write(body[:len(body)/2]) // the server hangs up half way
@@ -344,7 +344,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func TestPullWrongDigest(t *testing.T) {
 	var target v1.Hash
 	var count atomic.Int32
-	host, _ := newRegistry(t, breakBlob(&target, func(w http.ResponseWriter, body []byte) {
+	host, _ := newRegistry(t, breakBlob(&target, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		bad := append([]byte(nil), body...)
 		bad[len(bad)/2] ^= 0xff // same size, other bytes
 		w.Header().Set("Content-Length", itoa(len(bad)))
@@ -373,7 +373,7 @@ func TestPullCancelLeavesNothing(t *testing.T) {
 	var target v1.Hash
 	var count atomic.Int32
 	ctx, cancel := context.WithCancel(context.Background())
-	host, _ := newRegistry(t, breakBlob(&target, func(w http.ResponseWriter, body []byte) {
+	host, _ := newRegistry(t, breakBlob(&target, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		w.Header().Set("Content-Length", itoa(len(body)))
 		w.Write(body[:len(body)/2])
 		w.(http.Flusher).Flush()
@@ -585,4 +585,36 @@ func TestPullVariantAndDigestReference(t *testing.T) {
 		t.Errorf("got %s %s", got.Ref, got.Digest)
 	}
 	checkImages(t, s)
+}
+
+func TestPullRetriesStalledLayer(t *testing.T) {
+	var target v1.Hash
+	var count atomic.Int32
+	host, _ := newRegistry(t, breakBlob(&target, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Length", itoa(len(body)))
+		if count.Load() == 1 {
+			w.Write(body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			select { // stall; the client gives up first
+			case <-r.Context().Done():
+			case <-time.After(2 * time.Second):
+			}
+			return
+		}
+		w.Write(body)
+	}, &count))
+	l := layerOf(t, 2, 256<<10)
+	target, _ = l.Digest()
+	ref := host + "/stall:1"
+	push(t, ref, imageOf(t, "linux/amd64", l))
+	s := openStore(t)
+	stall := func(o *options) error { o.stall = 200 * time.Millisecond; return nil }
+	start := time.Now()
+	if _, err := s.Pull(context.Background(), ref, WithPlatform("linux/amd64"), fastRetry, stall); err != nil {
+		t.Fatal(err)
+	}
+	if count.Load() != 2 || time.Since(start) > 1500*time.Millisecond {
+		t.Errorf("%d attempts in %s, want 2 well before the stalled response ends", count.Load(), time.Since(start))
+	}
+	checkStore(t, s)
 }
