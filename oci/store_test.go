@@ -2,6 +2,7 @@ package oci
 
 import (
 	"archive/tar"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -518,5 +519,64 @@ func TestImportRejectsCorruptBlob(t *testing.T) {
 
 	if _, err := s.Import(context.Background(), "/dev/null"); !errors.Is(err, ErrTerminal) {
 		t.Errorf("empty archive: %v", err)
+	}
+}
+
+// Docker 25 and later save an OCI layout plus a manifest.json, and users
+// often gzip it; the layout is read, so digests stay those of the source.
+func TestImportDockerSaveOCIGzip(t *testing.T) {
+	src := t.TempDir()
+	p, err := layout.Write(src, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := imageOf(t, "linux/amd64", layerOf(t, 1, 4096))
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
+		AnnotationContainerdName: "docker.io/library/app:1", AnnotationRefName: "1"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "manifest.json"), []byte(`[{"Config":"blobs/sha256/x","RepoTags":["app:1"],"Layers":[]}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(t.TempDir(), "save.tar")
+	writeLayoutArchive(t, src, plain)
+	file := plain + ".gz"
+	gzipFile(t, plain, file)
+
+	s := openStore(t)
+	imgs, err := s.Import(context.Background(), file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 1 || imgs[0].Ref != "docker.io/library/app:1" || imgs[0].Digest != digestOf(t, img) {
+		t.Fatalf("imported %+v", imgs)
+	}
+	got, err := s.Image("app:1")
+	if err != nil || got.Digest != digestOf(t, img) || got.Size <= 4096 {
+		t.Errorf("Image(app:1) = %s size %d, %v", got.Digest, got.Size, err)
+	}
+	checkStore(t, s)
+}
+
+func gzipFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw := gzip.NewWriter(out)
+	if _, err := io.Copy(zw, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
