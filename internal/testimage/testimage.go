@@ -3,6 +3,7 @@ package testimage
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"os"
@@ -154,6 +155,29 @@ func Layer(t testing.TB, b []byte) v1.Layer {
 // annotations map would make Manifest() differ from the raw manifest.
 type plainLayer struct{ v1.Layer }
 
+// GzipLayer returns an OCI layer stored gzip-compressed (default level, as
+// registries usually serve them), so that reading it uncompressed costs a
+// real decompression.
+func GzipLayer(t testing.TB, b []byte) v1.Layer {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	gz := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(gz)), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatalf("layer: %v", err)
+	}
+	return plainLayer{l}
+}
+
 // Image returns an OCI image whose layers hold the given entries, bottom
 // layer first.
 func Image(t testing.TB, layers ...[]Entry) v1.Image {
@@ -168,14 +192,22 @@ func Image(t testing.TB, layers ...[]Entry) v1.Image {
 // FromTars returns an OCI image whose layers are the given tar streams.
 func FromTars(t testing.TB, tars ...[]byte) v1.Image {
 	t.Helper()
+	layers := make([]v1.Layer, len(tars))
+	for i, b := range tars {
+		layers[i] = Layer(t, b)
+	}
+	return FromLayers(t, layers...)
+}
+
+// FromLayers returns an OCI image (linux/amd64, Cmd /bin/sh) with the given
+// layers, bottom first.
+func FromLayers(t testing.TB, layers ...v1.Layer) v1.Image {
+	t.Helper()
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	for _, b := range tars {
-		var err error
-		img, err = mutate.AppendLayers(img, Layer(t, b))
-		if err != nil {
-			t.Fatalf("appending layer: %v", err)
-		}
+	img, err := mutate.AppendLayers(img, layers...)
+	if err != nil {
+		t.Fatalf("appending layers: %v", err)
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {

@@ -67,6 +67,15 @@ func TestBuildBusybox(t *testing.T) {
 	}
 }
 
+func TestBuildBenchImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100 MB image")
+	}
+	img, _ := benchImage(t)
+	dst := build(t, img)
+	checkAgainstModel(t, img, dst)
+}
+
 func TestBuildLayered(t *testing.T) {
 	img := testimage.Layered(t)
 	dst := build(t, img)
