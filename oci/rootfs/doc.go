@@ -23,19 +23,27 @@
 // # Why our own ext4 writer
 //
 // The choice was between hcsshim's ext4/tar2ext4 (compactext4) and a small
-// writer of our own (internal/ext4, about 800 lines, standard library only).
-// Measured on the development machine:
+// writer of our own (internal/ext4, about 800 lines, standard library
+// only). Measured on a 2-core Debian 12 machine with a 105 MB flattened tar
+// (the BenchmarkRootfs content):
 //
-//   - size: importing tar2ext4 pulls hcsshim's internal/log (logrus, otel,
-//     protobuf): a static binary that reads a tar grows from 2.7 MB to 8.7 MB.
-//     internal/ext4 adds only its own code.
-//   - correctness: tar2ext4 images fail `e2fsck -fn` ("Padding at end of
-//     inode bitmap is not set", exit 4); ours pass. compactext4 also writes
-//     every byte of a sparse file and cannot delete a file once written, so
-//     flattening would have to happen before writing.
-//   - speed: see BenchmarkRootfs; the cost is dominated by reading and
-//     hashing the layers, not by the writer.
+//   - binary size: a static tar-reading program grows by 6.0 MB (2.7 to
+//     8.7 MB) when it imports tar2ext4, whose internal/log pulls logrus,
+//     otel and protobuf; with internal/ext4 it grows by 0.14 MB.
+//   - correctness: tar2ext4's image fails `e2fsck -fn` ("Padding at end of
+//     inode bitmap is not set", exit 4); ours passes with exit 0.
+//   - speed: both convert the tar in 50-100 ms from the page cache.
+//   - size: tar2ext4 writes every byte (107 MB image); ours stores all-zero
+//     blocks as holes (84 MB). compactext4 cannot remove a file once
+//     written, so upper-layer deletions would need a flattening pass before
+//     writing; our writer reuses the blocks of deleted files instead.
 //
-// Our writer stores all-zero blocks as holes, reuses the blocks of files
-// that upper layers delete, and writes metadata once at the end.
+// Against the old way (extract the flattened image to a directory, then
+// mkfs.ext4 -d) Build takes about 0.08 s instead of 1.1 s for the
+// uncompressed layers and 0.29 s instead of 1.2 s for gzip layers, where
+// gunzip dominates (see BenchmarkRootfs).
+//
+// Extended attributes outside the user, trusted, security and system name
+// spaces are left out (Linux's ext4 cannot hold them); POSIX ACLs are
+// converted to ext4's on-disk form.
 package rootfs

@@ -2,7 +2,6 @@ package rootfs
 
 import (
 	"archive/tar"
-	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -192,6 +191,9 @@ func (t *tree) apply(hdr *tar.Header, r io.Reader, layer int) error {
 		}
 	}
 
+	if err := ext4.CheckXattrs(node.Xattrs); err != nil {
+		return err
+	}
 	if base == "" { // the root directory itself
 		if hdr.Typeflag == tar.TypeDir {
 			setMeta(t.root, node)
@@ -222,8 +224,8 @@ func (t *tree) apply(hdr *tar.Header, r io.Reader, layer int) error {
 		node.Mode |= ext4.ModeReg
 		node.Data = d
 	case tar.TypeSymlink:
-		if hdr.Linkname == "" {
-			return errors.New("symlink with an empty target")
+		if hdr.Linkname == "" || len(hdr.Linkname) > ext4.BlockSize-1 {
+			return fmt.Errorf("symlink target of %d bytes: must be 1 to %d", len(hdr.Linkname), ext4.BlockSize-1)
 		}
 		node.Mode |= ext4.ModeLink
 		node.Symlink = hdr.Linkname

@@ -308,3 +308,21 @@ func assertEmptyDir(t *testing.T, dir string) {
 		t.Errorf("left behind in %s: %s", dir, e.Name())
 	}
 }
+
+func TestBuildXattrRules(t *testing.T) {
+	img := testimage.Image(t, []testimage.Entry{
+		testimage.WithXattr(testimage.WithXattr(testimage.File("f", 0o644, "x"), "com.apple.quarantine", []byte("q")), "user.kept", []byte("k")),
+	})
+	got := readImage(t, build(t, img), maxHash)
+	if x := got["/f"].xattrs; len(x) != 1 || x["user.kept"] != "k" {
+		t.Errorf("xattrs %q: want only user.kept (ext4 has no other name spaces)", x)
+	}
+
+	huge := testimage.Image(t, []testimage.Entry{
+		testimage.WithXattr(testimage.File("huge", 0o644, "x"), "user.huge", make([]byte, 5000)),
+	})
+	err := Build(context.Background(), huge, filepath.Join(t.TempDir(), "rootfs.ext4"))
+	if err == nil || !strings.Contains(err.Error(), "entry huge:") {
+		t.Fatalf("Build with a 5000-byte xattr: %v, want an error naming the entry", err)
+	}
+}

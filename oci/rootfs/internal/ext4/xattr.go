@@ -2,6 +2,7 @@ package ext4
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -52,7 +53,17 @@ func splitXattr(name string, value []byte) (xattr, error) {
 			return xattr{index: p.index, name: rest, value: value}, nil
 		}
 	}
-	return xattr{}, fmt.Errorf("xattr %q: unknown name space", name)
+	return xattr{}, fmt.Errorf("xattr %q: %w", name, errUnknownNamespace)
+}
+
+var errUnknownNamespace = errors.New("name space unknown to ext4")
+
+// CheckXattrs reports whether attrs can be stored: Finish would fail on the
+// same attributes. Names outside the user, trusted, security and system
+// name spaces are accepted and left out, as Linux's ext4 cannot hold them.
+func CheckXattrs(attrs map[string][]byte) error {
+	_, _, err := layoutXattrs(attrs)
+	return err
 }
 
 // aclToDisk converts a POSIX ACL from the xattr interface format (version 2,
@@ -100,6 +111,9 @@ func layoutXattrs(attrs map[string][]byte) (inline, block []byte, err error) {
 	var all []xattr
 	for name, v := range attrs {
 		x, err := splitXattr(name, v)
+		if errors.Is(err, errUnknownNamespace) {
+			continue // the kernel could not show it either
+		}
 		if err != nil {
 			return nil, nil, err
 		}
