@@ -63,6 +63,16 @@ func (h *hits) get(kind string) int {
 	return h.kinds[kind]
 }
 
+func (h *hits) total() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, c := range h.kinds {
+		n += c
+	}
+	return n
+}
+
 func (h *hits) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -188,7 +188,7 @@ func (s *Store) importLayout(indexJSON []byte, o *options, rep *reporter) ([]Ima
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}
 		desc := v1.Descriptor{MediaType: d.MediaType, Size: d.Size, Digest: d.Digest, Platform: &platform}
-		if err := s.record(n, desc); err != nil {
+		if err := s.record(n, desc, v1.Hash{}); err != nil {
 			return nil, err
 		}
 		img, err := s.lookup(n, platform)
@@ -287,7 +287,7 @@ func (s *Store) importDockerSave(ctx context.Context, file string, o *options, r
 			}
 			n := canonical(tag)
 			r := &reporter{sink: rep.sink, ref: n}
-			res, err := s.store(ctx, img, n, o, r, false, nil, false)
+			res, err := s.store(ctx, storeInput{img: img, name: n}, o, r)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", n, err)
 			}

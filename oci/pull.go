@@ -51,15 +51,19 @@ func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Image, er
 		return Image{}, fmt.Errorf("pulling %s: %w", ref, err)
 	}
 	n := canonical(r)
+	var have *Image
+	img, err := s.lookup(n, o.platform)
+	if err == nil {
+		have = &img
+	} else if !errors.Is(err, ErrNotFound) {
+		return Image{}, fmt.Errorf("pulling %s: %w", n, err)
+	}
 	if o.policy != PullAlways {
-		img, err := s.lookup(n, o.platform)
 		switch {
-		case err == nil && (o.policy != PullDaily || s.now().Sub(img.PulledAt) < 24*time.Hour):
-			return img, nil
-		case err == nil:
+		case have != nil && (o.policy != PullDaily || s.now().Sub(have.PulledAt) < 24*time.Hour):
+			return *have, nil
+		case have != nil:
 			// PullDaily and the last pull is older than a day.
-		case !errors.Is(err, ErrNotFound):
-			return Image{}, fmt.Errorf("pulling %s: %w", n, err)
 		case o.policy == PullNever:
 			return Image{}, fmt.Errorf("pulling %s: %w", n, terminal(ErrNotFound, nil,
 				"not in the store for %s and the pull policy is never: pull or import it first", o.platform))
@@ -70,7 +74,7 @@ func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Image, er
 		return Image{}, fmt.Errorf("pulling %s: %w", n, err)
 	}
 	defer unlock()
-	img, err := s.pull(ctx, r, n, o)
+	img, err = s.pull(ctx, r, n, o, have)
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
@@ -114,9 +118,27 @@ var defaultTransport = sync.OnceValue(func() http.RoundTripper {
 	return t
 })
 
-func (s *Store) pull(ctx context.Context, r name.Reference, n string, o *options) (Image, error) {
+// pull fetches r; have is the image recorded for it, if any.
+func (s *Store) pull(ctx context.Context, r name.Reference, n string, o *options, have *Image) (Image, error) {
 	rep := &reporter{sink: o.progress, ref: n}
-	desc, err := remote.Get(r, s.remoteOptions(ctx, o)...)
+	ropts := s.remoteOptions(ctx, o)
+	if have != nil && have.desc.Annotations[AnnotationSource] != "" {
+		// Unchanged in the registry: one HEAD instead of the manifest GETs.
+		// Any HEAD failure falls through to the GET, which reports it.
+		if hd, err := remote.Head(r, ropts...); err == nil && hd.Digest.String() == have.desc.Annotations[AnnotationSource] {
+			if err := s.record(n, have.desc, hd.Digest); err != nil {
+				return Image{}, err
+			}
+			layers := 0
+			if m, err := have.V1.Manifest(); err == nil {
+				layers = len(m.Layers)
+			}
+			rep.send(Event{Kind: EventResolved, Digest: have.Digest.String(), Platform: have.Platform.String(), Total: have.Size, Layers: layers})
+			rep.send(Event{Kind: EventDone, Digest: have.Digest.String(), Total: have.Size})
+			return s.lookup(n, have.Platform)
+		}
+	}
+	desc, err := remote.Get(r, ropts...)
 	if err != nil {
 		return Image{}, classify(err)
 	}
@@ -147,7 +169,7 @@ func (s *Store) pull(ctx context.Context, r name.Reference, n string, o *options
 	default:
 		return Image{}, terminal(nil, nil, "manifest media type %s is not supported: want an OCI or Docker v2 image or index", desc.MediaType)
 	}
-	return s.store(ctx, img, n, o, rep, true, hint, true)
+	return s.store(ctx, storeInput{img: img, name: n, hint: hint, source: desc.Digest, remote: true}, o, rep)
 }
 
 // pickPlatform returns the index entry for platform, or an ErrPlatform error
@@ -169,12 +191,22 @@ func pickPlatform(im *v1.IndexManifest, platform v1.Platform) (v1.Descriptor, er
 		platform, strings.Join(have, ", "))
 }
 
-// store writes img (layers, config, manifest) into the store and records it
-// under n. remoteVerified says whether layer readers verify their digest
-// themselves (go-containerregistry remote layers do). If checkPlatform is
-// set, an image for another platform than o.platform is an error; hint is the
-// platform an index gave the image, if any.
-func (s *Store) store(ctx context.Context, img v1.Image, n string, o *options, rep *reporter, remoteVerified bool, hint *v1.Platform, checkPlatform bool) (Image, error) {
+// storeInput is an image to write into the store.
+type storeInput struct {
+	img    v1.Image
+	name   string       // the reference to record it under
+	hint   *v1.Platform // the platform an index gave the image, if any
+	source v1.Hash      // the digest the reference resolved to, if pulled
+	// remote is set for go-containerregistry remote images: their layer
+	// readers verify the digest themselves, and an image for another
+	// platform than asked for is an error.
+	remote bool
+}
+
+// store writes in.img (layers, config, manifest) into the store and records
+// it under in.name.
+func (s *Store) store(ctx context.Context, in storeInput, o *options, rep *reporter) (Image, error) {
+	img, n, hint, remoteVerified, checkPlatform := in.img, in.name, in.hint, in.remote, in.remote
 	m, err := img.Manifest()
 	if err != nil {
 		return Image{}, classify(err)
@@ -267,7 +299,7 @@ func (s *Store) store(ctx context.Context, img v1.Image, n string, o *options, r
 		return Image{}, err
 	}
 	d := v1.Descriptor{MediaType: mt, Size: int64(len(raw)), Digest: digest, Platform: &platform}
-	if err := s.record(n, d); err != nil {
+	if err := s.record(n, d, in.source); err != nil {
 		return Image{}, err
 	}
 	rep.send(Event{Kind: EventDone, Digest: digest.String(), Current: downloaded.Load(), Total: total})

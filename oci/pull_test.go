@@ -163,8 +163,10 @@ func TestPullSharesBlobs(t *testing.T) {
 	if got := h.get("GET blob"); got != 0 {
 		t.Errorf("second pull: GET blob requests = %d, want 0", got)
 	}
-	if got := h.get("GET manifest"); got != 2 {
-		t.Errorf("second pull: GET manifest requests = %d, want 2", got)
+	// Unchanged in the registry: one HEAD each, no GET (Docker Hub counts
+	// GETs against its rate limit).
+	if got, head := h.get("GET manifest"), h.get("HEAD manifest"); got != 0 || head != 2 {
+		t.Errorf("second pull: %d manifest GETs, %d HEADs; want 0 and 2", got, head)
 	}
 	checkStore(t, s)
 }
@@ -509,7 +511,7 @@ func TestPullPolicies(t *testing.T) {
 	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "pull policy is never") {
 		t.Fatalf("never + missing: got %v", err)
 	}
-	if n := h.get("GET manifest") + h.get("GET other"); n != 0 {
+	if n := h.total(); n != 0 {
 		t.Errorf("never: %d requests", n)
 	}
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -527,7 +529,7 @@ func TestPullPolicies(t *testing.T) {
 			t.Errorf("PulledAt = %v, want %v", img.PulledAt, now)
 		}
 	}
-	if n := h.get("GET manifest") + h.get("GET other"); n != 0 {
+	if n := h.total(); n != 0 {
 		t.Errorf("missing/never/daily with a fresh image: %d requests, want 0", n)
 	}
 	now = now.Add(25 * time.Hour)
@@ -535,11 +537,22 @@ func TestPullPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.get("GET manifest") != 1 || !img.PulledAt.Equal(now) {
-		t.Errorf("daily after 25h: %d manifest GETs, pulled at %v", h.get("GET manifest"), img.PulledAt)
+	if h.get("HEAD manifest") != 1 || !img.PulledAt.Equal(now) {
+		t.Errorf("daily after 25h: %d manifest HEADs, pulled at %v", h.get("HEAD manifest"), img.PulledAt)
 	}
-	if _, err := s.Pull(ctx, ref, amd, WithPolicy(PullAlways)); err != nil || h.get("GET manifest") != 2 {
-		t.Errorf("always: %v, %d manifest GETs", err, h.get("GET manifest"))
+	if _, err := s.Pull(ctx, ref, amd, WithPolicy(PullAlways)); err != nil || h.get("HEAD manifest") != 2 || h.get("GET manifest") != 0 {
+		t.Errorf("always: %v, %d manifest HEADs, %d GETs", err, h.get("HEAD manifest"), h.get("GET manifest"))
+	}
+	// The tag moves: always pulls the new image.
+	newer := imageOf(t, "linux/amd64", layerOf(t, 5, 1024))
+	push(t, ref, newer)
+	h.reset()
+	img, err = s.Pull(ctx, ref, amd, WithPolicy(PullAlways))
+	if err != nil || img.Digest != digestOf(t, newer) || h.get("GET manifest") != 1 {
+		t.Errorf("always after the tag moved: %v, %s, %d manifest GETs", err, img.Digest, h.get("GET manifest"))
+	}
+	if imgs, _ := s.Images(); len(imgs) != 1 {
+		t.Errorf("%d images recorded, want 1 (the tag's new image replaces the old)", len(imgs))
 	}
 	if _, err := ParsePullPolicy("sometimes"); err == nil {
 		t.Error("ParsePullPolicy(sometimes) accepted")

@@ -34,6 +34,11 @@ const (
 	// AnnotationPulledAt is when the image was last pulled or imported,
 	// RFC 3339 in UTC; the "daily" pull policy reads it.
 	AnnotationPulledAt = "io.github.vmcompose.pulled-at"
+	// AnnotationSource is the digest the reference resolved to in the
+	// registry (of the index for a multi-platform image). A later pull
+	// compares it with a HEAD request and skips the manifest GETs, which
+	// Docker Hub counts against its rate limit, when it is unchanged.
+	AnnotationSource = "io.github.vmcompose.source-digest"
 )
 
 const (
@@ -91,6 +96,8 @@ type Image struct {
 	Config *v1.ConfigFile
 	// V1 reads the image from the store; it never touches the network.
 	V1 v1.Image
+
+	desc v1.Descriptor // the index.json entry
 }
 
 // DefaultDir returns the store directory: $VMCOMPOSE_HOME if set, else
@@ -424,15 +431,20 @@ func (s *Store) imageFromDescriptor(d v1.Descriptor) (Image, error) {
 		PulledAt:  t,
 		Config:    cfg,
 		V1:        img,
+		desc:      d,
 	}, nil
 }
 
-// record adds (or replaces) the index.json entry for ref and platform.
-func (s *Store) record(ref string, d v1.Descriptor) error {
+// record adds (or replaces) the index.json entry for ref and platform;
+// source is the digest ref resolved to in the registry, if known.
+func (s *Store) record(ref string, d v1.Descriptor, source v1.Hash) error {
 	d.Annotations = map[string]string{
 		AnnotationRefName:        ref,
 		AnnotationContainerdName: ref,
 		AnnotationPulledAt:       s.now().UTC().Format(time.RFC3339),
+	}
+	if source.Hex != "" {
+		d.Annotations[AnnotationSource] = source.String()
 	}
 	p := descPlatform(d)
 	return s.updateIndex(func(im *v1.IndexManifest) error {
