@@ -115,20 +115,21 @@ func TestBuildLayered(t *testing.T) {
 	}
 }
 
-func TestBuildEdgeCases(t *testing.T) {
+// edgeCaseImage has long names and paths, a slow symlink, a nanosecond
+// mtime, a file of zeros, big ids, a 5 GiB sparse file, xattrs in the inode
+// and in a block, a POSIX ACL and a device with a big minor number.
+func edgeCaseImage(t *testing.T) v1.Image {
 	long := strings.Repeat("a-very-long-name-", 14) // 238 bytes
 	deep := ""
 	for i := range 40 {
 		deep += fmt.Sprintf("level-%02d-directory/", i) // 760+ bytes of path
 	}
-	mtime := time.Date(2031, 7, 8, 9, 10, 11, 123456789, time.UTC)
 	nsec := testimage.File("nsec", 0o640, "nanoseconds\n")
-	nsec.Header.ModTime = mtime
+	nsec.Header.ModTime = edgeMtime
 	nsec.Header.Format = tar.FormatPAX
 	zeros := testimage.File("zeros", 0o644, string(make([]byte, 3<<20))+"end")
 	owner := testimage.File("owner", 0o600, "big ids\n")
 	owner.Header.Uid, owner.Header.Gid = 100000, 200000
-	const bigSize = 5<<30 + 12345
 	sparse := testimage.Entry{
 		Header: tar.Header{Typeflag: tar.TypeReg, Name: "sparse/big", Size: bigSize, Mode: 0o644, ModTime: testimage.Epoch},
 		Sparse: []testimage.Chunk{{Offset: 1 << 20, Data: []byte("first")}, {Offset: 4<<30 + 100, Data: bytes.Repeat([]byte("x"), 10000)}},
@@ -137,7 +138,7 @@ func TestBuildEdgeCases(t *testing.T) {
 	// reads the unnamed entries back with id 0.
 	acl := []byte{2, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 2, 0, 7, 0, 0xe8, 3, 0, 0,
 		4, 0, 4, 0, 0, 0, 0, 0, 0x10, 0, 7, 0, 0, 0, 0, 0, 0x20, 0, 4, 0, 0, 0, 0, 0}
-	img := testimage.Image(t, []testimage.Entry{
+	return testimage.Image(t, []testimage.Entry{
 		testimage.File(long, 0o644, "long name\n"),
 		testimage.File(deep+long, 0o644, "deep and long\n"),
 		testimage.Symlink("long-link", strings.Repeat("../", 30)+long),
@@ -146,6 +147,14 @@ func TestBuildEdgeCases(t *testing.T) {
 		testimage.WithXattr(testimage.File("acl", 0o644, "x"), "system.posix_acl_access", acl),
 		testimage.Device("disk", tar.TypeBlock, 0o660, 259, 70000),
 	})
+}
+
+const bigSize = 5<<30 + 12345
+
+var edgeMtime = time.Date(2031, 7, 8, 9, 10, 11, 123456789, time.UTC)
+
+func TestBuildEdgeCases(t *testing.T) {
+	img := edgeCaseImage(t)
 	dst := build(t, img)
 	got := checkAgainstModel(t, img, dst)
 	if f := got["/sparse/big"]; f == nil || f.size != bigSize {
@@ -177,8 +186,8 @@ func TestBuildEdgeCases(t *testing.T) {
 			t.Errorf("extent %d data %q, want %q (%v)", i, b[:5], want.data[:5], err)
 		}
 	}
-	if f := got["/nsec"]; !f.mtime.Equal(mtime) {
-		t.Errorf("mtime %s, want %s", f.mtime, mtime)
+	if f := got["/nsec"]; !f.mtime.Equal(edgeMtime) {
+		t.Errorf("mtime %s, want %s", f.mtime, edgeMtime)
 	}
 	// An all-zero run is a hole, not allocated.
 	out = debugfsBatch(t, dst, []string{"stat /zeros"})[0]
