@@ -25,8 +25,10 @@ import (
 // HostPlatform), available in the store and returns it, as the pull policy
 // (WithPolicy, default PullMissing) says:
 //
-//   - the registry is contacted only if the policy asks for it; with
-//     PullNever a missing image is an error wrapping ErrNotFound;
+//   - the registry is contacted only if the policy asks for it (never for a
+//     digest reference already in the store); with PullNever a missing
+//     image is an error wrapping ErrNotFound; PullAlways and PullDaily send
+//     a HEAD first and skip the manifest GETs when the digest is unchanged;
 //   - image indexes (manifest lists) are resolved to the platform; an image
 //     without it is an error wrapping ErrPlatform that lists those it has;
 //   - blobs already in the store are never downloaded again, whatever image
@@ -57,6 +59,9 @@ func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Image, er
 		have = &img
 	} else if !errors.Is(err, ErrNotFound) {
 		return Image{}, fmt.Errorf("pulling %s: %w", n, err)
+	}
+	if _, byDigest := r.(name.Digest); byDigest && have != nil && o.policy != PullNever {
+		return *have, nil // content addressed: nothing in the registry can be newer
 	}
 	if o.policy != PullAlways {
 		switch {

@@ -597,6 +597,10 @@ func TestPullVariantAndDigestReference(t *testing.T) {
 	if got.Ref != byDigest || got.Digest != digestOf(t, amd) {
 		t.Errorf("got %s %s", got.Ref, got.Digest)
 	}
+	h.reset()
+	if _, err := s.Pull(ctx, byDigest, WithPlatform("linux/amd64"), WithPolicy(PullAlways)); err != nil || h.total() != 0 {
+		t.Errorf("digest reference already present, policy always: %v, %d requests; want none", err, h.total())
+	}
 	checkImages(t, s)
 }
 
