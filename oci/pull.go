@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"strings"
@@ -55,9 +56,12 @@ func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Image, er
 	n := canonical(r)
 	var have *Image
 	img, err := s.lookup(n, o.platform)
-	if err == nil {
+	switch {
+	case err == nil && s.complete(img):
 		have = &img
-	} else if !errors.Is(err, ErrNotFound) {
+	case err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, fs.ErrNotExist):
+		// Absent, or damaged behind our back (blobs deleted): pull it.
+	default:
 		return Image{}, fmt.Errorf("pulling %s: %w", n, err)
 	}
 	if _, byDigest := r.(name.Digest); byDigest && have != nil && o.policy != PullNever {
@@ -87,6 +91,20 @@ func (s *Store) Pull(ctx context.Context, ref string, opts ...Option) (Image, er
 		return Image{}, fmt.Errorf("pulling %s: %w", n, err)
 	}
 	return img, nil
+}
+
+// complete reports whether every layer of img is in the store.
+func (s *Store) complete(img Image) bool {
+	m, err := img.V1.Manifest()
+	if err != nil {
+		return false
+	}
+	for _, l := range m.Layers {
+		if ok, err := s.hasBlob(l.Digest, l.Size); l.MediaType.IsDistributable() && (err != nil || !ok) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Store) remoteOptions(ctx context.Context, o *options) []remote.Option {

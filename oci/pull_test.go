@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -667,6 +668,30 @@ func TestPullFullDisk(t *testing.T) {
 	d, _ := l.Digest()
 	if blobs(t, s)[d.String()] || readIndexFile(t, s) != before {
 		t.Error("partial blob or index change after a full disk")
+	}
+	checkStore(t, s)
+}
+
+func TestPullRepairsMissingBlob(t *testing.T) {
+	host, h := newRegistry(t, nil)
+	ref := host + "/repair:1"
+	l := layerOf(t, 1, 4096)
+	push(t, ref, imageOf(t, "linux/amd64", l, layerOf(t, 2, 4096)))
+	s := openStore(t)
+	ctx := context.Background()
+	if _, err := s.Pull(ctx, ref, WithPlatform("linux/amd64")); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := l.Digest()
+	if err := os.Remove(s.blobPath(d)); err != nil {
+		t.Fatal(err)
+	}
+	h.reset()
+	if _, err := s.Pull(ctx, ref, WithPlatform("linux/amd64")); err != nil {
+		t.Fatal(err)
+	}
+	if h.blobs[d.String()] != 1 || h.get("GET blob") != 1 {
+		t.Errorf("blob GETs %v, want only the missing layer", h.blobs)
 	}
 	checkStore(t, s)
 }
