@@ -195,7 +195,7 @@ func (s *Store) importLayout(indexJSON []byte, o *options, rep *reporter) ([]Ima
 		if err != nil {
 			return nil, err
 		}
-		rep.send(Event{Kind: EventDone, Digest: d.Digest.String(), Total: img.Size})
+		rep.send(Event{Kind: EventDone, Ref: n, Digest: d.Digest.String(), Total: img.Size})
 		out = append(out, img)
 	}
 	if len(out) == 0 {

@@ -30,7 +30,10 @@ const (
 	EventDone EventKind = "done"
 )
 
-// Event is one progress report of Pull or Import. Its JSON form is stable:
+// Event is one progress report of Pull or Import. Ref is the full image
+// reference; during Import, blob events carry the archive's path instead and
+// each image recorded sends a done event with its reference. Pull sends no
+// event when it does not contact the registry. Its JSON form is stable:
 //
 //	{"kind":"layer-progress","ref":"docker.io/library/alpine:3.20","digest":"sha256:…","current":1048576,"total":3623807}
 type Event struct {
@@ -91,7 +94,9 @@ func (r *reporter) send(e Event) {
 	if r == nil || r.sink == nil {
 		return
 	}
-	e.Ref = r.ref
+	if e.Ref == "" {
+		e.Ref = r.ref
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sink(e)

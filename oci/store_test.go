@@ -462,8 +462,14 @@ func TestImportOCIArchive(t *testing.T) {
 	if len(got) != 2 || got["example.com/single:1"] != want["example.com/single:1"] || got["example.com/multi:2"] != want["example.com/multi:2"] {
 		t.Errorf("imported %v, want %v (the bare tag 1.0 names nothing)", got, want)
 	}
-	if len(events) == 0 {
-		t.Error("no progress events")
+	var done []string
+	for _, e := range events {
+		if e.Kind == EventDone {
+			done = append(done, e.Ref)
+		}
+	}
+	if len(events) == 0 || len(done) != 2 {
+		t.Errorf("done events for %v, want the two images", done)
 	}
 	checkStore(t, s)
 
