@@ -209,7 +209,9 @@ func WithRetryBackoff(b remote.Backoff) Option {
 }
 
 // WithTransport sets the HTTP transport under the retry, auth and
-// plain-HTTP guard layers (default: remote.DefaultTransport). Honoured by Pull.
+// plain-HTTP guard layers (default: go-containerregistry's
+// remote.DefaultTransport with a 60 s response header timeout). Honoured by
+// Pull.
 func WithTransport(t http.RoundTripper) Option {
 	return func(o *options) error {
 		if t == nil {

@@ -85,7 +85,8 @@ type Image struct {
 	ID v1.Hash
 	// MediaType is the media type of the manifest (OCI or Docker v2).
 	MediaType types.MediaType
-	// Platform is the image's platform, from its config.
+	// Platform is the image's platform: its config's, completed by the
+	// variant the registry's index gave it when the config lacks one.
 	Platform v1.Platform
 	// Size is the bytes the image takes in the store: manifest, config and
 	// layers as stored (compressed), shared blobs counted in full.
