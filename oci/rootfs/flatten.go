@@ -217,6 +217,10 @@ func (t *tree) apply(hdr *tar.Header, r io.Reader, layer int) error {
 		node.Mode |= ext4.ModeDir
 		node.Entries = map[string]*ext4.Inode{}
 	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
+		if existing != nil { // first, so that its blocks can be reused
+			t.remove(dir, base)
+			existing = nil
+		}
 		d, err := t.w.WriteData(r, hdr.Size)
 		if err != nil {
 			return fmt.Errorf("writing content: %w", err)

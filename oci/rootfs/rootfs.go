@@ -153,7 +153,7 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.lim.stream += int64(n)
 	if c.lim.stream > c.lim.max {
-		return n, fmt.Errorf("%w: more than %d bytes uncompressed", ErrTooLarge, c.lim.max)
+		return n, fmt.Errorf("%w: uncompressed layers pass the limit of %d bytes", ErrTooLarge, c.lim.max)
 	}
 	return n, err
 }
@@ -188,7 +188,7 @@ func applyLayer(t *tree, l v1.Layer, index int, lim *limits) (err error) {
 		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA || hdr.Typeflag == tar.TypeGNUSparse || hdr.Typeflag == tar.TypeCont {
 			lim.content += hdr.Size
 			if hdr.Size < 0 || lim.content > lim.max {
-				return fmt.Errorf("%s: %w: more than %d bytes of file content", hdr.Name, ErrTooLarge, lim.max)
+				return fmt.Errorf("entry %s: %w: file contents pass the limit of %d bytes", hdr.Name, ErrTooLarge, lim.max)
 			}
 		}
 		if err := t.apply(hdr, tr, index); err != nil {
