@@ -150,11 +150,13 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	if err := c.lim.ctx.Err(); err != nil {
 		return 0, err
 	}
+	// Fail the read after the one that passed the limit: a reader that
+	// returns data with an error can see the error dropped (io.ReadFull).
+	if c.lim.stream > c.lim.max {
+		return 0, fmt.Errorf("%w: uncompressed layers pass the limit of %d bytes", ErrTooLarge, c.lim.max)
+	}
 	n, err := c.r.Read(b)
 	c.lim.stream += int64(n)
-	if c.lim.stream > c.lim.max {
-		return n, fmt.Errorf("%w: uncompressed layers pass the limit of %d bytes", ErrTooLarge, c.lim.max)
-	}
 	return n, err
 }
 

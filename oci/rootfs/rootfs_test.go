@@ -290,6 +290,17 @@ func TestBuildMaxSize(t *testing.T) {
 	}
 	assertEmptyDir(t, dir)
 
+	// So do tar headers: many empty files inflate the stream, not content.
+	var empties []testimage.Entry
+	for i := range 5000 {
+		empties = append(empties, testimage.File(fmt.Sprintf("e%d", i), 0o644, ""))
+	}
+	err = Build(context.Background(), testimage.Image(t, empties), dst, WithMaxSize(1<<20))
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "uncompressed layers") {
+		t.Fatalf("Build of 5000 empty files with a 1 MiB limit: %v, want ErrTooLarge", err)
+	}
+	assertEmptyDir(t, dir)
+
 	if err := Build(context.Background(), img, dst, WithMaxSize(0)); err == nil {
 		t.Fatal("WithMaxSize(0) accepted")
 	}
