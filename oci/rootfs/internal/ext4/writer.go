@@ -290,7 +290,7 @@ func (w *Writer) Finish(root *Inode) (int64, error) {
 
 	// Inode table contents, then the metadata blocks they point to.
 	table := make([]byte, int(ninodes)*inodeSize)
-	var dirsPerIno []bool = make([]bool, ninodes+1)
+	dirsPerIno := make([]bool, ninodes+1)
 	for _, info := range infos {
 		b := table[(info.ino-1)*inodeSize : info.ino*inodeSize]
 		if err := w.encodeInode(b, info, byNode); err != nil {
@@ -321,8 +321,8 @@ func (w *Writer) Finish(root *Inode) (int64, error) {
 		}
 		break
 	}
-	if min := (groups-1)*blocksPerGroup + 1024; total < min {
-		total = min // the last group needs blocks of its own
+	if floor := (groups-1)*blocksPerGroup + 1024; groups > 1 && total < floor {
+		total = floor // the last group needs blocks of its own
 	}
 	if gdt := (groups*descSize + BlockSize - 1) / BlockSize; gdt > w.gdtBlocks {
 		return 0, fmt.Errorf("%w: %d block groups need more than the %d descriptor blocks reserved", ErrTooLarge, groups, w.gdtBlocks)
@@ -674,11 +674,10 @@ func (w *Writer) extentTree(exts []extent) (extentTree, error) {
 			for i, e := range chunk {
 				copy(blk[12+12*i:], e.raw[:])
 			}
-			start, got, err := w.alloc(1)
+			start, _, err := w.alloc(1)
 			if err != nil {
 				return t, err
 			}
-			_ = got
 			if _, err := w.f.WriteAt(blk, int64(start)*BlockSize); err != nil {
 				return t, fmt.Errorf("writing extent block: %w", err)
 			}
