@@ -139,7 +139,10 @@ func TestKernelReadsImage(t *testing.T) {
 	for name, img := range map[string]func(*testing.T) v1.Image{
 		"layered": func(t *testing.T) v1.Image { return testimage.Layered(t) },
 		"edge":    edgeCaseImage,
-		"bench":   func(t *testing.T) v1.Image { img, _ := benchImage(t); return img },
+		"tiny": func(t *testing.T) v1.Image {
+			return testimage.Image(t, []testimage.Entry{testimage.File("only", 0o644, "x")})
+		},
+		"bench": func(t *testing.T) v1.Image { img, _ := benchImage(t); return img },
 	} {
 		t.Run(name, func(t *testing.T) {
 			img := img(t)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -147,14 +148,51 @@ func TestWriterManyGroups(t *testing.T) {
 				return root
 			})
 			fsck(t, img)
+			mountAndCheck(t, img, tc.files, tc.bytes)
 		})
 	}
 }
 
-// pattern yields n non-zero bytes.
+// mountAndCheck loop-mounts img (when this machine allows it) and checks
+// that Linux sees the files with their content.
+func mountAndCheck(t *testing.T, img string, files int, size int64) {
+	t.Helper()
+	if os.Geteuid() != 0 || runtime.GOOS != "linux" {
+		return
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop,ro", img, dir).CombinedOutput(); err != nil {
+		t.Logf("not checking with the kernel: mount: %v: %s", err, out)
+		return
+	}
+	defer func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount: %v: %s", err, out)
+		}
+	}()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != files+1 { // and lost+found
+		t.Fatalf("kernel sees %d entries, want %d", len(ents), files+1)
+	}
+	last := fmt.Sprintf("f%05d", files-1)
+	got, err := os.ReadFile(filepath.Join(dir, last))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := io.ReadAll(&pattern{n: size, seed: byte(files - 1)})
+	if !bytes.Equal(got, want) {
+		t.Fatalf("kernel reads %d bytes of %s that differ from what was written", len(got), last)
+	}
+}
+
+// pattern yields n non-zero bytes that depend on their offset.
 type pattern struct {
 	n    int64
 	seed byte
+	off  int64
 }
 
 func (p *pattern) Read(b []byte) (int, error) {
@@ -163,8 +201,10 @@ func (p *pattern) Read(b []byte) (int, error) {
 	}
 	b = b[:min(int64(len(b)), p.n)]
 	for i := range b {
-		b[i] = p.seed + byte(i) | 1
+		o := p.off + int64(i)
+		b[i] = (p.seed + byte(o) + byte(o>>12)) | 1
 	}
 	p.n -= int64(len(b))
+	p.off += int64(len(b))
 	return len(b), nil
 }
