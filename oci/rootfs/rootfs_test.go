@@ -346,3 +346,35 @@ func TestBuildXattrRules(t *testing.T) {
 		t.Fatalf("Build with a 5000-byte xattr: %v, want an error naming the entry", err)
 	}
 }
+
+func TestBuildRejects(t *testing.T) {
+	for name, tc := range map[string]struct {
+		entries []testimage.Entry
+		want    string
+	}{
+		"symlink loop": {[]testimage.Entry{
+			testimage.Symlink("l1", "l2"), testimage.Symlink("l2", "/l1"), testimage.File("l1/x", 0o644, "x"),
+		}, "entry l1/x: resolving /l1: too many levels of symbolic links"},
+		"file as parent": {[]testimage.Entry{
+			testimage.File("f", 0o644, "x"), testimage.File("f/x", 0o644, "x"),
+		}, "entry f/x: resolving /f: f is not a directory"},
+		"missing hard link target": {[]testimage.Entry{
+			testimage.Hardlink("h", "nowhere"),
+		}, "entry h: hard link target nowhere: not found"},
+		"hard link to a directory": {[]testimage.Entry{
+			testimage.Dir("d", 0o755), testimage.Hardlink("h", "d"),
+		}, "entry h: hard link target d: is a directory"},
+		"name too long": {[]testimage.Entry{
+			testimage.File(strings.Repeat("n", 256), 0o644, "x"),
+		}, "longer than 255 bytes"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			err := Build(context.Background(), testimage.Image(t, tc.entries), filepath.Join(dir, "rootfs.ext4"))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Build: %v, want an error containing %q", err, tc.want)
+			}
+			assertEmptyDir(t, dir)
+		})
+	}
+}
