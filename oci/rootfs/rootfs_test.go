@@ -378,3 +378,24 @@ func TestBuildRejects(t *testing.T) {
 		})
 	}
 }
+
+// A file an upper layer deletes must not stay readable in the image's free
+// blocks: the VM's root could read the raw disk.
+func TestBuildLeavesNoDeletedContent(t *testing.T) {
+	secret := strings.Repeat("SECRET-0123456789", 20000) // more blocks than the metadata reuses
+	img := testimage.Image(t,
+		[]testimage.Entry{testimage.File("build/secret", 0o600, secret), testimage.File("keep", 0o644, "kept")},
+		[]testimage.Entry{testimage.Whiteout("build")},
+	)
+	dst := build(t, img)
+	raw, err := os.ReadFile(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("SECRET-")) {
+		t.Fatal("deleted file content is still in the image")
+	}
+	if !bytes.Contains(raw, []byte("kept")) {
+		t.Fatal("kept file content not found: the check above cannot work")
+	}
+}

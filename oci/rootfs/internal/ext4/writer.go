@@ -138,7 +138,9 @@ func (w *Writer) alloc(n uint32) (start, got uint32, err error) {
 	return start, n, nil
 }
 
-// Free gives the blocks of d back for later files. d must not be used again.
+// Free gives the blocks of d back for later files. d must not be used
+// again. Finish zeroes the blocks no later file took, so that content an
+// upper layer deleted cannot be read from the raw image.
 func (w *Writer) Free(d *Data) {
 	for _, e := range d.extents {
 		w.free = append(w.free, run{e.start, e.length})
@@ -347,6 +349,9 @@ func (w *Writer) Finish(root *Inode) (int64, error) {
 		}
 	}
 	set(total, groups*blocksPerGroup) // padding past the end
+	if err := w.zeroFree(); err != nil {
+		return 0, err
+	}
 
 	gd := make([]byte, int(gdtUsed)*BlockSize)
 	var freeBlocks, freeInodes uint64
@@ -442,6 +447,21 @@ func (w *Writer) Finish(root *Inode) (int64, error) {
 }
 
 var le = binary.LittleEndian
+
+// zeroFree overwrites the freed blocks that are still free.
+func (w *Writer) zeroFree() error {
+	zeros := make([]byte, 256*BlockSize)
+	for _, r := range w.free {
+		for off := uint32(0); off < r.length; {
+			n := min(r.length-off, uint32(len(zeros)/BlockSize))
+			if _, err := w.f.WriteAt(zeros[:n*BlockSize], int64(r.start+off)*BlockSize); err != nil {
+				return fmt.Errorf("zeroing freed blocks: %w", err)
+			}
+			off += n
+		}
+	}
+	return nil
+}
 
 func sortedNames(m map[string]*Inode) []string {
 	names := make([]string, 0, len(m))
