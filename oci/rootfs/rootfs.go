@@ -58,7 +58,9 @@ func makeOptions(opts []Option) (options, error) {
 //
 // It writes a temporary file in dst's directory, syncs it and renames it to
 // dst, so dst is either absent, the old file, or complete. On error or when
-// ctx is cancelled the temporary file is removed. Building the same image
+// ctx is cancelled the temporary file is removed. Cancellation is noticed
+// between reads of a layer, so a layer whose reader blocks (a stalled
+// download) must be bounded by its own context. Building the same image
 // twice gives byte-identical files.
 func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err error) {
 	o, err := makeOptions(opts)
