@@ -23,7 +23,8 @@ func Path(cacheDir, digestHex string) string {
 // Concurrent callers, in this process or others, build an image at most
 // once: they serialize on an flock of <path>.lock and check again after
 // taking it. A call that waits for the lock stops when ctx is cancelled.
-// Ensure refuses a cache entry that is not a regular file.
+// Ensure refuses a cache entry that is not a regular file, and removes the
+// temporary file of a build that died (the lock file stays).
 func Ensure(ctx context.Context, img v1.Image, cacheDir string, opts ...Option) (path string, built bool, err error) {
 	if _, err := makeOptions(opts); err != nil {
 		return "", false, err
@@ -46,6 +47,13 @@ func Ensure(ctx context.Context, img v1.Image, cacheDir string, opts ...Option) 
 	defer unlock()
 	if ok, err := present(path); ok || err != nil {
 		return path, false, err
+	}
+	// Holding the lock, no one else is building this image: temp files
+	// left for it are from a builder that died.
+	if stale, err := filepath.Glob(filepath.Join(cacheDir, "."+filepath.Base(path)+".*.tmp")); err == nil {
+		for _, f := range stale {
+			os.Remove(f)
+		}
 	}
 	if err := Build(ctx, img, path, opts...); err != nil {
 		return "", false, fmt.Errorf("building rootfs of %s: %w", digest, err)

@@ -144,3 +144,25 @@ func TestEnsureRefusesSymlink(t *testing.T) {
 		t.Fatalf("Ensure over a symlink: %v", err)
 	}
 }
+
+func TestEnsureRemovesStaleTemp(t *testing.T) {
+	dir := t.TempDir()
+	img := testimage.Image(t, []testimage.Entry{testimage.File("f", 0o644, "x")})
+	digest, _ := img.Digest()
+	stale := filepath.Join(dir, "."+digest.Hex+".ext4.12345.tmp")
+	other := filepath.Join(dir, ".0123.ext4.12345.tmp")
+	for _, f := range []string{stale, other} {
+		if err := os.WriteFile(f, []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, built, err := Ensure(context.Background(), img, dir); err != nil || !built {
+		t.Fatalf("Ensure: built=%v, %v", built, err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temp file of the image still there: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("temp file of another image removed: %v", err)
+	}
+}
