@@ -70,6 +70,9 @@ func (t *tree) resolveDir(comps []string, create bool, layer int) (*ext4.Inode, 
 			if !create {
 				return nil, nil
 			}
+			if len(c) > 255 {
+				return nil, fmt.Errorf("directory name %q: longer than 255 bytes", c)
+			}
 			child = &ext4.Inode{Mode: ext4.ModeDir | 0o755, Entries: map[string]*ext4.Inode{}}
 			cur.Entries[c] = child
 		case child.Mode&ext4.ModeType == ext4.ModeLink:

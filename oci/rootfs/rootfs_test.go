@@ -367,6 +367,9 @@ func TestBuildRejects(t *testing.T) {
 		"name too long": {[]testimage.Entry{
 			testimage.File(strings.Repeat("n", 256), 0o644, "x"),
 		}, "longer than 255 bytes"},
+		"parent name too long": {[]testimage.Entry{
+			testimage.File(strings.Repeat("n", 256)+"/f", 0o644, "x"),
+		}, "longer than 255 bytes"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
