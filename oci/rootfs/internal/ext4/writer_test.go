@@ -132,8 +132,8 @@ func TestWriterManyGroups(t *testing.T) {
 		files int
 		bytes int64
 	}{
-		{"blocks", 3, 60 << 20}, // 180 MB of data: two groups by size
-		{"inodes", 40000, 0},    // more inodes than one group can hold
+		{"blocks", 2, 150 << 20}, // 300 MB: three groups, extents over 128 MiB split
+		{"inodes", 40000, 0},     // more inodes than one group can hold
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := writeImage(t, func(w *Writer) *Inode {
