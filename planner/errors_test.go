@@ -26,7 +26,7 @@ func TestCycleErrorPrintsThePath(t *testing.T) {
 	if got, want := strings.Join(cycle.Path, " -> "), "a -> b -> c -> a"; got != want {
 		t.Errorf("cycle path %q, want %q", got, want)
 	}
-	if !strings.Contains(err.Error(), "dependency cycle: a -> b -> c -> a") {
+	if !strings.Contains(err.Error(), "dependency cycle detected: a -> b -> c -> a") {
 		t.Errorf("error %q does not print the path", err)
 	}
 

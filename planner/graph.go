@@ -67,7 +67,7 @@ func NewGraph(services types.Services) (*Graph, error) {
 type CycleError struct{ Path []string }
 
 func (e *CycleError) Error() string {
-	return fmt.Sprintf("dependency cycle: %s: remove one of these depends_on, links, volumes_from or network_mode: service: references",
+	return fmt.Sprintf("dependency cycle detected: %s: remove one of these depends_on, links, volumes_from or network_mode: service: references",
 		strings.Join(e.Path, " -> "))
 }
 

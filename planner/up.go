@@ -251,6 +251,9 @@ func unrunnable(svc types.ServiceConfig) string {
 	return ""
 }
 
+// MaxReplicas bounds the replicas of one service: each one is a VM.
+const MaxReplicas = 1000
+
 // replicas is the number of instances a service wants: --scale, then
 // scale:, then deploy.replicas, then 1.
 func replicas(svc types.ServiceConfig, scale map[string]int) (int, error) {
@@ -263,8 +266,8 @@ func replicas(svc types.ServiceConfig, scale map[string]int) (int, error) {
 	case svc.Deploy != nil && svc.Deploy.Replicas != nil:
 		n = *svc.Deploy.Replicas
 	}
-	if n < 0 {
-		return 0, fmt.Errorf("service %q: replicas: %d is negative: use 0 or more", svc.Name, n)
+	if n < 0 || n > MaxReplicas {
+		return 0, fmt.Errorf("service %q: replicas: %d is out of range: use 0 to %d", svc.Name, n, MaxReplicas)
 	}
 	return n, nil
 }

@@ -11,8 +11,6 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
-
-	"github.com/vmcompose/vmcompose/planner"
 )
 
 // Options says which compose project to load. The zero value loads the
@@ -54,11 +52,8 @@ type Project struct {
 // docker compose does, then validates every service's x-vm extension.
 // Errors name the file, the service and the field.
 func Load(ctx context.Context, opts Options) (*Project, error) {
-	p, err := loadCompose(ctx, opts, true)
+	p, err := loadCompose(ctx, opts)
 	if err != nil {
-		if hint := disabledDependencyError(ctx, opts, err); hint != nil {
-			return nil, hint
-		}
 		return nil, err
 	}
 	vms := make(map[string]VM, len(p.Services))
@@ -72,7 +67,7 @@ func Load(ctx context.Context, opts Options) (*Project, error) {
 	return &Project{Project: p, VMs: vms}, nil
 }
 
-func loadCompose(ctx context.Context, opts Options, consistency bool, extra ...cli.ProjectOptionsFn) (*types.Project, error) {
+func loadCompose(ctx context.Context, opts Options) (*types.Project, error) {
 	env := opts.Env
 	if env == nil {
 		env = os.Environ()
@@ -107,10 +102,10 @@ func loadCompose(ctx context.Context, opts Options, consistency bool, extra ...c
 		cli.WithDotEnv,
 		cli.WithDefaultProfiles(opts.Profiles...),
 		cli.WithName(opts.Name),
-		cli.WithConsistency(consistency),
+		cli.WithConsistency(false), // checkConsistency below, in linear time
 		cli.WithResolvedPaths(true),
 	}
-	po, err := cli.NewProjectOptions(opts.Files, append(fns, extra...)...)
+	po, err := cli.NewProjectOptions(opts.Files, fns...)
 	if err != nil {
 		return nil, explain(err, opts.Files)
 	}
@@ -118,6 +113,9 @@ func loadCompose(ctx context.Context, opts Options, consistency bool, extra ...c
 		return nil, fmt.Errorf("no compose file found in %s or its parents: %w (create compose.yaml there, or name one with -f)", wd, ErrNoComposeFile)
 	}
 	p, err := po.LoadProject(ctx)
+	if err == nil {
+		err = checkConsistency(p)
+	}
 	if err != nil {
 		return nil, explain(err, po.ConfigPaths)
 	}
@@ -143,27 +141,6 @@ func withDiscovery(dir string) cli.ProjectOptionsFn {
 // ErrNoComposeFile is returned when discovery finds no compose file.
 var ErrNoComposeFile = errors.New("no compose file")
 
-var undefinedDependency = regexp.MustCompile(`service "([^"]+)" depends on undefined service "([^"]+)"`)
-
-// disabledDependencyError turns compose-go's "depends on undefined service"
-// into the error docker compose users need when the dependency exists but
-// its profile is not active: which profile enables it.
-func disabledDependencyError(ctx context.Context, opts Options, loadErr error) error {
-	m := undefinedDependency.FindStringSubmatch(loadErr.Error())
-	if m == nil {
-		return nil
-	}
-	all, err := loadCompose(ctx, opts, false, cli.WithProfiles([]string{"*"}))
-	if err != nil {
-		return nil
-	}
-	dep, ok := all.Services[m[2]]
-	if !ok || len(dep.Profiles) == 0 {
-		return nil
-	}
-	return &planner.DisabledDependencyError{Service: m[1], Dependency: m[2], Profiles: slices.Clone(dep.Profiles)}
-}
-
 var unknownField = regexp.MustCompile(`(\S+)\.([^.\s]+) false schema`)
 
 // explain adds to compose-go's errors what their text lacks: the file when
@@ -173,8 +150,6 @@ func explain(err error, files []string) error {
 	switch {
 	case strings.Contains(msg, "empty compose file"):
 		err = fmt.Errorf("%w: add a services: section", err)
-	case strings.Contains(msg, "dependency cycle detected"):
-		err = fmt.Errorf("%w: remove one of these depends_on, links, volumes_from or network_mode: service: references", err)
 	case strings.Contains(msg, "include cycle detected"):
 		err = fmt.Errorf("%w: a file must not include itself, directly or through others", err)
 	case strings.Contains(msg, "env file") && strings.Contains(msg, "not found"):

@@ -9,9 +9,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vmcompose/vmcompose/internal/gencompose"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 )
@@ -251,5 +253,30 @@ func TestBuildWithoutImageLoads(t *testing.T) {
 	}
 	if err := plan.Blocked(); err == nil || !strings.Contains(err.Error(), `service "app": build: is not supported yet`) {
 		t.Errorf("blocked: %v", err)
+	}
+}
+
+// TestDiamondDependenciesLoad guards against path enumeration in the cycle
+// check: compose-go's own check walks every path, which for this project
+// (2^100 paths) would never finish. The deadline is a hang guard, not a
+// speed target.
+func TestDiamondDependenciesLoad(t *testing.T) {
+	yaml, err := gencompose.Generate("diamond", 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := tree(t, map[string]string{"compose.yaml": yaml})
+	done := make(chan error, 1)
+	go func() {
+		_, err := project.Load(context.Background(), project.Options{WorkingDir: dir, Env: []string{}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("loading 300 services in diamonds did not finish in 2 minutes")
 	}
 }

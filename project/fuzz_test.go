@@ -1,0 +1,56 @@
+package project_test
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/vmcompose/vmcompose/planner"
+	"github.com/vmcompose/vmcompose/project"
+)
+
+// FuzzLoadPlan feeds arbitrary compose documents through loading and
+// planning (up, and down over everything running): errors are fine,
+// panics are not. The seeds are the corpus's compose files.
+func FuzzLoadPlan(f *testing.F) {
+	root := corpusDir(f)
+	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && (filepath.Ext(path) == ".yaml" || filepath.Ext(path) == ".yml") {
+			if b, err := os.ReadFile(path); err == nil {
+				f.Add(b)
+			}
+		}
+		return nil
+	})
+	f.Add([]byte("services: {a: {image: x, depends_on: [b], deploy: {replicas: 2}}, b: {image: y, x-vm: {vcpus: 2}}}"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), doc, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := project.Load(context.Background(), project.Options{WorkingDir: dir, Name: "fuzz", Env: []string{}})
+		if err != nil {
+			return
+		}
+		desired := planner.Desired{Project: p.Project}
+		up, err := planner.Up(desired, planner.Observed{}, planner.Options{})
+		if err != nil {
+			return
+		}
+		_ = up.String()
+		var running planner.Observed
+		for _, op := range up.Ops {
+			running.Instances = append(running.Instances, planner.Instance{Service: op.Service, Number: op.Number, State: planner.Running, Hash: op.Hash})
+		}
+		if _, err := planner.Up(desired, running, planner.Options{RemoveOrphans: true}); err != nil {
+			t.Fatalf("planning up over its own result: %v", err)
+		}
+		down, err := planner.Down(desired, running, planner.DownOptions{RemoveOrphans: true})
+		if err != nil {
+			t.Fatalf("planning down: %v", err)
+		}
+		_ = down.String()
+	})
+}
