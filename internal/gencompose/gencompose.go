@@ -17,25 +17,25 @@ var Shapes = []string{"chain", "fanout", "diamond"}
 //   - diamond: s0, then pairs that both depend on the previous join, then a
 //     join that depends on both (about 2n/3 waves).
 //
-// Every service has an image, a command, environment, a port and a
-// healthcheck, so that loading and hashing do realistic work.
+// Every service has an image, a command, environment and a healthcheck,
+// so that loading and hashing do realistic work.
 func Generate(shape string, n int) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "name: gen-%s-%d\nservices:\n", shape, n)
 	for i := range n {
 		fmt.Fprintf(&b, "  s%d:\n    image: registry.local/app/s%d:1.0\n    command: [\"serve\", \"--port\", \"%d\"]\n", i, i%17, 8000+i%1000)
 		fmt.Fprintf(&b, "    environment:\n      INDEX: \"%d\"\n      LOG_LEVEL: info\n      PEERS: s%d,s%d\n", i, (i+1)%n, (i+2)%n)
-		fmt.Fprintf(&b, "    expose: [\"%d\"]\n", 8000+i%1000)
 		fmt.Fprintf(&b, "    healthcheck: {test: [\"CMD\", \"true\"], interval: 5s}\n")
 		deps, err := dependencies(shape, i)
 		if err != nil {
 			return "", err
 		}
 		if len(deps) > 0 {
-			b.WriteString("    depends_on:\n")
-			for _, d := range deps {
-				fmt.Fprintf(&b, "      s%d: {condition: service_started}\n", d)
+			names := make([]string, len(deps))
+			for k, d := range deps {
+				names[k] = fmt.Sprintf("s%d", d)
 			}
+			fmt.Fprintf(&b, "    depends_on: [%s]\n", strings.Join(names, ", "))
 		}
 	}
 	return b.String(), nil
