@@ -44,6 +44,9 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			configCommand(),
 			planCommand(),
+			pullCommand(),
+			imagesCommand(),
+			imageCommand(),
 			versionCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
@@ -134,4 +137,9 @@ func checkFormat(c *cli.Context, values ...string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("--format: %q is not a format: use %s", f, strings.Join(values, " or "))
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -1,0 +1,37 @@
+# vmcompose: `make demo` sets up this host and runs the hello example;
+# `make test` runs every test.
+
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+FUZZTIME ?= 20s
+
+.PHONY: build setup demo test bench lint clean
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/vmcompose ./cmd/vmcompose
+
+setup:
+	scripts/setup
+
+demo: setup build
+	scripts/demo
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test: lint
+	$(GO) test -timeout 30m ./...
+	$(GO) test -run '^$$' -fuzz FuzzLoadPlan -fuzztime $(FUZZTIME) ./project
+	$(GO) test -run '^$$' -fuzz FuzzBuild -fuzztime $(FUZZTIME) ./oci/rootfs
+
+# Benchmarks print their figures and, where a target compares with a
+# baseline, the ratio measured in the same run.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 10x -timeout 60m ./planner
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./project ./cmd/vmcompose
+	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 60m ./oci/...
+
+clean:
+	rm -rf bin
