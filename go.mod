@@ -3,7 +3,6 @@ module github.com/vmcompose/vmcompose
 go 1.26.8
 
 require (
-	github.com/cavaliergopher/cpio v1.0.1 // indirect
 	github.com/compose-spec/compose-go/v2 v2.16.2 // indirect
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
 	github.com/creack/pty v1.1.24 // indirect

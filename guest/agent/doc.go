@@ -1,0 +1,49 @@
+// Package agent is the control channel between the host and vminit, the init
+// that runs as PID 1 in every guest: the wire protocol (shared by both sides)
+// and the host-side Client.
+//
+// # Transport
+//
+// One byte stream per VM (a virtio-serial port named "vmcompose.agent" on
+// QEMU, vsock where the backend has it), multiplexed with hashicorp/yamux.
+// Before yamux starts, the host sends a hello line carrying a random nonce
+// and discards what it reads until the guest echoes it (see Dial): a stream
+// device such as virtio-serial may still hold bytes of an earlier connection,
+// and the nonce makes a new connection start clean. The host is the yamux
+// client and opens every stream; the guest only accepts.
+//
+// # Streams
+//
+// Each stream starts with one request header from the host and one response
+// header from the guest. A header is a 4-byte big-endian length and that many
+// bytes of JSON. What follows the headers depends on the operation:
+//
+//	hello     nothing; the response carries the guest's Status
+//	start     nothing; the request carries the Spec
+//	attach    raw bytes of the service's stdout or stderr, from the offset
+//	          in the response, until the service's stream ends (EOF)
+//	wait      the response is sent when the service has exited; the host
+//	          closes the stream after reading it, which is the guest's
+//	          proof that the exit status was delivered
+//	signal    nothing
+//	shutdown  as wait, after the guest stopped the service; the guest
+//	          powers off once the host closed the stream
+//	exec      frames both ways (see frame types below) until the exit frame
+//	health    nothing; the response carries the HealthResult
+//
+// A new connection (the supervisor restarted) is a new yamux session: the
+// service keeps running, and its output while nobody was attached is kept in
+// a ring buffer per stream (RingSize bytes), addressed by byte offsets so a
+// host that re-attaches asks for the first byte it lacks.
+//
+// Signals travel as names ("SIGTERM", or a number such as "15" meaning the
+// Linux number), never as host syscall.Signal values, whose numbers differ
+// between Linux and macOS.
+//
+// # Imports
+//
+// The package owns the protocol and the host-side client. It builds on every
+// host OS (the supervisor on macOS uses it too) and must not import other
+// vmcompose packages, nor anything Linux-only: vminit imports it, and host
+// packages (vm/..., reconcile) import it, never the other way round.
+package agent

@@ -1,0 +1,389 @@
+package agent
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// PortName is the name of the virtio-serial port that carries the channel.
+const PortName = "vmcompose.agent"
+
+// VsockPort is the vsock port the guest listens on where the backend has
+// vsock instead of virtio-serial.
+const VsockPort = 1024
+
+// ProtocolVersion is bumped on incompatible wire changes; Dial refuses a
+// guest that speaks another version.
+const ProtocolVersion = 1
+
+// RingSize is how many bytes of each of the service's output streams the
+// guest keeps for hosts that attach late or re-attach.
+const RingSize = 1 << 20
+
+// DefaultStopGracePeriod is how long Shutdown waits after the stop signal
+// before it kills the service, when the Spec does not say.
+const DefaultStopGracePeriod = 10 * time.Second
+
+// maxHeader bounds a header so a corrupt length cannot make either side
+// allocate without limit.
+const maxHeader = 4 << 20
+
+// Operations, the first field of every request header.
+const (
+	opHello    = "hello"
+	opStart    = "start"
+	opAttach   = "attach"
+	opWait     = "wait"
+	opSignal   = "signal"
+	opShutdown = "shutdown"
+	opExec     = "exec"
+	opHealth   = "health"
+)
+
+// Spec is what the service process is, as the image config says and compose
+// overrides. The guest resolves it (argv, user names, PATH) against its own
+// root filesystem, since only the guest has the image's /etc/passwd.
+type Spec struct {
+	// Image is the OCI image config's process part.
+	Image ImageConfig `json:"image"`
+
+	// Entrypoint and Command are compose's `entrypoint` and `command`. nil
+	// means not set; a non-nil empty slice means set to empty (`entrypoint:
+	// ""` or `[]`), which is different: see resolve.Argv for docker's rules.
+	Entrypoint []string `json:"entrypoint"`
+	Command    []string `json:"command"`
+
+	// Env is compose's `environment` with `env_file` already merged in
+	// (compose-go does that at load), as KEY=VALUE. It overrides the image's
+	// Env key by key. A bare KEY (no "=") removes the key.
+	Env []string `json:"env,omitempty"`
+
+	// User is compose's `user`: "name", "uid", "name:group", "uid:gid" and
+	// mixtures, resolved against the guest's /etc/passwd and /etc/group.
+	// Empty means the image's User, then root.
+	User string `json:"user,omitempty"`
+
+	// WorkingDir is compose's `working_dir`; empty means the image's, then
+	// "/". It is created when missing, as docker does.
+	WorkingDir string `json:"working_dir,omitempty"`
+
+	// Hostname and Domainname are set in the guest kernel and written to
+	// /etc/hostname. Hostname defaults to "localhost".
+	Hostname   string `json:"hostname,omitempty"`
+	Domainname string `json:"domainname,omitempty"`
+
+	// Hosts are written to /etc/hosts after the localhost lines and a line
+	// for the hostname.
+	Hosts []HostEntry `json:"hosts,omitempty"`
+
+	// DNS, DNSSearch and DNSOptions make /etc/resolv.conf. When all are
+	// empty the image's resolv.conf is left as it is.
+	DNS        []string `json:"dns,omitempty"`
+	DNSSearch  []string `json:"dns_search,omitempty"`
+	DNSOptions []string `json:"dns_options,omitempty"`
+
+	// Sysctls are written to /proc/sys before the service starts, e.g.
+	// "net.ipv4.ip_forward": "1". Any key is allowed: the VM has its own
+	// kernel.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
+
+	// Ulimits apply to the service and to exec and healthcheck processes.
+	Ulimits []Ulimit `json:"ulimits,omitempty"`
+
+	// Init is compose's `init`. vminit is itself a reaping, signal-forwarding
+	// PID 1 (what `init: true` gives in docker), and the service process is
+	// never PID 1, so both values behave as docker's `init: true`.
+	Init *bool `json:"init,omitempty"`
+
+	// StopSignal is compose's `stop_signal`; empty means the image's, then
+	// SIGTERM.
+	StopSignal string `json:"stop_signal,omitempty"`
+
+	// StopGracePeriod is compose's `stop_grace_period`; nil means
+	// DefaultStopGracePeriod. Zero kills at once after the stop signal.
+	StopGracePeriod *time.Duration `json:"stop_grace_period,omitempty"`
+}
+
+// ImageConfig is the process part of an OCI image config.
+type ImageConfig struct {
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	Env        []string `json:"env,omitempty"`
+	User       string   `json:"user,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	StopSignal string   `json:"stop_signal,omitempty"`
+}
+
+// HostEntry is one /etc/hosts line.
+type HostEntry struct {
+	IP    string   `json:"ip"`
+	Names []string `json:"names"`
+}
+
+// Ulimit is one resource limit; Name is compose's ("nofile", "nproc",
+// "core", "memlock", "stack", ...). -1 means unlimited.
+type Ulimit struct {
+	Name string `json:"name"`
+	Soft int64  `json:"soft"`
+	Hard int64  `json:"hard"`
+}
+
+// ExecSpec is a process run next to the service (`vmcompose exec`). Empty
+// fields default to the service's: user, working directory; Env overrides
+// the service's environment key by key.
+type ExecSpec struct {
+	Argv       []string `json:"argv"`
+	Env        []string `json:"env,omitempty"`
+	User       string   `json:"user,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	// Tty gives the process a pseudo-terminal of Rows x Cols; its stdout
+	// and stderr are then one stream (Stdout).
+	Tty  bool   `json:"tty,omitempty"`
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
+}
+
+// HealthResult is the outcome of one healthcheck command.
+type HealthResult struct {
+	// ExitCode is the command's exit status; -1 when it timed out.
+	ExitCode int `json:"exit_code"`
+	// Output is stdout and stderr together, at most 4096 bytes (docker's
+	// limit), the first bytes kept.
+	Output   string `json:"output"`
+	TimedOut bool   `json:"timed_out,omitempty"`
+}
+
+// ExitStatus is how a process ended.
+type ExitStatus struct {
+	// Code is the exit code, or 128+n when killed by signal n (docker's
+	// convention).
+	Code int `json:"code"`
+	// Signal is the name of the signal that killed it, if one did.
+	Signal string `json:"signal,omitempty"`
+}
+
+// Phase is where the service is in its life.
+type Phase string
+
+const (
+	// PhaseBooting: vminit has not finished setting up the root yet.
+	PhaseBooting Phase = "booting"
+	// PhaseReady: waiting for Start.
+	PhaseReady Phase = "ready"
+	// PhaseRunning: the service process runs.
+	PhaseRunning Phase = "running"
+	// PhaseStopping: Shutdown was asked; the stop signal has been sent.
+	PhaseStopping Phase = "stopping"
+	// PhaseExited: the service process has exited; see Status.Exit.
+	PhaseExited Phase = "exited"
+	// PhaseFailed: the guest could not boot; see Status.BootError.
+	PhaseFailed Phase = "failed"
+)
+
+// Status is what the guest reports on hello.
+type Status struct {
+	Version   int         `json:"version"`
+	Phase     Phase       `json:"phase"`
+	Pid       int         `json:"pid,omitempty"`
+	Exit      *ExitStatus `json:"exit,omitempty"`
+	BootError string      `json:"boot_error,omitempty"`
+	// Uptime is the guest's time since boot.
+	Uptime time.Duration `json:"uptime,omitempty"`
+}
+
+// Request is a stream's first header, host to guest. It is exported for
+// vminit; hosts use Client.
+type Request struct {
+	Op      string        `json:"op"`
+	Spec    *Spec         `json:"spec,omitempty"`
+	Stream  string        `json:"stream,omitempty"` // attach: "stdout" or "stderr"
+	Offset  int64         `json:"offset,omitempty"` // attach: first byte wanted
+	Signal  string        `json:"signal,omitempty"` // signal
+	Exec    *ExecSpec     `json:"exec,omitempty"`
+	Argv    []string      `json:"argv,omitempty"`    // health
+	Timeout time.Duration `json:"timeout,omitempty"` // health
+}
+
+// Response is a stream's first header, guest to host. It is exported for
+// vminit; hosts use Client.
+type Response struct {
+	Error  string        `json:"error,omitempty"`
+	Code   string        `json:"code,omitempty"` // one of the err* codes below
+	Status *Status       `json:"status,omitempty"`
+	Offset int64         `json:"offset,omitempty"` // attach: first byte that follows
+	Exit   *ExitStatus   `json:"exit,omitempty"`
+	Health *HealthResult `json:"health,omitempty"`
+	Pid    int           `json:"pid,omitempty"` // exec
+}
+
+// Error codes in Response.Code, mapped to the sentinel errors.
+const (
+	codeNotStarted     = "not_started"
+	codeAlreadyStarted = "already_started"
+	codeBootFailed     = "boot_failed"
+	codeInvalid        = "invalid"
+)
+
+var (
+	// ErrNotStarted: the operation needs a started service.
+	ErrNotStarted = errors.New("service not started")
+	// ErrAlreadyStarted: Start was called on a guest whose service was
+	// already started (it runs, or it ran and exited).
+	ErrAlreadyStarted = errors.New("service already started")
+	// ErrBootFailed: the guest could not set up its root; the message says
+	// why. Retrying cannot help.
+	ErrBootFailed = errors.New("guest boot failed")
+	// ErrInvalid: the guest refused the request's content (unknown user,
+	// bad sysctl, command not found...). Retrying cannot help.
+	ErrInvalid = errors.New("invalid request")
+)
+
+// CodeOf returns the wire code for err, for vminit's responses.
+func CodeOf(err error) string {
+	switch {
+	case errors.Is(err, ErrNotStarted):
+		return codeNotStarted
+	case errors.Is(err, ErrAlreadyStarted):
+		return codeAlreadyStarted
+	case errors.Is(err, ErrBootFailed):
+		return codeBootFailed
+	case errors.Is(err, ErrInvalid):
+		return codeInvalid
+	}
+	return ""
+}
+
+// err turns a response's error back into an error wrapping the sentinel.
+func (r *Response) err() error {
+	if r.Error == "" {
+		return nil
+	}
+	var sentinel error
+	switch r.Code {
+	case codeNotStarted:
+		sentinel = ErrNotStarted
+	case codeAlreadyStarted:
+		sentinel = ErrAlreadyStarted
+	case codeBootFailed:
+		sentinel = ErrBootFailed
+	case codeInvalid:
+		sentinel = ErrInvalid
+	}
+	if sentinel == nil {
+		return &GuestError{Msg: r.Error}
+	}
+	return &GuestError{Msg: r.Error, sentinel: sentinel}
+}
+
+// GuestError is an error reported by the guest.
+type GuestError struct {
+	Msg      string
+	sentinel error
+}
+
+func (e *GuestError) Error() string { return "guest: " + e.Msg }
+func (e *GuestError) Unwrap() error { return e.sentinel }
+
+// WriteHeader writes v as one header: length, then JSON.
+func WriteHeader(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadHeader reads one header into v.
+func ReadHeader(r io.Reader, v any) error {
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return err
+	}
+	size := binary.BigEndian.Uint32(n[:])
+	if size > maxHeader {
+		return fmt.Errorf("header of %d bytes, more than %d", size, maxHeader)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return noEOF(err)
+	}
+	return json.Unmarshal(b, v)
+}
+
+// Exec frame types. A frame is one type byte, a 4-byte big-endian length
+// and the payload.
+const (
+	// Host to guest.
+	FrameStdin    byte = 0 // payload: bytes for the process's stdin
+	FrameStdinEOF byte = 4 // no payload: close the process's stdin
+	FrameResize   byte = 5 // payload: rows, cols as two big-endian uint16
+	FrameSignal   byte = 6 // payload: signal name
+	// Guest to host.
+	FrameStdout byte = 1 // payload: output (all output with a tty)
+	FrameStderr byte = 2 // payload: error output
+	FrameExit   byte = 3 // payload: ExitStatus JSON; the last frame
+)
+
+// maxFrame bounds one frame's payload.
+const maxFrame = 1 << 20
+
+// WriteFrame writes one exec frame. Callers serialise writes.
+func WriteFrame(w io.Writer, typ byte, payload []byte) error {
+	buf := make([]byte, 5+len(payload))
+	buf[0] = typ
+	binary.BigEndian.PutUint32(buf[1:], uint32(len(payload)))
+	copy(buf[5:], payload)
+	_, err := w.Write(buf)
+	return err
+}
+
+// ReadFrame reads one exec frame, reusing buf when it is large enough.
+func ReadFrame(r io.Reader, buf []byte) (typ byte, payload []byte, err error) {
+	var h [5]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	size := binary.BigEndian.Uint32(h[1:])
+	if size > maxFrame {
+		return 0, nil, fmt.Errorf("frame of %d bytes, more than %d", size, maxFrame)
+	}
+	if int(size) > cap(buf) {
+		buf = make([]byte, size)
+	}
+	buf = buf[:size]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return 0, nil, noEOF(err)
+	}
+	return h[0], buf, nil
+}
+
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// YamuxConfig is the multiplexer configuration both sides use. Keepalives
+// detect a host or guest that went away without closing the stream (a
+// virtio-serial port reports no hang-up to a blocked writer); the write
+// timeout is generous because a TCG guest can be slow.
+func YamuxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.LogOutput = io.Discard
+	c.KeepAliveInterval = 10 * time.Second
+	c.ConnectionWriteTimeout = 30 * time.Second
+	c.StreamOpenTimeout = 30 * time.Second
+	c.StreamCloseTimeout = 30 * time.Second
+	return c
+}
