@@ -2,10 +2,12 @@ package project_test
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
@@ -26,6 +28,10 @@ func FuzzLoadPlan(f *testing.F) {
 	})
 	f.Add([]byte("services: {a: {image: x, depends_on: [b], deploy: {replicas: 2}}, b: {image: y, x-vm: {vcpus: 2}}}"))
 	f.Fuzz(func(t *testing.T, doc []byte) {
+		// A hang is a failure the engine cannot report: turn a slow input
+		// into one it records.
+		timer := time.AfterFunc(10*time.Second, func() { panic(fmt.Sprintf("load and plan took over 10 s on:\n%s", doc)) })
+		defer timer.Stop()
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), doc, 0o644); err != nil {
 			t.Fatal(err)
