@@ -175,7 +175,12 @@ func (p *ttyProgress) Image(e oci.Event) {
 func (p *ttyProgress) Step(ref, msg string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.image(ref).status = msg
+	im := p.image(ref)
+	if strings.HasPrefix(im.status, "pulled") {
+		im.status += ", " + msg
+	} else {
+		im.status = msg
+	}
 	p.draw(true)
 }
 
