@@ -1,0 +1,10 @@
+// Package agentd is vminit's side of the control channel: it serves the
+// guest/agent protocol over the virtio-serial port (or any stream), runs the
+// service process and exec and healthcheck processes, reaps every child as
+// PID 1 must, keeps the service's output in ring buffers for hosts that
+// attach late or re-attach, and decides when the VM may power off.
+//
+// It runs inside the guest, on Linux only. It may import guest/agent and
+// guest/resolve; it must not import host packages (oci/, project/, vm/,
+// reconcile/).
+package agentd

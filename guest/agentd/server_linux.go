@@ -1,0 +1,314 @@
+package agentd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"golang.org/x/sys/unix"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+)
+
+// exitReportTimeout is how long the guest stays up after the service exited
+// when no host takes the exit status.
+const exitReportTimeout = time.Minute
+
+// drainTimeout bounds how long output is still read after the service
+// exited: a background process that inherited its stdout could hold the
+// pipe open for ever.
+const drainTimeout = 2 * time.Second
+
+// Server runs the service and answers the host. One Server lives for the
+// whole boot; each host connection is one Serve call.
+type Server struct {
+	log     *slog.Logger
+	bootErr error
+	reaper  *reaper
+	stdout  *ring
+	stderr  *ring
+
+	mu       sync.Mutex
+	phase    agent.Phase
+	spec     *agent.Spec
+	env      []string // the service's resolved environment
+	pid      int
+	exit     agent.ExitStatus
+	stopping bool
+
+	started  chan struct{} // closed when the service process runs
+	exited   chan struct{} // closed when it exited and its output ended
+	reported chan struct{} // closed when a host acknowledged the exit status
+	poweroff chan struct{} // closed by Shutdown on a guest with no service
+	ackOnce  sync.Once
+	offOnce  sync.Once
+
+	attaches sync.WaitGroup // attach streams still sending
+}
+
+// New returns a Server. bootErr is the reason the root could not be set up,
+// or nil; with it, Start fails with agent.ErrBootFailed and that message.
+func New(log *slog.Logger, bootErr error) *Server {
+	phase := agent.PhaseReady
+	if bootErr != nil {
+		phase = agent.PhaseFailed
+	}
+	return &Server{
+		log:      log,
+		bootErr:  bootErr,
+		reaper:   newReaper(),
+		stdout:   newRing(agent.RingSize),
+		stderr:   newRing(agent.RingSize),
+		phase:    phase,
+		started:  make(chan struct{}),
+		exited:   make(chan struct{}),
+		reported: make(chan struct{}),
+		poweroff: make(chan struct{}),
+	}
+}
+
+// WaitPoweroff blocks until the VM should power off: the service exited,
+// its exit status reached a host (or exitReportTimeout passed) and the
+// attached output streams were sent to their end; or Shutdown was asked of a
+// guest whose service never started.
+func (s *Server) WaitPoweroff() {
+	select {
+	case <-s.poweroff:
+		return
+	case <-s.exited:
+	}
+	select {
+	case <-s.reported:
+	case <-time.After(exitReportTimeout):
+		s.log.Warn("no host took the exit status; powering off")
+	}
+	done := make(chan struct{})
+	go func() { s.attaches.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// Serve answers one host connection until it breaks. The service is not
+// affected when it does.
+func (s *Server) Serve(conn io.ReadWriteCloser) error {
+	session, err := yamux.Server(conn, agent.YamuxConfig())
+	if err != nil {
+		return err
+	}
+	defer session.Close()
+	for {
+		st, err := session.AcceptStream()
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, yamux.ErrSessionShutdown) {
+				return nil
+			}
+			return err
+		}
+		go s.handle(st)
+	}
+}
+
+func (s *Server) handle(st net.Conn) {
+	defer st.Close()
+	var req agent.Request
+	if err := agent.ReadHeader(st, &req); err != nil {
+		s.log.Warn("agent request", "err", err)
+		return
+	}
+	var err error
+	switch req.Op {
+	case "hello":
+		err = s.reply(st, agent.Response{Status: s.status()})
+	case "start":
+		err = s.handleStart(st, req.Spec)
+	case "attach":
+		err = s.handleAttach(st, req)
+	case "wait":
+		err = s.handleWait(st, false)
+	case "shutdown":
+		err = s.handleWait(st, true)
+	case "signal":
+		err = s.handleSignal(st, req.Signal)
+	case "exec":
+		err = s.handleExec(st, req.Exec)
+	case "health":
+		err = s.handleHealth(st, req)
+	default:
+		err = s.reply(st, errResponse(fmt.Errorf("%w: unknown operation %q", agent.ErrInvalid, req.Op)))
+	}
+	if err != nil {
+		s.log.Debug("agent stream", "op", req.Op, "err", err)
+	}
+}
+
+func (s *Server) reply(st net.Conn, resp agent.Response) error {
+	return agent.WriteHeader(st, resp)
+}
+
+func errResponse(err error) agent.Response {
+	return agent.Response{Error: err.Error(), Code: agent.CodeOf(err)}
+}
+
+func (s *Server) status() *agent.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &agent.Status{Version: agent.ProtocolVersion, Phase: s.phase, Pid: s.pid, Uptime: uptime()}
+	if s.phase == agent.PhaseExited {
+		exit := s.exit
+		st.Exit = &exit
+		st.Pid = 0
+	}
+	if s.bootErr != nil {
+		st.BootError = s.bootErr.Error()
+	}
+	return st
+}
+
+func uptime() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
+func (s *Server) handleStart(st net.Conn, spec *agent.Spec) error {
+	if spec == nil {
+		return s.reply(st, errResponse(fmt.Errorf("%w: start without a spec", agent.ErrInvalid)))
+	}
+	if err := s.start(*spec); err != nil {
+		s.log.Error("starting the service", "err", err)
+		return s.reply(st, errResponse(err))
+	}
+	return s.reply(st, agent.Response{})
+}
+
+func (s *Server) handleAttach(st net.Conn, req agent.Request) error {
+	var r *ring
+	switch agent.Output(req.Stream) {
+	case agent.Stdout:
+		r = s.stdout
+	case agent.Stderr:
+		r = s.stderr
+	default:
+		return s.reply(st, errResponse(fmt.Errorf("%w: attach to %q: want stdout or stderr", agent.ErrInvalid, req.Stream)))
+	}
+	s.attaches.Add(1)
+	defer s.attaches.Done()
+	// The host never writes on an attach stream: a read returns when it
+	// closes (detach) or the session ends.
+	gone := make(chan struct{})
+	go func() { io.Copy(io.Discard, st); close(gone) }()
+	off := r.clamp(req.Offset)
+	if err := s.reply(st, agent.Response{Offset: off}); err != nil {
+		return err
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, next, wait, eof := r.read(off, buf)
+		if n > 0 {
+			if _, err := st.Write(buf[:n]); err != nil {
+				return err
+			}
+			off = next
+			continue
+		}
+		if eof {
+			// Half-close, then wait for the host to read to the end and
+			// close its side: only then is the output delivered.
+			st.Close()
+			select {
+			case <-gone:
+			case <-time.After(5 * time.Second):
+			}
+			return nil
+		}
+		select {
+		case <-wait:
+		case <-gone:
+			return nil
+		}
+	}
+}
+
+// handleWait answers wait and shutdown: the exit status once the service
+// exited, then waits for the host to close the stream as its receipt.
+func (s *Server) handleWait(st net.Conn, shutdown bool) error {
+	gone := make(chan struct{})
+	go func() { io.Copy(io.Discard, st); close(gone) }()
+	if shutdown {
+		if !s.stop() {
+			s.reply(st, errResponse(agent.ErrNotStarted))
+			s.log.Info("shutdown before start")
+			s.offOnce.Do(func() { close(s.poweroff) })
+			return nil
+		}
+	} else {
+		select {
+		case <-s.started:
+		case <-gone:
+			return nil
+		}
+	}
+	select {
+	case <-s.exited:
+	case <-gone:
+		return nil
+	}
+	s.mu.Lock()
+	exit := s.exit
+	s.mu.Unlock()
+	if err := s.reply(st, agent.Response{Exit: &exit}); err != nil {
+		return err
+	}
+	select {
+	case <-gone:
+		s.ackOnce.Do(func() { close(s.reported) })
+	case <-time.After(30 * time.Second):
+	}
+	return nil
+}
+
+func (s *Server) handleSignal(st net.Conn, name string) error {
+	sig, err := parseSignal(name)
+	if err != nil {
+		return s.reply(st, errResponse(err))
+	}
+	s.mu.Lock()
+	pid := s.pid
+	running := s.phase == agent.PhaseRunning || s.phase == agent.PhaseStopping
+	s.mu.Unlock()
+	if !running {
+		return s.reply(st, errResponse(agent.ErrNotStarted))
+	}
+	if err := unix.Kill(pid, sig); err != nil {
+		return s.reply(st, errResponse(fmt.Errorf("signal %s to pid %d: %w", name, pid, err)))
+	}
+	return s.reply(st, agent.Response{})
+}
+
+// ServeListener serves every connection a listener accepts (vsock), one at
+// a time, until ctx ends.
+func (s *Server) ServeListener(ctx context.Context, l net.Listener) error {
+	context.AfterFunc(ctx, func() { l.Close() })
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		if err := agent.GuestHandshake(c, c); err != nil {
+			c.Close()
+			continue
+		}
+		s.Serve(c)
+		c.Close()
+	}
+}

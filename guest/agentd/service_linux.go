@@ -1,0 +1,288 @@
+package agentd
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/guest/resolve"
+)
+
+// start sets the guest up as spec says and starts the service process.
+func (s *Server) start(spec agent.Spec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bootErr != nil {
+		return fmt.Errorf("%w: %v", agent.ErrBootFailed, s.bootErr)
+	}
+	if s.phase != agent.PhaseReady {
+		return agent.ErrAlreadyStarted
+	}
+	if err := checkUlimits(spec.Ulimits); err != nil {
+		return err
+	}
+	if _, err := stopSignal(spec); err != nil {
+		return err
+	}
+	if err := setIdentity(spec); err != nil {
+		return err
+	}
+	if err := setSysctls(spec.Sysctls); err != nil {
+		return err
+	}
+	argv, err := resolve.Argv(spec.Image.Entrypoint, spec.Image.Cmd, spec.Entrypoint, spec.Command)
+	if err != nil {
+		return fmt.Errorf("%w: %v", agent.ErrInvalid, err)
+	}
+	p, err := processSpec(spec, nil, "", "", argv)
+	if err != nil {
+		return err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return err
+	}
+	p.stdout, p.stderr = outW, errW
+	pid, wait, err := s.reaper.start(p)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return err
+	}
+	s.log.Info("service started", "pid", pid, "argv", argv, "uid", p.user.Uid, "gid", p.user.Gid)
+	s.spec = &spec
+	s.env = p.env
+	s.pid = pid
+	s.phase = agent.PhaseRunning
+	close(s.started)
+
+	copied := make(chan struct{}, 2)
+	for _, c := range []struct {
+		r *os.File
+		w *ring
+	}{{outR, s.stdout}, {errR, s.stderr}} {
+		go func() {
+			io.Copy(c.w, c.r)
+			copied <- struct{}{}
+		}()
+	}
+	go func() {
+		ws := <-wait
+		exit := exitStatus(ws)
+		s.log.Info("service exited", "pid", pid, "code", exit.Code, "signal", exit.Signal)
+		timeout := time.After(drainTimeout)
+		for range 2 {
+			select {
+			case <-copied:
+			case <-timeout:
+			}
+		}
+		outR.Close()
+		errR.Close()
+		s.stdout.Close()
+		s.stderr.Close()
+		s.mu.Lock()
+		s.exit = exit
+		s.phase = agent.PhaseExited
+		s.mu.Unlock()
+		close(s.exited)
+	}()
+	return nil
+}
+
+// stop sends the stop signal and, after the grace period, SIGKILL to every
+// process. It reports false when the service never started.
+func (s *Server) stop() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.phase {
+	case agent.PhaseRunning:
+	case agent.PhaseStopping, agent.PhaseExited:
+		return true
+	default:
+		return false
+	}
+	sig, _ := stopSignal(*s.spec)
+	grace := agent.DefaultStopGracePeriod
+	if s.spec.StopGracePeriod != nil {
+		grace = max(0, *s.spec.StopGracePeriod)
+	}
+	s.phase = agent.PhaseStopping
+	s.log.Info("stopping the service", "signal", unix.SignalName(sig), "grace", grace)
+	unix.Kill(s.pid, sig)
+	go func() {
+		select {
+		case <-s.exited:
+		case <-time.After(grace):
+			s.log.Info("grace period over: killing every process")
+			unix.Kill(-1, unix.SIGKILL)
+		}
+	}()
+	return true
+}
+
+func stopSignal(spec agent.Spec) (unix.Signal, error) {
+	name := spec.StopSignal
+	if name == "" {
+		name = spec.Image.StopSignal
+	}
+	if name == "" {
+		return unix.SIGTERM, nil
+	}
+	return parseSignal(name)
+}
+
+// processSpec resolves user, environment and working directory of a process
+// in the service's context: overrides in user, dir and extraEnv apply on
+// top of spec's.
+func processSpec(spec agent.Spec, extraEnv []string, user, dir string, argv []string) (procSpec, error) {
+	if len(argv) == 0 {
+		return procSpec{}, fmt.Errorf("%w: empty command", agent.ErrInvalid)
+	}
+	if user == "" {
+		user = spec.User
+	}
+	if user == "" {
+		user = spec.Image.User
+	}
+	u, err := lookupUser(user)
+	if err != nil {
+		return procSpec{}, fmt.Errorf("%w: %v", agent.ErrInvalid, err)
+	}
+	if dir == "" {
+		dir = spec.WorkingDir
+	}
+	if dir == "" {
+		dir = spec.Image.WorkingDir
+	}
+	if dir == "" {
+		dir = "/"
+	}
+	if !filepath.IsAbs(dir) {
+		return procSpec{}, fmt.Errorf("%w: working directory %q is not absolute", agent.ErrInvalid, dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return procSpec{}, fmt.Errorf("%w: working directory: %v", agent.ErrInvalid, err)
+	}
+	host, _ := os.Hostname()
+	env := resolve.Env([]string{"HOSTNAME=" + host}, spec.Image.Env, spec.Env, extraEnv)
+	if _, ok := resolve.Lookup(env, "HOME"); !ok {
+		env = append(env, "HOME="+u.Home)
+	}
+	return procSpec{argv: argv, env: env, dir: dir, user: u, ulimits: spec.Ulimits}, nil
+}
+
+func lookupUser(spec string) (resolve.User, error) {
+	var passwd, group io.Reader
+	if f, err := os.Open("/etc/passwd"); err == nil {
+		defer f.Close()
+		passwd = f
+	}
+	if f, err := os.Open("/etc/group"); err == nil {
+		defer f.Close()
+		group = f
+	}
+	return resolve.LookupUser(spec, passwd, group)
+}
+
+// setIdentity sets the hostname and writes /etc/hostname, /etc/hosts and,
+// when DNS is given, /etc/resolv.conf.
+func setIdentity(spec agent.Spec) error {
+	host := spec.Hostname
+	if host == "" {
+		host = "localhost"
+	}
+	if err := unix.Sethostname([]byte(host)); err != nil {
+		return fmt.Errorf("%w: hostname %q: %v", agent.ErrInvalid, host, err)
+	}
+	if spec.Domainname != "" {
+		if err := unix.Setdomainname([]byte(spec.Domainname)); err != nil {
+			return fmt.Errorf("%w: domainname %q: %v", agent.ErrInvalid, spec.Domainname, err)
+		}
+	}
+	if err := writeEtc("hostname", host+"\n"); err != nil {
+		return err
+	}
+	var hosts strings.Builder
+	hosts.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	named := false
+	for _, h := range spec.Hosts {
+		fmt.Fprintf(&hosts, "%s\t%s\n", h.IP, strings.Join(h.Names, " "))
+		for _, n := range h.Names {
+			named = named || n == host
+		}
+	}
+	if !named && host != "localhost" {
+		fqdn := host
+		if spec.Domainname != "" {
+			fqdn = host + "." + spec.Domainname + " " + host
+		}
+		fmt.Fprintf(&hosts, "127.0.1.1\t%s\n", fqdn)
+	}
+	if err := writeEtc("hosts", hosts.String()); err != nil {
+		return err
+	}
+	if len(spec.DNS)+len(spec.DNSSearch)+len(spec.DNSOptions) == 0 {
+		return nil
+	}
+	var rc strings.Builder
+	for _, ns := range spec.DNS {
+		fmt.Fprintf(&rc, "nameserver %s\n", ns)
+	}
+	if len(spec.DNSSearch) > 0 {
+		fmt.Fprintf(&rc, "search %s\n", strings.Join(spec.DNSSearch, " "))
+	}
+	if len(spec.DNSOptions) > 0 {
+		fmt.Fprintf(&rc, "options %s\n", strings.Join(spec.DNSOptions, " "))
+	}
+	return writeEtc("resolv.conf", rc.String())
+}
+
+// writeEtc replaces /etc/name, also when the image has a symlink there.
+func writeEtc(name, content string) error {
+	if err := os.MkdirAll("/etc", 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join("/etc", name)
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		os.Remove(path)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// setSysctls writes each key to /proc/sys, in sorted order.
+func setSysctls(sysctls map[string]string) error {
+	keys := make([]string, 0, len(sysctls))
+	for k := range sysctls {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if strings.Contains(k, "..") || strings.HasPrefix(k, "/") {
+			return fmt.Errorf("%w: sysctl %q", agent.ErrInvalid, k)
+		}
+		path := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
+		if err := os.WriteFile(path, []byte(sysctls[k]), 0o644); err != nil {
+			return fmt.Errorf("%w: sysctl %s=%s: %v", agent.ErrInvalid, k, sysctls[k], err)
+		}
+	}
+	return nil
+}

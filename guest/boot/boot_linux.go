@@ -1,0 +1,262 @@
+package boot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Disk serials the host gives the virtio-blk devices.
+const (
+	// RootSerial is the image's read-only ext4.
+	RootSerial = "rootfs"
+	// ScratchSerial is the service's writable disk: an ext4 filesystem the
+	// host formatted (vminit has no mkfs). Without it the overlay's upper
+	// layer is a tmpfs and writes are lost at power-off.
+	ScratchSerial = "scratch"
+)
+
+// Paths inside the initramfs where the disks are mounted before the switch.
+const (
+	lowerDir   = "/run/vmcompose/lower"
+	scratchDir = "/run/vmcompose/scratch"
+	newRoot    = "/run/vmcompose/root"
+)
+
+// Early mounts /proc, /sys and /dev (devtmpfs) in the initramfs and points
+// stdin at /dev/null and stdout, stderr at /dev/console. Run it first.
+func Early() error {
+	for _, m := range []struct{ src, dst, fstype string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+	} {
+		if err := mount(m.src, m.dst, m.fstype, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+	}
+	if f, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		unix.Dup3(int(f.Fd()), 1, 0)
+		unix.Dup3(int(f.Fd()), 2, 0)
+		f.Close()
+	}
+	if f, err := os.Open("/dev/null"); err == nil {
+		unix.Dup3(int(f.Fd()), 0, 0)
+		f.Close()
+	}
+	return nil
+}
+
+// FindDisks waits up to timeout for a virtio disk with each serial and
+// returns their device paths by serial. Disks not found are absent from the
+// map; the caller decides which are required.
+func FindDisks(serials []string, timeout time.Duration) map[string]string {
+	found := map[string]string{}
+	deadline := time.Now().Add(timeout)
+	for {
+		ents, _ := os.ReadDir("/sys/block")
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "serial"))
+			if err != nil {
+				continue
+			}
+			serial := strings.TrimSpace(string(b))
+			for _, want := range serials {
+				if serial == want {
+					found[want] = "/dev/" + e.Name()
+				}
+			}
+		}
+		if len(found) == len(serials) || time.Now().After(deadline) {
+			return found
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// SetupRoot mounts the image's ext4 (serial RootSerial) read-only and the
+// scratch disk (ScratchSerial) read-write, joins them with overlayfs, makes
+// that the root (MS_MOVE + chroot: an initramfs cannot pivot_root) and
+// mounts /proc, /sys, /dev, /dev/pts, /dev/shm, cgroup2, /run and /tmp in
+// it.
+func SetupRoot(log *slog.Logger) error {
+	disks := FindDisks([]string{RootSerial, ScratchSerial}, 5*time.Second)
+	root, ok := disks[RootSerial]
+	if !ok {
+		return fmt.Errorf("no disk with serial %q (the image's root filesystem) in /sys/block", RootSerial)
+	}
+	for _, d := range []string{lowerDir, scratchDir, newRoot} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := mount(root, lowerDir, "ext4", unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("image root filesystem %s: %w", root, err)
+	}
+	scratch, ok := disks[ScratchSerial]
+	if ok {
+		if err := checkExt4(scratch); err != nil {
+			return err
+		}
+		if err := mount(scratch, scratchDir, "ext4", unix.MS_NOATIME, ""); err != nil {
+			return fmt.Errorf("scratch disk %s: %w", scratch, err)
+		}
+	} else {
+		log.Warn("no scratch disk: writes to the root are kept in memory and lost at power-off", "serial", ScratchSerial)
+		if err := mount("tmpfs", scratchDir, "tmpfs", 0, "mode=0755"); err != nil {
+			return err
+		}
+	}
+	upper, work := filepath.Join(scratchDir, "upper"), filepath.Join(scratchDir, "work")
+	for _, d := range []string{upper, work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("scratch disk: %w", err)
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lowerDir, upper, work)
+	if err := mount("overlay", newRoot, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("overlay root: %w", err)
+	}
+	if err := switchRoot(newRoot); err != nil {
+		return err
+	}
+	return mountAPI()
+}
+
+// checkExt4 reads the superblock magic so an unformatted scratch disk gets a
+// clear error rather than mount's EINVAL.
+func checkExt4(dev string) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return fmt.Errorf("scratch disk: %w", err)
+	}
+	defer f.Close()
+	var magic [2]byte
+	if _, err := f.ReadAt(magic[:], 1024+0x38); err != nil && err != io.EOF {
+		return fmt.Errorf("scratch disk %s: %w", dev, err)
+	}
+	if magic != [2]byte{0x53, 0xef} {
+		return fmt.Errorf("scratch disk %s (serial %q) holds no ext4 filesystem: the host must format it (mkfs.ext4) before the first boot", dev, ScratchSerial)
+	}
+	return nil
+}
+
+func switchRoot(dir string) error {
+	for _, m := range []string{"/proc", "/sys", "/dev"} {
+		dst := filepath.Join(dir, m)
+		if err := mkdirReplacing(dst); err != nil {
+			return fmt.Errorf("switching root: %w", err)
+		}
+		if err := unix.Mount(m, dst, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("switching root: moving %s: %w", m, err)
+		}
+	}
+	if err := unix.Chdir(dir); err != nil {
+		return fmt.Errorf("switching root: %w", err)
+	}
+	if err := unix.Mount(dir, "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("switching root: moving %s to /: %w", dir, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("switching root: chroot: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// mkdirReplacing makes dir a directory, removing a file or symlink the image
+// may have there.
+func mkdirReplacing(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err == nil && !fi.IsDir() {
+		os.Remove(dir)
+	}
+	return os.MkdirAll(dir, 0o755)
+}
+
+func mountAPI() error {
+	for _, m := range []struct {
+		src, dst, fstype string
+		flags            uintptr
+		data             string
+	}{
+		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{"shm", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV, ""},
+		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+	} {
+		if err := mkdirReplacing(m.dst); err != nil {
+			return err
+		}
+		if err := mount(m.src, m.dst, m.fstype, m.flags, m.data); err != nil {
+			return err
+		}
+	}
+	os.Remove("/dev/ptmx")
+	links := [][2]string{
+		{"pts/ptmx", "/dev/ptmx"},
+		{"/proc/self/fd", "/dev/fd"},
+		{"/proc/self/fd/0", "/dev/stdin"},
+		{"/proc/self/fd/1", "/dev/stdout"},
+		{"/proc/self/fd/2", "/dev/stderr"},
+	}
+	for _, l := range links {
+		if err := os.Symlink(l[0], l[1]); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+func mount(src, dst, fstype string, flags uintptr, data string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(src, dst, fstype, flags, data); err != nil {
+		return fmt.Errorf("mounting %s on %s: %w", fstype, dst, err)
+	}
+	return nil
+}
+
+// LoopbackUp brings up the loopback interface; the kernel gives it
+// 127.0.0.1 and ::1.
+func LoopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback up: %w", err)
+	}
+	return nil
+}
+
+// Poweroff kills every process, flushes the disks and powers the VM off. It
+// does not return.
+func Poweroff(log *slog.Logger) {
+	unix.Kill(-1, unix.SIGKILL)
+	unix.Sync()
+	log.Info("power off")
+	for {
+		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+			log.Error("power off", "err", err)
+		}
+		time.Sleep(time.Second)
+	}
+}
