@@ -367,3 +367,52 @@ func TestBootLoadsModules(t *testing.T) {
 	}
 	t.Logf("boot to power-off %v; qemu %s", d.Round(time.Millisecond), strings.Join(args, " "))
 }
+
+// TestBootTimes compares boot-to-power-off wall times of an uncompressed
+// and a gzip archive. It runs only when VMCOMPOSE_BOOT_TIMES gives the
+// number of boots of each.
+func TestBootTimes(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("VMCOMPOSE_BOOT_TIMES"))
+	if n <= 0 {
+		t.Skip("set VMCOMPOSE_BOOT_TIMES=N to measure N boots of each archive kind")
+	}
+	qemuBinary(t)
+	k := kerneltest.Kernel(t)
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	type variant struct {
+		name, image, initrd string
+		times               []time.Duration
+	}
+	var vs []*variant
+	for _, c := range []initramfs.Compression{initramfs.None, initramfs.Gzip} {
+		initrd, err := initramfs.Build(context.Background(), k, testInit(t), t.TempDir(), initramfs.WithCompression(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(initrd)
+		name := fmt.Sprintf("%s (%d bytes)", filepath.Base(initrd), fi.Size())
+		vs = append(vs, &variant{name: "vmlinux, " + name, image: k.Image, initrd: initrd})
+		if k.BzImage != "" && c == initramfs.None {
+			vs = append(vs, &variant{name: "bzImage, " + name, image: k.BzImage, initrd: initrd})
+		}
+	}
+	// Interleaved, so that a change in the host's load hits all alike.
+	for range n {
+		for _, v := range vs {
+			kk := *k
+			kk.Image = v.image
+			out, d := boot(t, bootArgs(t, &kk, v.initrd, disk, ""))
+			if !strings.Contains(out, "TESTINIT OK") {
+				t.Fatalf("no marker; console:\n%s", out)
+			}
+			v.times = append(v.times, d)
+		}
+	}
+	for _, v := range vs {
+		slices.Sort(v.times)
+		t.Logf("%s: median %v of %v", v.name, v.times[len(v.times)/2].Round(time.Millisecond), v.times)
+	}
+}

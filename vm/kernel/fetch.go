@@ -144,7 +144,7 @@ func fetch(ctx context.Context, storeDir, pkg, version string, o options) (*Kern
 
 	o.logger.Info("downloading kernel package", "package", pkg)
 	if _, err := run(ctx, tmp, "apt-get", "download", pkg); err != nil {
-		return nil, fmt.Errorf("downloading %s: %w", pkg, err)
+		return nil, fmt.Errorf("downloading %s (run `apt-get update` if apt's package lists are old): %w", pkg, err)
 	}
 	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
 	if len(debs) != 1 {

@@ -143,6 +143,18 @@ func TestStoreKernel(t *testing.T) {
 			t.Errorf("re-extracted vmlinux has %d bytes, the store's %d", a.Size(), b.Size())
 		}
 	}
+	if k.BzImage != "" {
+		bz, err := kernel.Open(k.BzImage, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bz.Version != k.Version || bz.BzImage != k.BzImage || bz.ModulesDir != "" {
+			t.Errorf("Open of the bzImage: %+v, want version %s", bz, k.Version)
+		}
+		if err := kernel.CheckPVH(k.BzImage); err == nil {
+			t.Error("CheckPVH accepts a bzImage")
+		}
+	}
 	if err := kernel.CheckPVH(k.ConfigFile); err == nil {
 		t.Error("CheckPVH accepts a text file")
 	}
@@ -255,7 +267,7 @@ func TestFetchFailureLeavesNothing(t *testing.T) {
 	if err == nil {
 		t.Fatal("Fetch of a package that does not exist succeeded")
 	}
-	if !strings.HasPrefix(err.Error(), "fetching kernel 0.0.0-0-cloud-amd64: downloading linux-image-0.0.0-0-cloud-amd64-unsigned: apt-get: exit status 100: ") {
+	if !strings.HasPrefix(err.Error(), "fetching kernel 0.0.0-0-cloud-amd64: downloading linux-image-0.0.0-0-cloud-amd64-unsigned (run `apt-get update` if apt's package lists are old): apt-get: exit status 100: ") {
 		t.Errorf("error: %v", err)
 	}
 	entries, _ := os.ReadDir(filepath.Join(store, "kernel"))
