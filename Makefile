@@ -11,17 +11,20 @@ FUZZTIME ?= 20s
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/vmcompose ./cmd/vmcompose
 
-setup:
+# Debian packages (QEMU, e2fsprogs, busybox-static, ...) and the guest
+# kernel, fetched into the store.
+setup: build
 	scripts/setup
+	bin/vmcompose setup
 
-demo: setup build
+demo: setup
 	scripts/demo
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: lint
+test: setup lint
 	$(GO) test -timeout 30m ./...
 	$(GO) test -run '^$$' -fuzz FuzzLoadPlan -fuzztime $(FUZZTIME) ./project
 	$(GO) test -run '^$$' -fuzz FuzzBuild -fuzztime $(FUZZTIME) ./oci/rootfs

@@ -47,6 +47,7 @@ func newApp() *cli.App {
 			pullCommand(),
 			imagesCommand(),
 			imageCommand(),
+			setupCommand(),
 			versionCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
