@@ -59,11 +59,11 @@ services:
 		Env:        []string{"A=1", "FROM_HOST=h", "UNSET"},
 		User:       "1000:1000", WorkingDir: "/srv",
 		Hostname: "webhost", Domainname: "example.test",
-		Hosts:      []agent.HostEntry{{IP: "10.0.0.5", Names: []string{"db.local"}}},
-		DNS:        []string{"10.0.0.1"}, DNSSearch: []string{"example.test"},
-		Sysctls:    map[string]string{"net.ipv4.ip_forward": "1"},
-		Ulimits:    []agent.Ulimit{{Name: "nofile", Soft: 1024, Hard: 2048}, {Name: "nproc", Soft: 64, Hard: 64}},
-		Init:       &yes, StopSignal: "SIGINT", StopGracePeriod: &grace,
+		Hosts: []agent.HostEntry{{IP: "10.0.0.5", Names: []string{"db.local"}}},
+		DNS:   []string{"10.0.0.1"}, DNSSearch: []string{"example.test"},
+		Sysctls: map[string]string{"net.ipv4.ip_forward": "1"},
+		Ulimits: []agent.Ulimit{{Name: "nofile", Soft: 1024, Hard: 2048}, {Name: "nproc", Soft: 64, Hard: 64}},
+		Init:    &yes, StopSignal: "SIGINT", StopGracePeriod: &grace,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("spec:\n%+v\nwant:\n%+v", got, want)
