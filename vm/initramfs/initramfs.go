@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path"
@@ -24,6 +25,10 @@ import (
 // format changes whenever the archive's layout does, so that caches built
 // by an older vmcompose are not reused.
 const format = "vmcompose-initramfs-1"
+
+// SubDir is the folder of the store that the CLI gives Build as its cache:
+// <store>/initramfs.
+const SubDir = "initramfs"
 
 // Compression is how the archive is compressed.
 type Compression int
@@ -285,4 +290,38 @@ func removeStale(dir string) {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+// Prune removes the archives in cacheDir except those named in keep (paths
+// Build returned), and the leftovers of builds that died. A running VM does
+// not need its archive: QEMU reads it whole at start. Prune waits for
+// builds in progress.
+func Prune(ctx context.Context, cacheDir string, keep ...string) error {
+	unlock, err := lockFile(ctx, filepath.Join(cacheDir, ".lock"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pruning initramfs cache %s: %w", cacheDir, err)
+	}
+	defer unlock()
+	kept := map[string]bool{}
+	for _, k := range keep {
+		kept[filepath.Base(k)] = true
+	}
+	removeStale(cacheDir)
+	entries, err := os.ReadDir(cacheDir)
+	if err != nil {
+		return fmt.Errorf("pruning initramfs cache %s: %w", cacheDir, err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if kept[n] || strings.HasPrefix(n, ".") || !(strings.HasSuffix(n, ".cpio") || strings.HasSuffix(n, ".cpio.gz")) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(cacheDir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("pruning initramfs cache: %w", err)
+		}
+	}
+	return nil
 }

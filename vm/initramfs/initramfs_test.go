@@ -95,6 +95,18 @@ func TestBuildIsCachedAndReadable(t *testing.T) {
 	if p3 == p {
 		t.Error("Build with other modules returned the same archive")
 	}
+	if err := initramfs.Prune(ctx, cache, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p3); !os.IsNotExist(err) {
+		t.Errorf("Prune left %s: %v", p3, err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Errorf("Prune removed the archive to keep: %v", err)
+	}
+	if err := initramfs.Prune(ctx, filepath.Join(cache, "none")); err != nil {
+		t.Errorf("Prune of a missing cache: %v", err)
+	}
 
 	// Read it back with cpio(1).
 	if _, err := exec.LookPath("cpio"); err != nil {
