@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -278,5 +279,53 @@ func TestFetchFailureLeavesNothing(t *testing.T) {
 	}
 	if _, err := kernel.Fetch(ctx, store, kernel.WithPackage("linux image")); err == nil {
 		t.Error("Fetch accepts a package name with a space")
+	}
+}
+
+// TestFetchWaitsForAnotherFetch holds the store's kernel lock as a running
+// fetch would, lets Fetch wait on it, then completes the kernel: Fetch must
+// return it without downloading (PATH is empty, so it could not).
+func TestFetchWaitsForAnotherFetch(t *testing.T) {
+	store := t.TempDir()
+	dir := filepath.Join(store, "kernel")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", "")
+	type result struct {
+		k   *kernel.Kernel
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		k, err := kernel.Fetch(context.Background(), store, kernel.WithPackage("linux-image-6.1.0-77-cloud-amd64"))
+		done <- result{k, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("Fetch did not wait for the lock: %v, %v", r.k, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	fakeKernel(t, filepath.Join(dir, "6.1.0-77-cloud-amd64"), "6.1.0-77-cloud-amd64")
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.k.Version != "6.1.0-77-cloud-amd64" {
+		t.Errorf("Fetch after waiting: %+v, %v", r.k, r.err)
+	}
+
+	// Without apt, Fetch says what to do instead.
+	_, err = kernel.Fetch(context.Background(), t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "on hosts without apt, set VMCOMPOSE_KERNEL to a kernel image") {
+		t.Errorf("Fetch without apt: %v", err)
 	}
 }
