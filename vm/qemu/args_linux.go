@@ -1,0 +1,161 @@
+//go:build linux
+
+package qemu
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/vmcompose/vmcompose/vm"
+)
+
+// Defaults for a spec that leaves sizes at zero.
+const (
+	defaultVCPUs  = 1
+	defaultMemory = 256 << 20
+)
+
+// File names in a VM directory.
+const (
+	specFile    = "spec.json"
+	runFile     = "run.json"
+	exitFile    = "exit.json"
+	lockFile    = "lock"
+	scratchFile = "scratch.img"
+	pidFile     = "qemu.pid"
+	qemuLog     = "qemu.log"
+	consoleLog  = "console.log"
+	qmpSock     = "qmp.sock"
+	agentSock   = "agent.sock"
+)
+
+// baseCmdline are the kernel arguments every guest gets before the spec's
+// own. microvm has no PCI; the blacklisted initcalls and the crypto self
+// tests cost ~0.3 s under TCG; panic=-1 with -no-reboot turns a guest panic
+// into the end of the qemu process.
+var baseCmdline = []string{
+	"console=ttyS0", "panic=-1", "pci=off", "cryptomgr.notests",
+	"initcall_blacklist=init_kprobe_trace,crypto_kdf108_init",
+}
+
+// tscKHz returns the host's TSC frequency in kHz from /proc/cpuinfo's
+// "cpu MHz", or 0 when unknown. Under TCG the guest's TSC runs at the
+// host's, and microvm guests hang in ~1 of 4 boots calibrating it unless
+// the kernel is told (tsc_early_khz).
+func tscKHz() int {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || mhz <= 0 {
+				return 0
+			}
+			return int(mhz * 1000)
+		}
+	}
+	return 0
+}
+
+// escape doubles the commas of a value inside a QEMU option list.
+func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// macFor derives a stable, locally administered MAC from the VM name and
+// the NIC index, in QEMU's 52:54:00 prefix.
+func macFor(name string, i int) string {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s/%d", name, i))
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", h[0], h[1], h[2])
+}
+
+// buildArgs returns qemu's arguments for spec. Relative paths are relative
+// to the VM directory, which is qemu's working directory.
+func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int) []string {
+	vcpus := spec.VCPUs
+	if vcpus == 0 {
+		vcpus = defaultVCPUs
+	}
+	mem := spec.Memory
+	if mem == 0 {
+		mem = defaultMemory
+	}
+	console := consoleLog
+	if spec.ConsoleLog != "" {
+		console = spec.ConsoleLog
+	}
+	a := []string{
+		"-name", "vmcompose:" + spec.Name,
+		"-M", "microvm,acpi=on",
+	}
+	switch accel {
+	case AccelKVM:
+		a = append(a, "-accel", "kvm", "-cpu", "host")
+	default:
+		tcg := "tcg"
+		if tbSizeMiB > 0 {
+			tcg += ",tb-size=" + strconv.Itoa(tbSizeMiB)
+		}
+		a = append(a, "-accel", tcg)
+	}
+	a = append(a,
+		"-smp", strconv.Itoa(vcpus),
+		"-m", strconv.FormatInt(mem>>20, 10)+"M",
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-global", "virtio-mmio.force-legacy=false",
+		"-pidfile", pidFile,
+		"-qmp", "unix:"+qmpSock+",server=on,wait=off",
+		"-chardev", "file,id=console,append=on,path="+escape(console),
+		"-serial", "chardev:console",
+		"-device", "virtio-serial-device",
+		"-chardev", "socket,id=agent,server=on,wait=off,path="+agentSock,
+		"-device", "virtserialport,chardev=agent,name=vmcompose.agent",
+	)
+	disks := spec.Disks
+	if spec.ScratchSize > 0 {
+		disks = append([]vm.Disk{{Path: scratchFile, Serial: vm.ScratchSerial}}, disks...)
+	}
+	for i, d := range disks {
+		id := fmt.Sprintf("disk%d", i)
+		drive := "if=none,id=" + id + ",format=raw,discard=unmap,file=" + escape(d.Path)
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
+		a = append(a, "-drive", drive,
+			"-device", "virtio-blk-device,drive="+id+",serial="+d.Serial)
+	}
+	for i, n := range spec.Networks {
+		id := fmt.Sprintf("net%d", i)
+		mac := n.MAC
+		if mac == "" {
+			mac = macFor(spec.Name, i)
+		}
+		a = append(a,
+			"-netdev", "stream,id="+id+",server=off,addr.type=unix,addr.path="+escape(n.Socket),
+			"-device", "virtio-net-device,netdev="+id+",mac="+mac)
+	}
+	cmdline := append([]string(nil), baseCmdline...)
+	if tsc > 0 {
+		cmdline = append(cmdline, "tsc_early_khz="+strconv.Itoa(tsc), "tsc=reliable")
+	}
+	cmdline = append(cmdline, spec.Cmdline...)
+	a = append(a, "-kernel", spec.Kernel)
+	if spec.Initramfs != "" {
+		a = append(a, "-initrd", spec.Initramfs)
+	}
+	a = append(a, "-append", strings.Join(cmdline, " "))
+	return a
+}
+
+// lastLine is the last non-empty line of b, for error messages.
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}

@@ -1,0 +1,40 @@
+// Package qemu is the QEMU backend of vm.Driver for Linux hosts: one
+// qemu-system process per VM, with KVM when /dev/kvm works and TCG
+// otherwise, on the microvm machine booting a PVH vmlinux.
+//
+// # State
+//
+// Each VM is a directory under the driver's state root, named after the
+// VM:
+//
+//	<root>/<name>/
+//	  spec.json     the vm.Spec, written by Create (the directory appears
+//	                atomically, by rename, with it)
+//	  scratch.img   the writable layer (sparse raw ext4), when asked for
+//	  lock          flock(2) held by Start, Stop and Remove
+//	  run.json      the last start: qemu's pid and its start time (field 22
+//	                of /proc/<pid>/stat), the accelerator, the time
+//	  exit.json     when that run was seen to end
+//	  qemu.pid      written by qemu itself (-pidfile)
+//	  qemu.log      qemu's own stderr
+//	  console.log   the guest console (unless the spec names another file)
+//	  qmp.sock      QMP, for power-off, quit and status
+//	  agent.sock    the guest control channel (virtio-serial port
+//	                "vmcompose.agent")
+//
+// qemu runs with the VM directory as its working directory and relative
+// socket names, so deep state roots do not hit the 108-byte limit of unix
+// socket paths.
+//
+// # Adoption
+//
+// A qemu process is a VM's only while its pid and start time both match
+// run.json: a Driver in any process (a restarted supervisor) adopts running
+// VMs just by looking, and a reused pid is never mistaken for one. qemu runs
+// in its own process group so a terminal's Ctrl-C does not reach it; with
+// vm.Spec.DieWithController it gets PR_SET_PDEATHSIG=SIGKILL instead, and
+// dies with the process that started it.
+//
+// The package must not import compose or vmcompose packages other than vm
+// and guest/agent.
+package qemu

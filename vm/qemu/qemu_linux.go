@@ -1,0 +1,750 @@
+//go:build linux
+
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmcompose/vmcompose/vm"
+)
+
+var (
+	_ vm.Driver = (*Driver)(nil)
+	_ vm.Waiter = (*Driver)(nil)
+	_ vm.Lister = (*Driver)(nil)
+)
+
+// Timeouts of the steps that do not depend on the caller's stop timeout.
+const (
+	startTimeout = 10 * time.Second // qemu up to its QMP socket listening
+	quitTimeout  = 3 * time.Second  // QMP quit before SIGKILL
+)
+
+type options struct {
+	binary   string
+	accel    string
+	tbSize   int
+	shutdown vm.GuestShutdownFunc
+	log      *slog.Logger
+}
+
+// Option configures a Driver.
+type Option func(*options) error
+
+// WithBinary sets the qemu-system executable (default
+// qemu-system-x86_64 from PATH).
+func WithBinary(path string) Option {
+	return func(o *options) error {
+		if path == "" {
+			return errors.New("qemu binary: empty path")
+		}
+		o.binary = path
+		return nil
+	}
+}
+
+// WithAccel forces an accelerator: AccelKVM or AccelTCG. The default,
+// AccelAuto, uses KVM when a trial boot shows that it works, else TCG, and
+// honours VMCOMPOSE_ACCEL.
+func WithAccel(accel string) Option {
+	return func(o *options) error {
+		switch accel {
+		case AccelAuto, AccelKVM, AccelTCG:
+			o.accel = accel
+			return nil
+		}
+		return fmt.Errorf("accelerator %q: want %q, %q or empty for automatic", accel, AccelKVM, AccelTCG)
+	}
+}
+
+// WithTBSize sets TCG's translation cache in MiB (default 32; QEMU's own
+// default is much larger and costs ~50 MB of RSS per idle VM).
+func WithTBSize(mib int) Option {
+	return func(o *options) error {
+		if mib < 0 || mib > 4096 {
+			return fmt.Errorf("TCG translation cache size %d MiB: want 0 (QEMU's default) to 4096", mib)
+		}
+		o.tbSize = mib
+		return nil
+	}
+}
+
+// WithGuestShutdown sets the first step of Stop: asking the guest, through
+// whoever holds its agent connection, to shut down.
+func WithGuestShutdown(f vm.GuestShutdownFunc) Option {
+	return func(o *options) error {
+		o.shutdown = f
+		return nil
+	}
+}
+
+// WithLogger sets the logger; the driver is silent by default.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return errors.New("logger: nil")
+		}
+		o.log = l
+		return nil
+	}
+}
+
+// Driver runs VMs as qemu processes. See the package comment for the state
+// it keeps.
+type Driver struct {
+	root string
+	o    options
+
+	accelOnce sync.Once
+	accelVal  string
+
+	mu       sync.Mutex
+	children map[string]*child // qemu processes this Driver started
+}
+
+// child is a qemu process started by this Driver, waited for by a
+// goroutine locked to the thread that forked it (PR_SET_PDEATHSIG fires
+// when that thread ends, not the process).
+type child struct {
+	pid   int
+	start uint64
+	done  chan struct{}
+}
+
+// New returns a driver whose VMs live under root, which it creates.
+func New(root string, opts ...Option) (*Driver, error) {
+	o := options{binary: "qemu-system-x86_64", tbSize: 32, log: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("qemu driver: %w", err)
+		}
+	}
+	bin, err := exec.LookPath(o.binary)
+	if err != nil {
+		return nil, fmt.Errorf("qemu driver: %w (install qemu-system-x86)", err)
+	}
+	o.binary = bin
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("qemu driver: state root: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("qemu driver: state root: %w", err)
+	}
+	return &Driver{root: abs, o: o, children: map[string]*child{}}, nil
+}
+
+// Root is the driver's state root.
+func (d *Driver) Root() string { return d.root }
+
+// run is run.json: one start of a VM.
+type run struct {
+	Pid       int       `json:"pid"`
+	PidStart  uint64    `json:"pid_start"` // /proc/<pid>/stat field 22
+	BootID    string    `json:"boot_id"`
+	Accel     string    `json:"accel"`
+	StartedAt time.Time `json:"started_at"`
+	Args      []string  `json:"args"`
+}
+
+// exit is exit.json: the end of the run with the same pid and start time.
+type exit struct {
+	Pid        int       `json:"pid"`
+	PidStart   uint64    `json:"pid_start"`
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+func (d *Driver) dir(name string) string { return filepath.Join(d.root, name) }
+
+func (d *Driver) path(name, file string) string { return filepath.Join(d.root, name, file) }
+
+// Create implements vm.Driver.
+func (d *Driver) Create(ctx context.Context, spec vm.Spec) (err error) {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("creating VM %s: %w", spec.Name, err)
+	}
+	if _, err := os.Stat(d.dir(spec.Name)); err == nil {
+		return fmt.Errorf("creating VM %s: %w", spec.Name, vm.ErrExists)
+	}
+	// Lay the VM out in a hidden directory and rename it into place, so a
+	// VM directory is either complete or absent.
+	tmp, err := os.MkdirTemp(d.root, "."+spec.Name+".creating-")
+	if err != nil {
+		return fmt.Errorf("creating VM %s: %w", spec.Name, err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if spec.ScratchSize > 0 {
+		if err := vm.CreateScratch(ctx, filepath.Join(tmp, scratchFile), spec.ScratchSize); err != nil {
+			return fmt.Errorf("creating VM %s: %w", spec.Name, err)
+		}
+	}
+	if err := writeJSON(filepath.Join(tmp, specFile), spec); err != nil {
+		return fmt.Errorf("creating VM %s: %w", spec.Name, err)
+	}
+	if err := os.Rename(tmp, d.dir(spec.Name)); err != nil {
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
+			return fmt.Errorf("creating VM %s: %w", spec.Name, vm.ErrExists)
+		}
+		return fmt.Errorf("creating VM %s: %w", spec.Name, err)
+	}
+	syncDir(d.root)
+	d.o.log.Debug("VM created", "vm", spec.Name, "dir", d.dir(spec.Name))
+	return nil
+}
+
+// readSpec returns the VM's spec, or an error wrapping vm.ErrNotFound.
+func (d *Driver) readSpec(name string) (vm.Spec, error) {
+	var spec vm.Spec
+	if !validName(name) {
+		return spec, fmt.Errorf("VM %s: %w", name, vm.ErrNotFound)
+	}
+	if err := readJSON(d.path(name, specFile), &spec); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return spec, fmt.Errorf("VM %s: %w", name, vm.ErrNotFound)
+		}
+		return spec, fmt.Errorf("VM %s: %w", name, err)
+	}
+	return spec, nil
+}
+
+func validName(name string) bool {
+	return (vm.Spec{Name: name, Kernel: "x"}).Validate() == nil
+}
+
+// current returns the VM's last run and whether its qemu still runs.
+func (d *Driver) current(name string) (run, bool, error) {
+	var r run
+	err := readJSON(d.path(name, runFile), &r)
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, fmt.Errorf("VM %s: %w", name, err)
+	}
+	// A start time means nothing across a host reboot.
+	if r.BootID != bootID() {
+		return r, false, nil
+	}
+	return r, alive(r.Pid, r.PidStart), nil
+}
+
+// Start implements vm.Driver.
+func (d *Driver) Start(ctx context.Context, name string) error {
+	spec, err := d.readSpec(name)
+	if err != nil {
+		return err
+	}
+	unlock, err := d.lock(ctx, name)
+	if err != nil {
+		return fmt.Errorf("starting VM %s: %w", name, err)
+	}
+	defer unlock()
+	if _, running, err := d.current(name); err != nil {
+		return err
+	} else if running {
+		return nil
+	}
+	for _, disk := range spec.Disks {
+		if _, err := os.Stat(disk.Path); err != nil {
+			return fmt.Errorf("starting VM %s: disk %s: %w", name, disk.Serial, err)
+		}
+	}
+	// A previous qemu of ours that ended may not be reaped yet: let its
+	// goroutine finish before the files are reused.
+	d.mu.Lock()
+	old := d.children[name]
+	d.mu.Unlock()
+	if old != nil {
+		select {
+		case <-old.done:
+		case <-ctx.Done():
+			return fmt.Errorf("starting VM %s: %w", name, ctx.Err())
+		}
+	}
+	accel := d.accel(ctx, spec.Kernel)
+	args := buildArgs(spec, accel, tscKHz(), d.o.tbSize)
+	dir := d.dir(name)
+	for _, f := range []string{qmpSock, agentSock, pidFile} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, qemuLog), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("starting VM %s: %w", name, err)
+	}
+	defer logf.Close()
+
+	c, err := d.spawn(dir, args, logf, spec.DieWithController)
+	if err != nil {
+		return fmt.Errorf("starting VM %s: %w", name, err)
+	}
+	r := run{Pid: c.pid, PidStart: c.start, BootID: bootID(), Accel: accel, StartedAt: time.Now().UTC(), Args: args}
+	if err := writeJSON(filepath.Join(dir, runFile), r); err != nil {
+		unix.Kill(c.pid, unix.SIGKILL)
+		<-c.done
+		return fmt.Errorf("starting VM %s: recording its process: %w", name, err)
+	}
+	d.o.log.Debug("VM starting", "vm", name, "pid", c.pid, "accel", accel)
+
+	// Started means qemu got through its set-up: the QMP socket answers.
+	wctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	for {
+		q, err := dialQMP(wctx, filepath.Join(dir, qmpSock))
+		if err == nil {
+			q.close()
+			return nil
+		}
+		select {
+		case <-c.done:
+			b, _ := os.ReadFile(filepath.Join(dir, qemuLog))
+			return fmt.Errorf("starting VM %s: qemu exited: %s", name, lastLine(b))
+		case <-wctx.Done():
+			unix.Kill(c.pid, unix.SIGKILL)
+			<-c.done
+			return fmt.Errorf("starting VM %s: waiting for qemu's QMP socket: %w", name, wctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// spawn starts qemu in dir and returns once its pid and start time are
+// known. A goroutine locked to the forking thread reaps it and marks the
+// run's end.
+func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithController bool) (*child, error) {
+	type result struct {
+		c   *child
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		// PR_SET_PDEATHSIG fires when the thread that forked the child
+		// ends: keep this goroutine on its thread until qemu is reaped.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		cmd := exec.Command(d.o.binary, args...)
+		cmd.Dir = dir
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if dieWithController {
+			cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+		}
+		if err := cmd.Start(); err != nil {
+			res <- result{err: err}
+			return
+		}
+		start, _, err := procStart(cmd.Process.Pid)
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			res <- result{err: fmt.Errorf("reading qemu's start time: %w", err)}
+			return
+		}
+		c := &child{pid: cmd.Process.Pid, start: start, done: make(chan struct{})}
+		d.mu.Lock()
+		d.children[filepath.Base(dir)] = c
+		d.mu.Unlock()
+		res <- result{c: c}
+		cmd.Wait()
+		markExit(dir, c.pid, c.start)
+		close(c.done)
+		d.mu.Lock()
+		if d.children[filepath.Base(dir)] == c {
+			delete(d.children, filepath.Base(dir))
+		}
+		d.mu.Unlock()
+	}()
+	r := <-res
+	return r.c, r.err
+}
+
+// markExit records the end of the run of pid/start, unless recorded.
+func markExit(dir string, pid int, start uint64) {
+	var e exit
+	if readJSON(filepath.Join(dir, exitFile), &e) == nil && e.Pid == pid && e.PidStart == start {
+		return
+	}
+	writeJSON(filepath.Join(dir, exitFile), exit{Pid: pid, PidStart: start, FinishedAt: time.Now().UTC()})
+}
+
+func (d *Driver) accel(ctx context.Context, kernel string) string {
+	if d.o.accel != AccelAuto {
+		return d.o.accel
+	}
+	d.accelOnce.Do(func() {
+		switch v := os.Getenv(AccelEnv); v {
+		case AccelKVM, AccelTCG:
+			d.accelVal = v
+			return
+		case "":
+		default:
+			d.o.log.Warn("ignoring unknown accelerator", "env", AccelEnv, "value", v)
+		}
+		d.accelVal = AccelTCG
+		if kvmWorks(ctx, d.o.binary, kernel, d.o.log) {
+			d.accelVal = AccelKVM
+		}
+	})
+	return d.accelVal
+}
+
+// waitExit waits for the run r to end, through the reaping goroutine when
+// this Driver started it, else through a pidfd.
+func (d *Driver) waitExit(ctx context.Context, name string, r run) error {
+	d.mu.Lock()
+	c := d.children[name]
+	d.mu.Unlock()
+	if c != nil && c.pid == r.Pid && c.start == r.PidStart {
+		select {
+		case <-c.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := waitGone(ctx, r.Pid, r.PidStart); err != nil {
+		return err
+	}
+	markExit(d.dir(name), r.Pid, r.PidStart)
+	return nil
+}
+
+// Stop implements vm.Driver: the guest shutdown hook, then ACPI power-off
+// (QMP system_powerdown), each bounded by timeout, then QMP quit and
+// SIGKILL.
+func (d *Driver) Stop(ctx context.Context, name string, timeout time.Duration) error {
+	if _, err := d.readSpec(name); err != nil {
+		return err
+	}
+	unlock, err := d.lock(ctx, name)
+	if err != nil {
+		return fmt.Errorf("stopping VM %s: %w", name, err)
+	}
+	defer unlock()
+	r, running, err := d.current(name)
+	if err != nil || !running {
+		return err
+	}
+	log := d.o.log.With("vm", name, "pid", r.Pid)
+	dir := d.dir(name)
+	defer func() {
+		if !alive(r.Pid, r.PidStart) {
+			cleanSockets(dir)
+		}
+	}()
+	// step tries one way of stopping and reports whether qemu ended.
+	step := func(what string, bound time.Duration, ask func(context.Context) error) (bool, error) {
+		sctx, cancel := context.WithTimeout(ctx, bound)
+		defer cancel()
+		if err := ask(sctx); err != nil {
+			log.Debug("stop step refused", "step", what, "err", err)
+			return false, ctx.Err()
+		}
+		err := d.waitExit(sctx, name, r)
+		if err == nil {
+			log.Debug("VM stopped", "step", what)
+			return true, nil
+		}
+		log.Debug("stop step timed out", "step", what, "after", bound)
+		return false, ctx.Err()
+	}
+	if d.o.shutdown != nil && timeout > 0 {
+		done, err := step("guest", timeout, func(ctx context.Context) error {
+			return d.o.shutdown(ctx, name, filepath.Join(dir, agentSock))
+		})
+		if done || err != nil {
+			return wrapStop(name, err)
+		}
+	}
+	qmpCmd := func(cmd string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			q, err := dialQMP(ctx, filepath.Join(dir, qmpSock))
+			if err != nil {
+				return err
+			}
+			defer q.close()
+			_, err = q.exec(ctx, cmd, nil)
+			if cmd == "quit" && err != nil && ctx.Err() == nil {
+				return nil // qemu may close the socket before it answers
+			}
+			return err
+		}
+	}
+	if timeout > 0 {
+		// Press the button again every second while waiting: a press
+		// before the guest's listener is ready is lost.
+		done, err := step("acpi", timeout, func(ctx context.Context) error {
+			if err := qmpCmd("system_powerdown")(ctx); err != nil {
+				return err
+			}
+			go func() {
+				t := time.NewTicker(time.Second)
+				defer t.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-t.C:
+						qmpCmd("system_powerdown")(ctx)
+					}
+				}
+			}()
+			return nil
+		})
+		if done || err != nil {
+			return wrapStop(name, err)
+		}
+	}
+	if done, err := step("quit", quitTimeout, qmpCmd("quit")); done || err != nil {
+		return wrapStop(name, err)
+	}
+	return wrapStop(name, d.kill(ctx, name, r))
+}
+
+// cleanSockets removes the sockets of a qemu that has ended. Callers hold
+// the VM's lock, so no new qemu is using them.
+func cleanSockets(dir string) {
+	for _, f := range []string{qmpSock, agentSock} {
+		os.Remove(filepath.Join(dir, f))
+	}
+}
+
+func wrapStop(name string, err error) error {
+	if err != nil {
+		return fmt.Errorf("stopping VM %s: %w", name, err)
+	}
+	return nil
+}
+
+// Kill implements vm.Driver. It takes no lock, so that it can cut a Stop
+// short.
+func (d *Driver) Kill(ctx context.Context, name string) error {
+	if _, err := d.readSpec(name); err != nil {
+		return err
+	}
+	r, running, err := d.current(name)
+	if err != nil || !running {
+		return err
+	}
+	if err := d.kill(ctx, name, r); err != nil {
+		return fmt.Errorf("killing VM %s: %w", name, err)
+	}
+	return nil
+}
+
+func (d *Driver) kill(ctx context.Context, name string, r run) error {
+	if err := killPid(r.Pid, r.PidStart, unix.SIGKILL); err != nil {
+		return err
+	}
+	return d.waitExit(ctx, name, r)
+}
+
+// Inspect implements vm.Driver.
+func (d *Driver) Inspect(ctx context.Context, name string) (vm.Status, error) {
+	spec, err := d.readSpec(name)
+	if err != nil {
+		return vm.Status{}, err
+	}
+	st := vm.Status{
+		Name:    name,
+		State:   vm.StateCreated,
+		Agent:   d.path(name, agentSock),
+		Console: d.path(name, consoleLog),
+		Dir:     d.dir(name),
+	}
+	if spec.ConsoleLog != "" {
+		st.Console = spec.ConsoleLog
+	}
+	r, running, err := d.current(name)
+	if err != nil {
+		return st, err
+	}
+	if r.Pid == 0 {
+		return st, nil
+	}
+	st.StartedAt = r.StartedAt
+	if running {
+		st.State, st.Pid = vm.StateRunning, r.Pid
+		return st, nil
+	}
+	st.State = vm.StateExited
+	var e exit
+	if readJSON(d.path(name, exitFile), &e) != nil || e.Pid != r.Pid || e.PidStart != r.PidStart {
+		// Ended while no Driver watched it (for example the host
+		// rebooted): record when it was noticed.
+		markExit(d.dir(name), r.Pid, r.PidStart)
+		readJSON(d.path(name, exitFile), &e)
+	}
+	st.FinishedAt = e.FinishedAt
+	return st, nil
+}
+
+// Wait implements vm.Waiter.
+func (d *Driver) Wait(ctx context.Context, name string) (vm.Status, error) {
+	if _, err := d.readSpec(name); err != nil {
+		return vm.Status{}, err
+	}
+	r, running, err := d.current(name)
+	if err != nil {
+		return vm.Status{}, err
+	}
+	if running {
+		if err := d.waitExit(ctx, name, r); err != nil {
+			return vm.Status{}, fmt.Errorf("waiting for VM %s: %w", name, err)
+		}
+	}
+	return d.Inspect(ctx, name)
+}
+
+// List implements vm.Lister.
+func (d *Driver) List(ctx context.Context) ([]vm.Status, error) {
+	ents, err := os.ReadDir(d.root)
+	if err != nil {
+		return nil, fmt.Errorf("listing VMs in %s: %w", d.root, err)
+	}
+	var out []vm.Status
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		st, err := d.Inspect(ctx, e.Name())
+		if errors.Is(err, vm.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b vm.Status) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// Remove implements vm.Driver.
+func (d *Driver) Remove(ctx context.Context, name string) error {
+	if _, err := d.readSpec(name); errors.Is(err, vm.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	unlock, err := d.lock(ctx, name)
+	if err != nil {
+		return fmt.Errorf("removing VM %s: %w", name, err)
+	}
+	defer unlock()
+	if _, running, err := d.current(name); err != nil {
+		return err
+	} else if running {
+		return fmt.Errorf("removing VM %s: %w (stop it first)", name, vm.ErrRunning)
+	}
+	// Rename first so that the VM disappears at once, even if deleting
+	// its files is cut short.
+	gone, err := os.MkdirTemp(d.root, "."+name+".removing-")
+	if err != nil {
+		return fmt.Errorf("removing VM %s: %w", name, err)
+	}
+	if err := os.Rename(d.dir(name), filepath.Join(gone, name)); err != nil {
+		os.Remove(gone)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("removing VM %s: %w", name, err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("removing VM %s: %w", name, err)
+	}
+	d.mu.Lock()
+	delete(d.children, name)
+	d.mu.Unlock()
+	return nil
+}
+
+// lock takes the VM's flock, waiting for ctx.
+func (d *Driver) lock(ctx context.Context, name string) (func(), error) {
+	f, err := os.OpenFile(d.path(name, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("locking: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// writeJSON writes v to path atomically (temp file, fsync, rename).
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+func syncDir(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		f.Sync()
+		f.Close()
+	}
+}

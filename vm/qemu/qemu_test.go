@@ -1,0 +1,53 @@
+//go:build linux
+
+package qemu_test
+
+import (
+	"log/slog"
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/vm/kernel/kerneltest"
+	"github.com/vmcompose/vmcompose/vm/qemu"
+	"github.com/vmcompose/vmcompose/vm/vmtest"
+)
+
+func requireQEMU(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("qemu-system-x86_64 missing (scripts/setup installs it)")
+		}
+		t.Skip("qemu-system-x86_64 missing")
+	}
+}
+
+func logger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func TestConformance(t *testing.T) {
+	requireQEMU(t)
+	k := kerneltest.Kernel(t)
+	vmtest.Run(t, vmtest.Fixtures{
+		Kernel:      k.Image,
+		Initramfs:   vmtest.Initramfs(t, k),
+		ProcessName: "qemu-system",
+		NewDriver: func(t testing.TB, root string, shutdown vm.GuestShutdownFunc) vm.Driver {
+			opts := []qemu.Option{qemu.WithLogger(logger(t))}
+			if shutdown != nil {
+				opts = append(opts, qemu.WithGuestShutdown(shutdown))
+			}
+			d, err := qemu.New(root, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		},
+	})
+}

@@ -1,0 +1,214 @@
+//go:build linux
+
+// Command testinit is the guest init of the VM conformance suite: a static
+// binary that boots as /init from an initramfs and acts as the kernel
+// command line says, printing "vmtest: ..." lines on the console that the
+// suite reads back.
+//
+//	vmtest.mode=exit     power off at once
+//	vmtest.mode=wait     wait for the ACPI power button or a "shutdown"
+//	                     line on the vmcompose.agent port, then power off
+//	vmtest.ignore=acpi   in wait mode, print the power button press but
+//	                     keep running (so the host must escalate)
+//
+// In every mode a disk with serial "scratch" is mounted and the count of
+// boots in its file "boots" is incremented and printed ("vmtest:
+// boots=N"), which is how the suite checks that the writable layer
+// survives stop and start.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const manifest = "/etc/vmcompose/modules"
+
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stdout, "vmtest: "+format+"\n", args...)
+}
+
+func main() {
+	for _, m := range [][3]string{{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}} {
+		os.MkdirAll(m[1], 0o755)
+		unix.Mount(m[0], m[1], m[2], 0, "")
+	}
+	if f, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		unix.Dup3(int(f.Fd()), 1, 0)
+		unix.Dup3(int(f.Fd()), 2, 0)
+	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	args := map[string]string{}
+	for _, f := range strings.Fields(string(cmdline)) {
+		if k, v, ok := strings.Cut(f, "="); ok && strings.HasPrefix(k, "vmtest.") {
+			args[strings.TrimPrefix(k, "vmtest.")] = v
+		}
+	}
+	loadModules()
+	up, _ := os.ReadFile("/proc/uptime")
+	say("boot uptime=%s", strings.Fields(string(up))[0])
+	scratch()
+	switch args["mode"] {
+	case "exit":
+		poweroff("exit")
+	default:
+		reason := make(chan string, 2)
+		powerButton(reason, args["ignore"] == "acpi")
+		go agent(reason)
+		say("waiting")
+		poweroff(<-reason)
+	}
+}
+
+func loadModules() {
+	b, err := os.ReadFile(manifest)
+	if err != nil {
+		return
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		p := strings.Fields(line)[0]
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(manifest), p)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			say("module %s: %v", p, err)
+			continue
+		}
+		if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && err != unix.EEXIST {
+			say("module %s: %v", p, err)
+		}
+		f.Close()
+	}
+}
+
+// findDisk waits a little for the virtio disk with serial.
+func findDisk(serial string) string {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		ents, _ := os.ReadDir("/sys/block")
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "serial"))
+			if err == nil && strings.TrimSpace(string(b)) == serial {
+				return "/dev/" + e.Name()
+			}
+		}
+	}
+	return ""
+}
+
+func scratch() {
+	dev := findDisk("scratch")
+	if dev == "" {
+		say("no scratch disk")
+		return
+	}
+	os.MkdirAll("/mnt", 0o755)
+	if err := unix.Mount(dev, "/mnt", "ext4", 0, ""); err != nil {
+		say("mounting scratch %s: %v", dev, err)
+		return
+	}
+	defer unix.Unmount("/mnt", 0)
+	b, _ := os.ReadFile("/mnt/boots")
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	n++
+	f, err := os.Create("/mnt/boots")
+	if err == nil {
+		fmt.Fprintln(f, n)
+		f.Sync()
+		f.Close()
+	}
+	unix.Sync()
+	say("boots=%d", n)
+}
+
+// agent reads lines from the vmcompose.agent port; "shutdown" ends the VM.
+func agent(reason chan<- string) {
+	var dev string
+	for deadline := time.Now().Add(5 * time.Second); dev == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		names, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+		for _, n := range names {
+			if b, _ := os.ReadFile(n); strings.TrimSpace(string(b)) == "vmcompose.agent" {
+				dev = "/dev/" + filepath.Base(filepath.Dir(n))
+			}
+		}
+	}
+	if dev == "" {
+		say("no agent port")
+		return
+	}
+	for {
+		f, err := os.OpenFile(dev, os.O_RDWR, 0)
+		if err != nil {
+			say("agent port: %v", err)
+			return
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if strings.TrimSpace(sc.Text()) == "shutdown" {
+				fmt.Fprintln(f, "ok")
+				reason <- "agent"
+				return
+			}
+		}
+		f.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// powerButton waits for KEY_POWER on the input devices there are now (the
+// ACPI button driver turns the power-button event into one). It opens them
+// before returning, so that a press after "waiting" is seen.
+func powerButton(reason chan<- string, ignore bool) {
+	evs, _ := filepath.Glob("/dev/input/event*")
+	if len(evs) == 0 {
+		say("no input devices")
+	}
+	for _, ev := range evs {
+		f, err := os.Open(ev)
+		if err != nil {
+			say("input %s: %v", ev, err)
+			continue
+		}
+		go func() {
+			defer f.Close()
+			var e [24]byte // struct input_event on 64-bit
+			for {
+				if _, err := f.Read(e[:]); err != nil {
+					return
+				}
+				typ := binary.LittleEndian.Uint16(e[16:])
+				code := binary.LittleEndian.Uint16(e[18:])
+				val := int32(binary.LittleEndian.Uint32(e[20:]))
+				if typ == 1 && code == 116 && val == 1 {
+					if ignore {
+						say("power button ignored")
+						continue
+					}
+					reason <- "acpi"
+					return
+				}
+			}
+		}()
+	}
+}
+
+func poweroff(why string) {
+	unix.Sync()
+	say("poweroff reason=%s", why)
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}
