@@ -9,6 +9,7 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -155,6 +156,15 @@ func (s *syncBuffer) String() string {
 // boot starts a guest with a fresh scratch disk (or none) and returns once
 // QEMU is listening on the agent socket.
 func boot(t *testing.T, withScratch bool) *guest {
+	return bootDisks(t, true, withScratch)
+}
+
+// bootNoRoot starts a guest without the image's disk.
+func bootNoRoot(t *testing.T) *guest {
+	return bootDisks(t, false, true)
+}
+
+func bootDisks(t *testing.T, withRoot, withScratch bool) *guest {
 	t.Helper()
 	f := setup(t)
 	dir := t.TempDir()
@@ -174,11 +184,14 @@ func boot(t *testing.T, withScratch bool) *guest {
 		"-global", "virtio-mmio.force-legacy=false",
 		"-kernel", f.kernel, "-initrd", f.initrd, "-append", cmdline,
 		"-serial", "stdio",
-		"-drive", "if=none,id=root,format=raw,readonly=on,file=" + f.rootfs,
-		"-device", "virtio-blk-device,drive=root,serial=rootfs",
 		"-device", "virtio-serial-device",
 		"-chardev", "socket,id=agent,path=" + sock + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=" + agent.PortName,
+	}
+	if withRoot {
+		args = append(args,
+			"-drive", "if=none,id=root,format=raw,readonly=on,file="+f.rootfs,
+			"-device", "virtio-blk-device,drive=root,serial=rootfs")
 	}
 	if withScratch {
 		scratch := filepath.Join(dir, "scratch.ext4")
@@ -379,4 +392,275 @@ exit 3`
 	g.waitPoweroff(20 * time.Second)
 	t.Logf("agent connected %v after qemu start, service started at %v, powered off at %v",
 		dialed.Round(time.Millisecond), started.Round(time.Millisecond), time.Since(g.booted).Round(time.Millisecond))
+}
+
+// TestLongRunningService runs a service that waits for SIGTERM, and while it
+// runs: exec with and without a tty, healthchecks, a signal, orphans reaped
+// by PID 1, a host that reconnects; then Shutdown delivers the stop signal.
+func TestLongRunningService(t *testing.T) {
+	g := boot(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	c := g.dial(ctx)
+	script := `trap 'echo bye; exit 0' TERM
+trap 'echo usr1' USR1
+echo ready
+while :; do sleep 100 & wait; done`
+	if err := c.Start(ctx, agent.Spec{
+		Image:    agent.ImageConfig{Cmd: []string{"sh", "-c", script}, User: "nobody"},
+		Hostname: "svc",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx, agent.Spec{Image: agent.ImageConfig{Cmd: []string{"true"}}}); !errors.Is(err, agent.ErrAlreadyStarted) {
+		t.Errorf("second Start: %v, want ErrAlreadyStarted", err)
+	}
+	waitOutput(ctx, t, c, agent.Stdout, "ready\n")
+
+	t.Run("exec", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		start := time.Now()
+		p, err := c.Exec(ctx, agent.ExecSpec{
+			Argv: []string{"sh", "-c", `read line; echo "got $line"; echo "user=$(id -un) tty=$(tty)" ; echo oops >&2; exit 7`},
+			Env:  []string{"X=1"},
+		}, agent.ExecIO{Stdin: strings.NewReader("hello\n"), Stdout: &out, Stderr: &errOut})
+		if err != nil {
+			t.Fatal(err)
+		}
+		exit, err := p.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("exec round trip %v", time.Since(start).Round(time.Millisecond))
+		if exit.Code != 7 {
+			t.Errorf("exit %+v, want 7", exit)
+		}
+		if want := "got hello\nuser=nobody tty=not a tty\n"; out.String() != want {
+			t.Errorf("stdout %q, want %q", out.String(), want)
+		}
+		if errOut.String() != "oops\n" {
+			t.Errorf("stderr %q, want %q", errOut.String(), "oops\n")
+		}
+	})
+
+	t.Run("exec-tty", func(t *testing.T) {
+		stdinR, stdinW := io.Pipe()
+		var out syncBuffer
+		p, err := c.Exec(ctx, agent.ExecSpec{
+			Argv: []string{"sh", "-c", `stty size; read line; stty size; echo "term=$TERM tty=$(tty) line=$line"; exit 5`},
+			User: "1000", Tty: true, Rows: 24, Cols: 80,
+		}, agent.ExecIO{Stdin: stdinR, Stdout: &out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, &out, "24 80")
+		if err := p.Resize(40, 132); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // the resize frame goes first
+		io.WriteString(stdinW, "typed\r")
+		exit, err := p.Wait()
+		stdinW.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if exit.Code != 5 {
+			t.Errorf("exit %+v, want 5", exit)
+		}
+		s := out.String()
+		for _, want := range []string{"24 80\r\n", "typed\r\n", "40 132\r\n", "term=xterm tty=/dev/pts/0 line=typed\r\n"} {
+			if !strings.Contains(s, want) {
+				t.Errorf("tty output lacks %q: %q", want, s)
+			}
+		}
+	})
+
+	t.Run("exec-killed-with-its-host", func(t *testing.T) {
+		ectx, ecancel := context.WithCancel(ctx)
+		var out syncBuffer
+		p, err := c.Exec(ectx, agent.ExecSpec{Argv: []string{"sh", "-c", "echo $$; exec sleep 1000"}}, agent.ExecIO{Stdout: &out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, &out, "\n")
+		ecancel()
+		if _, err := p.Wait(); err == nil {
+			t.Error("Wait after cancel: nil error")
+		}
+		pid := strings.TrimSpace(out.String())
+		res, err := c.Health(ctx, []string{"sh", "-c", "sleep 0.3; test -e /proc/" + pid + " && echo alive || echo gone"}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Output != "gone\n" {
+			t.Errorf("exec of a cancelled host: pid %s %s", pid, res.Output)
+		}
+	})
+
+	t.Run("health", func(t *testing.T) {
+		res, err := c.Health(ctx, []string{"sh", "-c", "echo healthy; id -un; exit 0"}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ExitCode != 0 || res.TimedOut || res.Output != "healthy\nnobody\n" {
+			t.Errorf("health %+v", res)
+		}
+		res, err = c.Health(ctx, []string{"sh", "-c", "echo sick >&2; exit 1"}, 5*time.Second)
+		if err != nil || res.ExitCode != 1 || res.Output != "sick\n" {
+			t.Errorf("failing health %+v, %v", res, err)
+		}
+		start := time.Now()
+		res, err = c.Health(ctx, []string{"sleep", "10"}, 300*time.Millisecond)
+		if err != nil || !res.TimedOut || res.ExitCode != -1 {
+			t.Errorf("slow health %+v, %v", res, err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("health timeout of 300ms took %v", d)
+		}
+		if _, err := c.Health(ctx, []string{"no-such-command"}, time.Second); !errors.Is(err, agent.ErrInvalid) {
+			t.Errorf("health with a missing command: %v, want ErrInvalid", err)
+		}
+	})
+
+	t.Run("orphans-reaped", func(t *testing.T) {
+		// The subshell exits at once, so its sleeps are orphans whose
+		// parent becomes PID 1; each must be reaped when it exits.
+		res, err := c.Health(ctx, []string{"sh", "-c", `(sleep 0.1 & sleep 0.1 & sleep 0.2 &) ; sleep 1
+grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l
+grep -h '^PPid:' /proc/[0-9]*/status | grep -c 'PPid:[[:space:]]*1$'`}, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Fields(res.Output)
+		if len(lines) != 2 || lines[0] != "0" {
+			t.Errorf("zombies after orphans exited: %q", res.Output)
+		}
+	})
+
+	t.Run("signal", func(t *testing.T) {
+		if err := c.Signal(ctx, "SIGUSR1"); err != nil {
+			t.Fatal(err)
+		}
+		waitOutput(ctx, t, c, agent.Stdout, "usr1\n")
+		if err := c.Signal(ctx, "SIGNOPE"); !errors.Is(err, agent.ErrInvalid) {
+			t.Errorf("unknown signal: %v, want ErrInvalid", err)
+		}
+	})
+
+	t.Run("reconnect", func(t *testing.T) {
+		c.Close()
+		c2 := g.dial(ctx)
+		st, err := c2.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Phase != agent.PhaseRunning || st.Pid == 0 {
+			t.Errorf("status after reconnect %+v", st)
+		}
+		// Output from before the reconnect is still there.
+		waitOutput(ctx, t, c2, agent.Stdout, "ready\nusr1\n")
+		c = c2
+	})
+
+	stdout, start, err := c.Attach(ctx, agent.Stdout, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start != int64(len("ready\nusr1\n")) {
+		t.Errorf("attach past the end started at %d", start)
+	}
+	outc := make(chan string)
+	go func() { b, _ := io.ReadAll(stdout); outc <- string(b) }()
+	t0 := time.Now()
+	exit, err := c.Shutdown(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit.Code != 0 {
+		t.Errorf("exit after stop %+v, want 0 (the TERM trap exits 0)", exit)
+	}
+	if out := <-outc; out != "bye\n" {
+		t.Errorf("output after the stop signal %q, want %q", out, "bye\n")
+	}
+	g.waitPoweroff(20 * time.Second)
+	t.Logf("shutdown to power-off %v", time.Since(t0).Round(time.Millisecond))
+}
+
+// TestStopGracePeriod checks that a service ignoring the stop signal is
+// killed after the grace period, and that a guest without a scratch disk
+// still boots (tmpfs upper layer).
+func TestStopGracePeriod(t *testing.T) {
+	g := boot(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := g.dial(ctx)
+	grace := 500 * time.Millisecond
+	if err := c.Start(ctx, agent.Spec{
+		Image:           agent.ImageConfig{Entrypoint: []string{"sh", "-c"}, Cmd: []string{"trap '' TERM INT; echo up; while :; do sleep 1; done"}, StopSignal: "SIGINT"},
+		StopGracePeriod: &grace,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(ctx, t, c, agent.Stdout, "up\n")
+	t0 := time.Now()
+	exit, err := c.Shutdown(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := time.Since(t0)
+	if exit.Code != 137 || exit.Signal != "SIGKILL" {
+		t.Errorf("exit %+v, want 137 SIGKILL", exit)
+	}
+	if d < grace || d > grace+5*time.Second {
+		t.Errorf("stop took %v with a grace period of %v", d, grace)
+	}
+	g.waitPoweroff(20 * time.Second)
+}
+
+// TestBootFailureIsReported checks that a guest without its root disk
+// reports why on Start instead of hanging, and powers off on Shutdown.
+func TestBootFailureIsReported(t *testing.T) {
+	g := bootNoRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := g.dial(ctx)
+	err := c.Start(ctx, agent.Spec{Image: agent.ImageConfig{Cmd: []string{"true"}}})
+	if !errors.Is(err, agent.ErrBootFailed) || !strings.Contains(err.Error(), `serial "rootfs"`) {
+		t.Errorf("Start on a guest without its root disk: %v", err)
+	}
+	if _, err := c.Shutdown(ctx); !errors.Is(err, agent.ErrNotStarted) {
+		t.Errorf("Shutdown before start: %v, want ErrNotStarted", err)
+	}
+	g.waitPoweroff(20 * time.Second)
+}
+
+// waitOutput attaches to a stream from its start until it has read want.
+func waitOutput(ctx context.Context, t *testing.T, c *agent.Client, which agent.Output, want string) {
+	t.Helper()
+	r, _, err := c.Attach(ctx, which, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []byte
+	buf := make([]byte, 4096)
+	for !bytes.Contains(got, []byte(want)) {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("%s: read %q, want %q in it: %v", which, got, want, err)
+		}
+	}
+}
+
+// waitFor waits until b contains s.
+func waitFor(t *testing.T, b *syncBuffer, s string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(b.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("output %q never contained %q", b.String(), s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

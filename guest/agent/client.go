@@ -98,15 +98,29 @@ const (
 // offset is older than that, the stream starts at the oldest byte kept and
 // start says where (start > offset means start-offset bytes were lost).
 // Reading returns io.EOF once the service has exited and all its output was
-// read. Attach before Start waits for the service to start. Close the reader
-// to detach; the service does not notice.
+// read; the reader then closes itself, which tells the guest the output was
+// delivered (the guest holds its power-off for that, at most 5 s). Attach
+// before Start waits for the service to start. Close the reader to detach;
+// the service does not notice.
 func (c *Client) Attach(ctx context.Context, which Output, offset int64) (r io.ReadCloser, start int64, err error) {
 	var resp Response
 	s, err := c.open(ctx, Request{Op: opAttach, Stream: string(which), Offset: offset}, &resp)
 	if err != nil {
 		return nil, 0, err
 	}
-	return s, resp.Offset, nil
+	return attachReader{s}, resp.Offset, nil
+}
+
+// attachReader closes the stream at EOF: that tells the guest the output
+// was delivered.
+type attachReader struct{ net.Conn }
+
+func (a attachReader) Read(p []byte) (int, error) {
+	n, err := a.Conn.Read(p)
+	if err == io.EOF {
+		a.Conn.Close()
+	}
+	return n, err
 }
 
 // Wait blocks until the service has exited and returns how. The guest

@@ -85,11 +85,17 @@ func (s *Server) start(spec agent.Spec) error {
 		ws := <-wait
 		exit := exitStatus(ws)
 		s.log.Info("service exited", "pid", pid, "code", exit.Code, "signal", exit.Signal)
+		// As when a container's main process ends: everything else in
+		// the guest ends with it, which also closes the output pipes
+		// that background processes inherited.
+		unix.Kill(-1, unix.SIGKILL)
 		timeout := time.After(drainTimeout)
+	drain:
 		for range 2 {
 			select {
 			case <-copied:
 			case <-timeout:
+				break drain
 			}
 		}
 		outR.Close()

@@ -54,12 +54,16 @@ func Early() error {
 	return nil
 }
 
-// FindDisks waits up to timeout for a virtio disk with each serial and
-// returns their device paths by serial. Disks not found are absent from the
-// map; the caller decides which are required.
-func FindDisks(serials []string, timeout time.Duration) map[string]string {
+// FindDisks waits up to timeout for a virtio disk with each required
+// serial, and up to 100 ms more for the optional ones, and returns the
+// device paths of those found, by serial. Disks are probed while their
+// driver loads, so by the time the required ones are there the others are
+// too.
+func FindDisks(required, optional []string, timeout time.Duration) map[string]string {
 	found := map[string]string{}
+	all := append(append([]string{}, required...), optional...)
 	deadline := time.Now().Add(timeout)
+	optDeadline := time.Time{}
 	for {
 		ents, _ := os.ReadDir("/sys/block")
 		for _, e := range ents {
@@ -68,14 +72,27 @@ func FindDisks(serials []string, timeout time.Duration) map[string]string {
 				continue
 			}
 			serial := strings.TrimSpace(string(b))
-			for _, want := range serials {
+			for _, want := range all {
 				if serial == want {
 					found[want] = "/dev/" + e.Name()
 				}
 			}
 		}
-		if len(found) == len(serials) || time.Now().After(deadline) {
+		if len(found) == len(all) || time.Now().After(deadline) {
 			return found
+		}
+		haveRequired := true
+		for _, r := range required {
+			if _, ok := found[r]; !ok {
+				haveRequired = false
+			}
+		}
+		if haveRequired {
+			if optDeadline.IsZero() {
+				optDeadline = time.Now().Add(100 * time.Millisecond)
+			} else if time.Now().After(optDeadline) {
+				return found
+			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -87,7 +104,7 @@ func FindDisks(serials []string, timeout time.Duration) map[string]string {
 // mounts /proc, /sys, /dev, /dev/pts, /dev/shm, cgroup2, /run and /tmp in
 // it.
 func SetupRoot(log *slog.Logger) error {
-	disks := FindDisks([]string{RootSerial, ScratchSerial}, 5*time.Second)
+	disks := FindDisks([]string{RootSerial}, []string{ScratchSerial}, 2*time.Second)
 	root, ok := disks[RootSerial]
 	if !ok {
 		return fmt.Errorf("no disk with serial %q (the image's root filesystem) in /sys/block", RootSerial)
