@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,7 +25,7 @@ import (
 
 // format changes whenever the archive's layout does, so that caches built
 // by an older vmcompose are not reused.
-const format = "vmcompose-initramfs-1"
+const format = "vmcompose-initramfs-2"
 
 // SubDir is the folder of the store that the CLI gives Build as its cache:
 // <store>/initramfs.
@@ -44,6 +45,7 @@ const (
 type options struct {
 	modules     []string
 	compression Compression
+	keepSigs    bool
 	logger      *slog.Logger
 }
 
@@ -72,6 +74,19 @@ func WithCompression(c Compression) Option {
 			return fmt.Errorf("compression %d", c)
 		}
 		o.compression = c
+		return nil
+	}
+}
+
+// WithModuleSignatures keeps the modules' signatures. By default Build
+// strips them, because checking them costs the guest about 90 ms per boot
+// under TCG, and they prove nothing the kernel command line, which the host
+// also writes, could not undo; the kernel loads unsigned modules and notes
+// it in its taint flags. Signatures are always kept for a kernel built with
+// CONFIG_MODULE_SIG_FORCE.
+func WithModuleSignatures() Option {
+	return func(o *options) error {
+		o.keepSigs = true
 		return nil
 	}
 }
@@ -126,7 +141,14 @@ func build(ctx context.Context, k *kernel.Kernel, initBinary, cacheDir string, o
 	if err != nil {
 		return "", err
 	}
-	key, err := cacheKey(k, initBinary, mods, o.compression)
+	if !o.keepSigs {
+		cfg, err := k.Config()
+		if err != nil {
+			return "", err
+		}
+		o.keepSigs = cfg["CONFIG_MODULE_SIG_FORCE"] == "y"
+	}
+	key, err := cacheKey(k, initBinary, mods, o)
 	if err != nil {
 		return "", err
 	}
@@ -155,7 +177,7 @@ func build(ctx context.Context, k *kernel.Kernel, initBinary, cacheDir string, o
 		return "", err
 	}
 	defer os.Remove(tmp.Name())
-	if err := write(ctx, tmp, k, initBinary, mods, o.compression); err != nil {
+	if err := write(ctx, tmp, k, initBinary, mods, o); err != nil {
 		tmp.Close()
 		return "", err
 	}
@@ -192,9 +214,9 @@ func checkStatic(p string) error {
 	return nil
 }
 
-func cacheKey(k *kernel.Kernel, initBinary string, mods []kernel.Module, c Compression) (string, error) {
+func cacheKey(k *kernel.Kernel, initBinary string, mods []kernel.Module, o options) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\ncompression %d\nkernel %s\n", format, c, k.Version)
+	fmt.Fprintf(h, "%s\ncompression %d\nsignatures %v\nkernel %s\n", format, o.compression, o.keepSigs, k.Version)
 	f, err := os.Open(initBinary)
 	if err != nil {
 		return "", fmt.Errorf("init binary: %w", err)
@@ -214,11 +236,11 @@ func cacheKey(k *kernel.Kernel, initBinary string, mods []kernel.Module, c Compr
 }
 
 // write writes the archive to w.
-func write(ctx context.Context, w io.Writer, k *kernel.Kernel, initBinary string, mods []kernel.Module, c Compression) error {
+func write(ctx context.Context, w io.Writer, k *kernel.Kernel, initBinary string, mods []kernel.Module, o options) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	out := io.Writer(bw)
 	var zw *gzip.Writer
-	if c == Gzip {
+	if o.compression == Gzip {
 		zw = gzip.NewWriter(bw)
 		out = zw
 	}
@@ -250,8 +272,16 @@ func write(ctx context.Context, w io.Writer, k *kernel.Kernel, initBinary string
 		}
 		dst := path.Join(modRoot, filepath.ToSlash(m.Path))
 		mkdirs(path.Dir(dst))
-		if err := addFile(cw, dst, 0o644, filepath.Join(k.ModulesDir, m.Path)); err != nil {
+		b, err := os.ReadFile(filepath.Join(k.ModulesDir, m.Path))
+		if err != nil {
 			return err
+		}
+		if !o.keepSigs {
+			b = stripSignature(b)
+		}
+		cw.File(dst, 0o644, int64(len(b)), bytes.NewReader(b))
+		if cw.err != nil {
+			return cw.err
 		}
 		manifest.WriteString("/" + dst + "\n")
 	}
@@ -265,6 +295,25 @@ func write(ctx context.Context, w io.Writer, k *kernel.Kernel, initBinary string
 		}
 	}
 	return bw.Flush()
+}
+
+// moduleSigMagic ends a signed module: the PKCS#7 signature, then a
+// struct module_signature (12 bytes, the signature's length big-endian in
+// the last four), then this.
+const moduleSigMagic = "~Module signature appended~\n"
+
+// stripSignature returns the module without its appended signature.
+func stripSignature(b []byte) []byte {
+	if !bytes.HasSuffix(b, []byte(moduleSigMagic)) || len(b) < len(moduleSigMagic)+12 {
+		return b
+	}
+	info := b[len(b)-len(moduleSigMagic)-12 : len(b)-len(moduleSigMagic)]
+	sigLen := int(binary.BigEndian.Uint32(info[8:]))
+	end := len(b) - len(moduleSigMagic) - 12 - sigLen
+	if end < 0 {
+		return b
+	}
+	return b[:end]
 }
 
 func addFile(cw *newcWriter, name string, perm uint32, src string) error {

@@ -162,6 +162,25 @@ func TestBuildIsCachedAndReadable(t *testing.T) {
 	if b := cpioExtract(t, p, "init"); !bytes.Equal(b, mustRead(t, testInit(t))) {
 		t.Error("/init differs from the init binary")
 	}
+
+	// Signatures are stripped unless asked for.
+	const magic = "~Module signature appended~\n"
+	blk := mods[slices.IndexFunc(mods, func(m kernel.Module) bool { return m.Name == "virtio_blk" })]
+	orig := mustRead(t, filepath.Join(k.ModulesDir, blk.Path))
+	if !bytes.HasSuffix(orig, []byte(magic)) {
+		t.Skipf("%s is not signed", blk.Path)
+	}
+	inArchive := cpioExtract(t, p, "lib/modules/"+k.Version+"/"+blk.Path)
+	if bytes.HasSuffix(inArchive, []byte(magic)) || !bytes.HasPrefix(orig, inArchive) || len(inArchive) < len(orig)-4096 {
+		t.Errorf("virtio_blk in the archive: %d bytes, the signed original %d", len(inArchive), len(orig))
+	}
+	signed, err := initramfs.Build(ctx, k, testInit(t), cache, initramfs.WithModuleSignatures())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := cpioExtract(t, signed, "lib/modules/"+k.Version+"/"+blk.Path); !bytes.Equal(b, orig) {
+		t.Error("WithModuleSignatures: virtio_blk differs from the original")
+	}
 }
 
 func TestBuildRefusesDynamicInit(t *testing.T) {
@@ -411,6 +430,11 @@ func TestBootTimes(t *testing.T) {
 			vs = append(vs, &variant{name: "bzImage, " + name, image: k.BzImage, initrd: initrd})
 		}
 	}
+	signed, err := initramfs.Build(context.Background(), k, testInit(t), t.TempDir(), initramfs.WithModuleSignatures())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs = append(vs, &variant{name: "vmlinux, signed modules, " + filepath.Base(signed), image: k.Image, initrd: signed})
 	// Interleaved, so that a change in the host's load hits all alike.
 	for range n {
 		for _, v := range vs {
