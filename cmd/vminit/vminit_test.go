@@ -306,6 +306,7 @@ func (col *collected) wait(t *testing.T) string {
 // hosts, resolv.conf, working directory, environment, ulimit, overlay root
 // on the scratch disk) and reports exit status 3, then powers off.
 func TestServiceRunsAndExits(t *testing.T) {
+	t.Parallel()
 	g := boot(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -398,6 +399,7 @@ exit 3`
 // runs: exec with and without a tty, healthchecks, a signal, orphans reaped
 // by PID 1, a host that reconnects; then Shutdown delivers the stop signal.
 func TestLongRunningService(t *testing.T) {
+	t.Parallel()
 	g := boot(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -549,7 +551,14 @@ grep -h '^PPid:' /proc/[0-9]*/status | grep -c 'PPid:[[:space:]]*1$'`}, 10*time.
 
 	t.Run("reconnect", func(t *testing.T) {
 		c.Close()
+		// Once at once, as a restarted supervisor could, then after a
+		// pause, so the guest sees the port without a host in between.
+		c1 := g.dial(ctx)
+		c1.Close()
+		time.Sleep(500 * time.Millisecond)
+		t0 := time.Now()
 		c2 := g.dial(ctx)
+		t.Logf("reconnect took %v", time.Since(t0).Round(time.Millisecond))
 		st, err := c2.Status(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -590,10 +599,15 @@ grep -h '^PPid:' /proc/[0-9]*/status | grep -c 'PPid:[[:space:]]*1$'`}, 10*time.
 // killed after the grace period, and that a guest without a scratch disk
 // still boots (tmpfs upper layer).
 func TestStopGracePeriod(t *testing.T) {
+	t.Parallel()
 	g := boot(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// Connect only once the guest has been waiting for a host for a while.
+	time.Sleep(4 * time.Second)
+	t0 := time.Now()
 	c := g.dial(ctx)
+	t.Logf("late dial took %v", time.Since(t0).Round(time.Millisecond))
 	grace := 500 * time.Millisecond
 	if err := c.Start(ctx, agent.Spec{
 		Image:           agent.ImageConfig{Entrypoint: []string{"sh", "-c"}, Cmd: []string{"trap '' TERM INT; echo up; while :; do sleep 1; done"}, StopSignal: "SIGINT"},
@@ -602,7 +616,7 @@ func TestStopGracePeriod(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOutput(ctx, t, c, agent.Stdout, "up\n")
-	t0 := time.Now()
+	t0 = time.Now()
 	exit, err := c.Shutdown(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -620,6 +634,7 @@ func TestStopGracePeriod(t *testing.T) {
 // TestBootFailureIsReported checks that a guest without its root disk
 // reports why on Start instead of hanging, and powers off on Shutdown.
 func TestBootFailureIsReported(t *testing.T) {
+	t.Parallel()
 	g := bootNoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
