@@ -165,7 +165,7 @@ func (s *suite) errors(t *testing.T) {
 func (s *suite) lifecycle(t *testing.T) {
 	ctx := ctxT(t, 5*time.Minute)
 	d := s.d
-	sp := s.spec("life", "wait")
+	sp := s.spec("life", "wait", "vmtest.scratch=1")
 	sp.ScratchSize = 64 << 20
 	if err := d.Create(ctx, sp); err != nil {
 		t.Fatal(err)
@@ -237,7 +237,7 @@ func (s *suite) lifecycle(t *testing.T) {
 	if err := d.Remove(ctx, "life"); err != nil {
 		t.Errorf("second Remove = %v, want nil", err)
 	}
-	sp.Cmdline = s.spec("life", "exit").Cmdline
+	sp.Cmdline = s.spec("life", "exit", "vmtest.scratch=1").Cmdline
 	if err := d.Create(ctx, sp); err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +408,7 @@ func (s *suite) sharedDisk(t *testing.T) {
 // driver on the same root takes it over.
 func (s *suite) adopt(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
-	sp := s.spec("orphan", "wait")
+	sp := s.spec("orphan", "wait", "vmtest.scratch=1")
 	sp.ScratchSize = 32 << 20
 	s.startOrphan(t, sp, false)
 	d := s.fx.NewDriver(t, s.root, nil)

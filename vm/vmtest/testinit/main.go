@@ -11,10 +11,10 @@
 //	vmtest.ignore=acpi   in wait mode, print the power button press but
 //	                     keep running (so the host must escalate)
 //
-// In every mode a disk with serial "scratch" is mounted and the count of
-// boots in its file "boots" is incremented and printed ("vmtest:
-// boots=N"), which is how the suite checks that the writable layer
-// survives stop and start.
+// With vmtest.scratch=1, the disk with serial "scratch" is mounted first and
+// the count of boots in its file "boots" is incremented and printed
+// ("vmtest: boots=N"), which is how the suite checks that the writable
+// layer survives stop and start.
 package main
 
 import (
@@ -56,7 +56,9 @@ func main() {
 	loadModules()
 	up, _ := os.ReadFile("/proc/uptime")
 	say("boot uptime=%s", strings.Fields(string(up))[0])
-	scratch()
+	if args["scratch"] == "1" {
+		scratch()
+	}
 	switch args["mode"] {
 	case "exit":
 		poweroff("exit")
