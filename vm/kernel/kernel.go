@@ -180,7 +180,8 @@ func OpenDir(dir string) (*Kernel, error) {
 	return k, nil
 }
 
-// Open describes a kernel given by its image file and, optionally, its
+// Open describes a kernel given by its image file (an ELF vmlinux must have
+// a PVH entry note) and, optionally, its
 // lib/modules/<version> directory. The version is the modules directory's
 // name, else the one a bzImage records, else "unknown". A file named
 // "config" or "config-<version>" beside the image or in the modules
@@ -195,8 +196,13 @@ func Open(image, modulesDir string) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	if kind == kindBzImage {
+	switch kind {
+	case kindBzImage:
 		k.BzImage = image
+	case kindELF:
+		if err := CheckPVH(image); err != nil {
+			return nil, fmt.Errorf("%w (use the bzImage instead)", err)
+		}
 	}
 	if version != "" {
 		k.Version = version

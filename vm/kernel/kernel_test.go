@@ -41,6 +41,7 @@ func TestFindWithoutKernelSaysHowToGetOne(t *testing.T) {
 }
 
 func TestFindPicksNewestAndHonoursEnv(t *testing.T) {
+	img := kerneltest.Kernel(t).Image // before the test changes the environment
 	store := t.TempDir()
 	for _, v := range []string{"6.1.0-9-cloud-amd64", "6.1.0-56-cloud-amd64", "6.1.0-10-cloud-amd64"} {
 		fakeKernel(t, filepath.Join(store, "kernel", v), v)
@@ -59,10 +60,15 @@ func TestFindPicksNewestAndHonoursEnv(t *testing.T) {
 		t.Errorf("Find with %s naming a stored version: %v, %v", kernel.EnvKernel, k, err)
 	}
 
-	img := filepath.Join(t.TempDir(), "vmlinux")
-	if err := os.WriteFile(img, []byte("\x7fELF\x02\x01\x01"), 0o644); err != nil {
+	notPVH := filepath.Join(t.TempDir(), "vmlinux")
+	if err := os.WriteFile(notPVH, []byte("\x7fELF\x02\x01\x01"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t.Setenv(kernel.EnvKernel, notPVH)
+	if _, err := kernel.Find(store); err == nil || !strings.Contains(err.Error(), "(use the bzImage instead)") {
+		t.Errorf("Find with a vmlinux that is not PVH-bootable: %v", err)
+	}
+
 	mods := filepath.Join(t.TempDir(), "lib", "modules", "6.9.0-custom")
 	if err := os.MkdirAll(mods, 0o755); err != nil {
 		t.Fatal(err)
