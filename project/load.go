@@ -44,7 +44,8 @@ type Options struct {
 // vmcompose adds to it.
 type Project struct {
 	*types.Project
-	// VMs holds the resolved VM settings of every enabled service.
+	// VMs holds the resolved VM settings of every service, the ones that
+	// profiles disable included (run starts those).
 	VMs map[string]VM
 }
 
@@ -57,7 +58,7 @@ func Load(ctx context.Context, opts Options) (*Project, error) {
 		return nil, err
 	}
 	vms := make(map[string]VM, len(p.Services))
-	for name, svc := range p.Services {
+	for name, svc := range p.AllServices() {
 		vm, err := resolveVM(svc)
 		if err != nil {
 			return nil, fmt.Errorf("%s: service %q: %w", filesOf(p), name, err)

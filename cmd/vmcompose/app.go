@@ -45,6 +45,7 @@ func newApp() *cli.App {
 			configCommand(),
 			planCommand(),
 			pullCommand(),
+			runCommand(),
 			imagesCommand(),
 			imageCommand(),
 			setupCommand(),

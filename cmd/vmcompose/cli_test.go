@@ -21,6 +21,12 @@ func TestMain(m *testing.M) {
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		panic("building vmcompose: " + err.Error() + "\n" + string(out))
 	}
+	// vmcompose finds vminit beside itself, as make build lays them out.
+	vminit := exec.Command("go", "build", "-o", filepath.Join(dir, "vminit"), "../vminit")
+	vminit.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := vminit.CombinedOutput(); err != nil {
+		panic("building vminit: " + err.Error() + "\n" + string(out))
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -16,7 +16,9 @@ func main() {
 	err := newApp().RunContext(ctx, os.Args)
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "vmcompose: %s\n", oneLine(err))
+		if msg := oneLine(err); msg != "" { // a service's exit status carries none
+			fmt.Fprintf(os.Stderr, "vmcompose: %s\n", msg)
+		}
 		var ec exitCoder
 		if errors.As(err, &ec) {
 			os.Exit(ec.ExitCode())

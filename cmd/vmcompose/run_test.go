@@ -1,0 +1,267 @@
+package main_test
+
+import (
+	"bytes"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/vmcompose/vmcompose/internal/testimage"
+	"github.com/vmcompose/vmcompose/oci"
+	"github.com/vmcompose/vmcompose/vm/kernel"
+)
+
+// vmEnv is what a test that boots VMs needs: QEMU and the guest kernel
+// that `vmcompose setup` put into the user's store. CI runs setup first,
+// so there a missing piece fails the test.
+func vmEnv(t *testing.T) []string {
+	t.Helper()
+	skip := func(format string, args ...any) {
+		t.Helper()
+		if os.Getenv("CI") == "true" {
+			t.Fatalf(format, args...)
+		}
+		t.Skipf(format, args...)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		skip("no qemu-system-x86_64: run make setup")
+	}
+	dir, err := oci.DefaultDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := kernel.Find(dir)
+	if err != nil {
+		skip("no guest kernel: %v", err)
+	}
+	return []string{"VMCOMPOSE_KERNEL=" + k.Dir}
+}
+
+// runProject is a project dir, a store and a state dir of its own, and a
+// registry serving the test images.
+type runProject struct {
+	t        *testing.T
+	dir, env []string
+	home     string
+	reg      string
+}
+
+func newRunProject(t *testing.T) *runProject {
+	env := vmEnv(t)
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	home := t.TempDir()
+	return &runProject{t: t, home: home, reg: strings.TrimPrefix(srv.URL, "http://"),
+		env: append(env, "VMCOMPOSE_HOME="+home, "XDG_STATE_HOME="+filepath.Join(home, "state"))}
+}
+
+// push stores img in the registry as repo:1 and returns its reference.
+func (p *runProject) push(repo string, img v1.Image) string {
+	ref := p.reg + "/" + repo + ":1"
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		p.t.Fatal(err)
+	}
+	return ref
+}
+
+// cmd prepares vmcompose with compose (a compose.yaml) in a project dir.
+func (p *runProject) cmd(compose string, args ...string) *exec.Cmd {
+	dir := filepath.Join(p.home, "project")
+	os.MkdirAll(dir, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
+		p.t.Fatal(err)
+	}
+	c := exec.Command(binary, append([]string{"--progress", "quiet"}, args...)...)
+	c.Dir = dir
+	c.Env = append(os.Environ(), p.env...)
+	return c
+}
+
+func (p *runProject) run(compose string, args ...string) (stdout, stderr string, code int) {
+	p.t.Helper()
+	c := p.cmd(compose, args...)
+	var o, e bytes.Buffer
+	c.Stdout, c.Stderr = &o, &e
+	err := c.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		p.t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// configured is busybox with an image config that compose fields override.
+func configured(t *testing.T) v1.Image {
+	img := testimage.Busybox(t)
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.Config.Entrypoint = []string{"/bin/sh", "-c"}
+	cfg.Config.Cmd = []string{`echo "cmd user=$(id -u):$(id -g) dir=$(pwd) img=$IMG over=$OVER"`}
+	cfg.Config.Env = []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin", "IMG=image", "OVER=image"}
+	cfg.Config.User = "65534"
+	cfg.Config.WorkingDir = "/tmp"
+	img, err = mutate.ConfigFile(img, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// TestRunServices boots real VMs with vmcompose run and checks that a
+// service runs the way a container runtime would run it.
+func TestRunServices(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("configured", configured(t))
+	base := "services:\n  svc:\n    image: " + ref + "\n"
+	for _, tc := range []struct {
+		name, compose string
+		args          []string
+		stdout        string
+		code          int
+	}{{
+		name:    "image entrypoint, cmd, env, user and working dir",
+		compose: base,
+		stdout:  "cmd user=65534:65534 dir=/tmp img=image over=image\n",
+	}, {
+		name: "compose fields override the image",
+		compose: base + `    command: ['echo "compose user=$$(id -u):$$(id -g) dir=$$(pwd) img=$$IMG over=$$OVER"']
+    environment: {OVER: compose}
+    user: "1000:1000"
+    working_dir: /srv
+`,
+		stdout: "compose user=1000:1000 dir=/srv img=image over=compose\n",
+	}, {
+		name:    "run arguments override compose",
+		compose: base + "    environment: {OVER: compose}\n",
+		args:    []string{"-e", "OVER=flag", "--entrypoint", "/bin/sh -c", "svc", `echo "$OVER $(id -un)"`},
+		stdout:  "flag nobody\n",
+	}, {
+		name:    "exit code",
+		compose: base,
+		args:    []string{"svc", "exit 3"},
+		code:    3,
+	}, {
+		name:    "sysctls are set in the guest kernel",
+		compose: base + "    user: root\n    sysctls: {net.ipv4.ip_forward: 1, kernel.domainname: vmc.test}\n",
+		args:    []string{"svc", "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/domainname"},
+		stdout:  "1\nvmc.test\n",
+	}, {
+		name:    "zombies are reaped",
+		compose: base,
+		args:    []string{"svc", "sh -c 'sleep 0.2 & exec true' ; sleep 1; ps -o stat | grep -c '^Z' || true"},
+		stdout:  "0\n",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if args == nil {
+				args = []string{"svc"}
+			}
+			stdout, stderr, code := p.run(tc.compose, append([]string{"run", "--rm"}, args...)...)
+			if code != tc.code || stdout != tc.stdout {
+				t.Errorf("exit %d, stdout %q; want %d, %q\nstderr: %s", code, stdout, tc.code, tc.stdout, stderr)
+			}
+		})
+	}
+	// Every service of one image shares one root filesystem file, and
+	// --rm left no VM behind.
+	files, _ := filepath.Glob(filepath.Join(p.home, "rootfs", "*.ext4"))
+	if len(files) != 1 {
+		t.Errorf("root filesystem images: %v, want one", files)
+	}
+	vms, _ := os.ReadDir(filepath.Join(p.home, "state", "vmcompose", "project", "vms"))
+	if len(vms) != 0 {
+		t.Errorf("VMs left after run --rm: %v", vms)
+	}
+}
+
+// TestRunWritableLayer: what a service writes survives stop and start of
+// its VM and is gone once the VM is recreated, as a container's layer is.
+func TestRunWritableLayer(t *testing.T) {
+	p := newRunProject(t)
+	compose := "services:\n  svc:\n    image: " + p.push("busybox", testimage.Busybox(t)) + "\n"
+	steps := []struct {
+		args   []string
+		stdout string
+	}{
+		{[]string{"run", "--name", "keep", "svc", "sh", "-c", "echo kept > /etc/mark; cat /etc/mark"}, "kept\n"},
+		{[]string{"run", "--rm", "--name", "keep", "svc", "cat", "/etc/mark"}, "kept\n"},
+		{[]string{"run", "--rm", "--name", "keep", "svc", "sh", "-c", "cat /etc/mark 2>/dev/null || echo gone"}, "gone\n"},
+	}
+	for i, s := range steps {
+		stdout, stderr, code := p.run(compose, s.args...)
+		if code != 0 || stdout != s.stdout {
+			t.Fatalf("step %d: exit %d, stdout %q, want %q\nstderr: %s", i, code, stdout, s.stdout, stderr)
+		}
+	}
+}
+
+// TestRunStopSignal: a SIGTERM to vmcompose run reaches the service, whose
+// trap runs, and its exit status becomes vmcompose's.
+func TestRunStopSignal(t *testing.T) {
+	p := newRunProject(t)
+	compose := "services:\n  svc:\n    image: " + p.push("busybox", testimage.Busybox(t)) + "\n"
+	c := p.cmd(compose, "run", "--rm", "svc", "sh", "-c", "trap 'echo trapped; exit 7' TERM; echo ready; while true; do sleep 0.1; done")
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "ready\n" {
+		t.Fatalf("read %q, %v; stderr: %s", buf, err, stderr.String())
+	}
+	c.Process.Signal(syscall.SIGTERM)
+	rest, _ := io.ReadAll(out)
+	err = c.Wait()
+	if string(rest) != "trapped\n" {
+		t.Errorf("after SIGTERM the service printed %q; stderr: %s", rest, stderr.String())
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+		t.Errorf("exit: %v, want status 7", err)
+	}
+}
+
+// TestRunBrokenImage: a missing entrypoint or an unknown user fails with
+// an error naming the service, and no VM keeps running.
+func TestRunBrokenImage(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	for _, tc := range []struct{ compose, want string }{
+		{"services:\n  svc:\n    image: " + ref + "\n    entrypoint: [/no/such/program]\n", "/no/such/program"},
+		{"services:\n  svc:\n    image: " + ref + "\n    user: nosuchuser\n    command: [\"true\"]\n", "nosuchuser"},
+	} {
+		start := time.Now()
+		_, stderr, code := p.run(tc.compose, "run", "--rm", "svc")
+		if code == 0 || !strings.Contains(stderr, `service "svc": `) || !strings.Contains(stderr, tc.want) {
+			t.Errorf("exit %d, stderr %q; want an error naming the service and %q", code, stderr, tc.want)
+		}
+		if out, _ := exec.Command("pgrep", "-f", p.home).Output(); len(out) > 0 {
+			t.Errorf("processes left running after a failed run (%s): %s", time.Since(start), out)
+		}
+	}
+}

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmcompose/vmcompose/oci"
+	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/vm/qemu"
+)
+
+// newRuntime opens the store and the QEMU driver of a project.
+func newRuntime(c *cli.Context, projectName string) (*reconcile.Runtime, error) {
+	store, err := openStore()
+	if err != nil {
+		return nil, err
+	}
+	root, err := vmRoot(projectName)
+	if err != nil {
+		return nil, err
+	}
+	driver, err := qemu.New(root)
+	if err != nil {
+		return nil, err
+	}
+	init, err := reconcile.FindInit()
+	if err != nil {
+		return nil, err
+	}
+	prog := newProgress(c)
+	return &reconcile.Runtime{Store: store, Driver: driver, Init: init, Progress: func(e oci.Event) { prog.Image(e) }}, nil
+}
