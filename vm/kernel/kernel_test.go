@@ -283,6 +283,17 @@ func TestFetchFailureLeavesNothing(t *testing.T) {
 			t.Errorf("left behind: %s", e.Name())
 		}
 	}
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if _, err := kernel.Fetch(cancelled, store, kernel.WithPackage("linux-image-6.1.0-56-cloud-amd64")); !errors.Is(err, context.Canceled) {
+		t.Errorf("Fetch with a cancelled context: %v", err)
+	}
+	entries, _ = os.ReadDir(filepath.Join(store, "kernel"))
+	for _, e := range entries {
+		if e.Name() != ".lock" {
+			t.Errorf("left behind after cancelling: %s", e.Name())
+		}
+	}
 	if _, err := kernel.Fetch(ctx, store, kernel.WithPackage("linux image")); err == nil {
 		t.Error("Fetch accepts a package name with a space")
 	}
