@@ -366,7 +366,7 @@ func TestBootLoadsModules(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := bootArgs(t, k, initrd, disk, "TESTINIT_EXPECT=/sys/block/vda,/sys/class/virtio-ports/vport*")
+	args := bootArgs(t, k, initrd, disk, "TESTINIT_EXPECT=/sys/block/vda,/sys/class/virtio-ports/vport*,/sys/class/input/event*")
 	out, d := boot(t, args)
 	if !strings.Contains(out, "TESTINIT OK") {
 		t.Fatalf("no TESTINIT OK marker; console:\n%s", out)
@@ -388,7 +388,7 @@ func TestBootLoadsModules(t *testing.T) {
 	if !slices.Equal(loaded, want) {
 		t.Errorf("loaded %v\nwant   %v", loaded, want)
 	}
-	for _, dev := range []string{"/sys/block/vda", "/sys/class/virtio-ports/vport*"} {
+	for _, dev := range []string{"/sys/block/vda", "/sys/class/virtio-ports/vport*", "/sys/class/input/event*"} {
 		if !strings.Contains(out, "TESTINIT found "+dev) {
 			t.Errorf("the guest did not find %s", dev)
 		}

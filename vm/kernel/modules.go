@@ -28,7 +28,8 @@ type Module struct {
 // GuestModules are the modules the guest wants when the kernel does not
 // have them built in: virtio transports (MMIO for microvm, PCI for q35),
 // block, network, serial control channel and entropy devices, the overlay
-// root, shared folders (virtiofs, 9p) and vsock.
+// root, shared folders (virtiofs, 9p), vsock, and the ACPI power button
+// with evdev, through which a VMM asks the guest to shut down.
 var GuestModules = []string{
 	"virtio_mmio", "virtio_pci",
 	"virtio_blk", "virtio_net", "virtio_console", "virtio_rng",
@@ -36,6 +37,7 @@ var GuestModules = []string{
 	"fuse", "virtiofs",
 	"9p", "9pnet_virtio",
 	"vmw_vsock_virtio_transport",
+	"button", "evdev",
 }
 
 // ErrModuleNotFound is wrapped by Resolve for a module that is neither a
