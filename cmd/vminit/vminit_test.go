@@ -53,7 +53,16 @@ type fixture struct {
 	tscKHz                       int
 }
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fixDir != "" {
+		os.RemoveAll(fixDir)
+	}
+	os.Exit(code)
+}
+
 var (
+	fixDir  string
 	fixOnce sync.Once
 	fix     fixture
 	fixErr  error
@@ -87,7 +96,7 @@ func setup(t *testing.T) fixture {
 			fixErr = err
 			return
 		}
-		// The files outlive the test that built them; the OS cleans /tmp.
+		fixDir = dir // shared by the tests, removed by TestMain
 		bin := filepath.Join(dir, "vminit")
 		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
@@ -238,9 +247,18 @@ func bootDisks(t *testing.T, withRoot, withScratch bool) *guest {
 // dial connects a new agent client.
 func (g *guest) dial(ctx context.Context) *agent.Client {
 	g.t.Helper()
-	conn, err := net.Dial("unix", g.sock)
-	if err != nil {
-		g.t.Fatal(err)
+	// QEMU creates the socket file a moment before it listens on it.
+	var conn net.Conn
+	for {
+		var err error
+		conn, err = net.Dial("unix", g.sock)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			g.t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	c, err := agent.Dial(ctx, conn)
 	if err != nil {

@@ -175,6 +175,7 @@ func switchRoot(dir string) error {
 			return fmt.Errorf("switching root: moving %s: %w", m, err)
 		}
 	}
+	freeInitramfs()
 	if err := unix.Chdir(dir); err != nil {
 		return fmt.Errorf("switching root: %w", err)
 	}
@@ -185,6 +186,38 @@ func switchRoot(dir string) error {
 		return fmt.Errorf("switching root: chroot: %w", err)
 	}
 	return unix.Chdir("/")
+}
+
+// freeInitramfs deletes the initramfs's files (this binary and the kernel
+// modules, ~6 MB of guest memory), as switch_root does, without crossing
+// into other filesystems. Only on a ramfs or tmpfs root.
+func freeInitramfs() {
+	var fs unix.Statfs_t
+	if unix.Statfs("/", &fs) != nil || (fs.Type != unix.RAMFS_MAGIC && fs.Type != unix.TMPFS_MAGIC) {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Lstat("/", &st) != nil {
+		return
+	}
+	removeTree("/", st.Dev)
+}
+
+func removeTree(dir string, dev uint64) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil || st.Dev != dev {
+			continue
+		}
+		if e.IsDir() {
+			removeTree(p, dev)
+			unix.Rmdir(p)
+		} else {
+			unix.Unlink(p)
+		}
+	}
 }
 
 // mkdirReplacing makes dir a directory, removing a file or symlink the image
