@@ -133,7 +133,8 @@ func (c *Client) Wait(ctx context.Context) (ExitStatus, error) {
 }
 
 // Signal sends a signal, by name ("SIGHUP", "HUP" or a Linux number such as
-// "1"), to the service process. ErrNotStarted when there is none.
+// "1"), to the service process. ErrNotStarted before Start, ErrExited after
+// the process exited.
 func (c *Client) Signal(ctx context.Context, sig string) error {
 	return c.roundTrip(ctx, Request{Op: opSignal, Signal: sig}, &Response{})
 }

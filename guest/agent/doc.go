@@ -40,6 +40,30 @@
 // Linux number), never as host syscall.Signal values, whose numbers differ
 // between Linux and macOS.
 //
+// # What the host provides
+//
+// The guest finds its pieces by name, never by order:
+//
+//   - disks by virtio serial: "rootfs", the image's read-only ext4
+//     (required; oci/rootfs builds it), and "scratch", the service's
+//     writable disk, which the host must create already formatted as ext4
+//     (vminit has no mkfs; `mkfs.ext4 -F -q -E lazy_itable_init=1` on a
+//     sparse file works on Linux hosts). Without a scratch disk the overlay's
+//     upper layer is a tmpfs and writes are lost at power-off.
+//   - the channel: a virtio-serial port named PortName; on QEMU
+//     `-device virtio-serial-device -chardev socket,id=agent,path=SOCK,
+//     server=on,wait=off -device virtserialport,chardev=agent,name=
+//     vmcompose.agent`. Connect to SOCK (retry a refused connect: QEMU
+//     creates the file a moment before it listens), then Dial.
+//   - the kernel command line: the console (e.g. console=ttyS0 or hvc0)
+//     gets vminit's log lines, prefixed "vminit:", never the service's
+//     output; "vminit.debug" adds debug lines; "panic=-1" with QEMU's
+//     -no-reboot turns a crashed init into a QEMU exit.
+//
+// The service spec reaches the guest over the channel (Client.Start), not
+// on the command line or a config disk: it can be large, and the answer
+// (a bad user, a sysctl the kernel refuses) comes back on the same call.
+//
 // # Imports
 //
 // The package owns the protocol and the host-side client. It builds on every

@@ -225,6 +225,7 @@ type Response struct {
 // Error codes in Response.Code, mapped to the sentinel errors.
 const (
 	codeNotStarted     = "not_started"
+	codeExited         = "exited"
 	codeAlreadyStarted = "already_started"
 	codeBootFailed     = "boot_failed"
 	codeInvalid        = "invalid"
@@ -233,6 +234,8 @@ const (
 var (
 	// ErrNotStarted: the operation needs a started service.
 	ErrNotStarted = errors.New("service not started")
+	// ErrExited: the service process has exited already.
+	ErrExited = errors.New("service exited")
 	// ErrAlreadyStarted: Start was called on a guest whose service was
 	// already started (it runs, or it ran and exited).
 	ErrAlreadyStarted = errors.New("service already started")
@@ -249,6 +252,8 @@ func CodeOf(err error) string {
 	switch {
 	case errors.Is(err, ErrNotStarted):
 		return codeNotStarted
+	case errors.Is(err, ErrExited):
+		return codeExited
 	case errors.Is(err, ErrAlreadyStarted):
 		return codeAlreadyStarted
 	case errors.Is(err, ErrBootFailed):
@@ -268,6 +273,8 @@ func (r *Response) err() error {
 	switch r.Code {
 	case codeNotStarted:
 		sentinel = ErrNotStarted
+	case codeExited:
+		sentinel = ErrExited
 	case codeAlreadyStarted:
 		sentinel = ErrAlreadyStarted
 	case codeBootFailed:

@@ -201,6 +201,9 @@ func (s *Server) handleAttach(st net.Conn, req agent.Request) error {
 	default:
 		return s.reply(st, errResponse(fmt.Errorf("%w: attach to %q: want stdout or stderr", agent.ErrInvalid, req.Stream)))
 	}
+	if s.bootErr != nil {
+		return s.reply(st, errResponse(fmt.Errorf("%w: %v", agent.ErrBootFailed, s.bootErr)))
+	}
 	s.attaches.Add(1)
 	defer s.attaches.Done()
 	// The host never writes on an attach stream: a read returns when it
@@ -252,6 +255,9 @@ func (s *Server) handleWait(st net.Conn, shutdown bool) error {
 			return nil
 		}
 	} else {
+		if s.bootErr != nil {
+			return s.reply(st, errResponse(fmt.Errorf("%w: %v", agent.ErrBootFailed, s.bootErr)))
+		}
 		select {
 		case <-s.started:
 		case <-gone:
@@ -283,10 +289,13 @@ func (s *Server) handleSignal(st net.Conn, name string) error {
 		return s.reply(st, errResponse(err))
 	}
 	s.mu.Lock()
-	pid := s.pid
-	running := s.phase == agent.PhaseRunning || s.phase == agent.PhaseStopping
+	pid, phase := s.pid, s.phase
 	s.mu.Unlock()
-	if !running {
+	switch phase {
+	case agent.PhaseRunning, agent.PhaseStopping:
+	case agent.PhaseExited:
+		return s.reply(st, errResponse(agent.ErrExited))
+	default:
 		return s.reply(st, errResponse(agent.ErrNotStarted))
 	}
 	if err := unix.Kill(pid, sig); err != nil {
