@@ -124,9 +124,11 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int) []string {
 	}
 	for i, d := range disks {
 		id := fmt.Sprintf("disk%d", i)
-		drive := "if=none,id=" + id + ",format=raw,discard=unmap,file=" + escape(d.Path)
+		drive := "if=none,id=" + id + ",format=raw,file=" + escape(d.Path)
 		if d.ReadOnly {
 			drive += ",readonly=on"
+		} else {
+			drive += ",discard=unmap"
 		}
 		a = append(a, "-drive", drive,
 			"-device", "virtio-blk-device,drive="+id+",serial="+d.Serial)
@@ -142,7 +144,7 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int) []string {
 			"-device", "virtio-net-device,netdev="+id+",mac="+mac)
 	}
 	cmdline := append([]string(nil), baseCmdline...)
-	if tsc > 0 {
+	if tsc > 0 && accel != AccelKVM { // KVM guests calibrate fine
 		cmdline = append(cmdline, "tsc_early_khz="+strconv.Itoa(tsc), "tsc=reliable")
 	}
 	cmdline = append(cmdline, spec.Cmdline...)

@@ -257,6 +257,9 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("starting VM %s: %w", name, err)
+	}
 	unlock, err := d.lock(ctx, name)
 	if err != nil {
 		return fmt.Errorf("starting VM %s: %w", name, err)

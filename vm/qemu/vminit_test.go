@@ -6,8 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"github.com/vmcompose/vmcompose/vm/initramfs"
 	"github.com/vmcompose/vmcompose/vm/kernel/kerneltest"
 	"github.com/vmcompose/vmcompose/vm/qemu"
+	"github.com/vmcompose/vmcompose/vm/vmtest"
 )
 
 // guestFixture is what a real service VM boots: the kernel, an initramfs
@@ -40,26 +39,16 @@ func realGuest(t testing.TB) guestFixture {
 	k := kerneltest.Kernel(t)
 	img := testimage.Busybox(t)
 	guestOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vm-qemu-test-")
-		if err != nil {
-			guestErr = err
-			return
-		}
-		bin := filepath.Join(dir, "vminit")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/vmcompose/vmcompose/cmd/vminit")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			guestErr = fmt.Errorf("building vminit: %v: %s", err, out)
-			return
-		}
 		ctx := context.Background()
-		initrd, err := initramfs.Build(ctx, k, bin, dir)
+		cache := vmtest.CacheDir(t)
+		bin := vmtest.GoBuild(t, "github.com/vmcompose/vmcompose/cmd/vminit", "vminit")
+		initrd, err := initramfs.Build(ctx, k, bin, filepath.Join(cache, "initramfs"))
 		if err != nil {
 			guestErr = err
 			return
 		}
-		root := filepath.Join(dir, "rootfs.ext4")
-		if err := rootfs.Build(ctx, img, root); err != nil {
+		root, _, err := rootfs.Ensure(ctx, img, filepath.Join(cache, "rootfs"))
+		if err != nil {
 			guestErr = err
 			return
 		}

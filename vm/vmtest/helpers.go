@@ -25,46 +25,65 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 var Modules = []string{"virtio_mmio", "virtio_blk", "virtio_console", "button", "evdev"}
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildBin  string
-	buildErr  error
+	buildMu   sync.Mutex
+	buildBins = map[string]string{}
 )
 
-// Init builds testinit (static, for the host's architecture) once per test
-// binary and returns its path.
+// CacheDir is where test guests' files are kept between test runs
+// (<user cache>/vmcompose-test): built binaries and content-addressed
+// initramfs images, so that no run leaves files in /tmp.
+func CacheDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	dir = filepath.Join(dir, "vmcompose-test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// GoBuild builds the Go command pkg static for the host's architecture
+// into CacheDir as name (once per test binary; atomically, so that
+// concurrent test binaries do not see half a file) and returns its path.
+func GoBuild(t testing.TB, pkg, name string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := buildBins[pkg]; ok {
+		return p
+	}
+	dst := filepath.Join(CacheDir(t), name)
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+name+".tmp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.Command("go", "build", "-trimpath", "-o", tmp.Name(), pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v: %s", pkg, err, out)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		t.Fatal(err)
+	}
+	buildBins[pkg] = dst
+	return dst
+}
+
+// Init builds testinit and returns its path.
 func Init(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "vmtest-")
-		if buildErr != nil {
-			return
-		}
-		buildBin = filepath.Join(buildDir, "testinit")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", buildBin, "github.com/vmcompose/vmcompose/vm/vmtest/testinit")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = &buildError{err: err, out: string(out)}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildBin
+	return GoBuild(t, "github.com/vmcompose/vmcompose/vm/vmtest/testinit", "testinit")
 }
 
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return "building testinit: " + e.err.Error() + ": " + e.out }
-
-// Initramfs returns an initramfs for k with testinit as /init and Modules,
-// built into the test's temporary directory.
+// Initramfs returns an initramfs for k with testinit as /init and Modules.
 func Initramfs(t testing.TB, k *kernel.Kernel) string {
 	t.Helper()
-	p, err := initramfs.Build(context.Background(), k, Init(t), t.TempDir(), initramfs.WithModules(Modules...))
+	p, err := initramfs.Build(context.Background(), k, Init(t), filepath.Join(CacheDir(t), "initramfs"), initramfs.WithModules(Modules...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,175 @@
+//go:build linux
+
+package qemu
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmcompose/vmcompose/vm"
+)
+
+func TestBuildArgs(t *testing.T) {
+	spec := vm.Spec{
+		Name:        "web-1",
+		VCPUs:       2,
+		Memory:      512 << 20,
+		Kernel:      "/store/kernel/vmlinux",
+		Initramfs:   "/store/initramfs/x.cpio",
+		Cmdline:     []string{"quiet", "loglevel=7"},
+		Disks:       []vm.Disk{{Path: "/store/rootfs/a,b.ext4", Serial: "rootfs", ReadOnly: true}},
+		ScratchSize: 1 << 30,
+		Networks:    []vm.Network{{Socket: "/run/net.sock"}, {Socket: "/run/net2.sock", MAC: "52:54:00:aa:bb:cc"}},
+		ConsoleLog:  "/logs/web,1.log",
+	}
+	args := buildArgs(spec, AccelTCG, 2596132, 32)
+	got := strings.Join(args, " ")
+	for _, want := range []string{
+		"-name vmcompose:web-1",
+		"-M microvm,acpi=on",
+		"-accel tcg,tb-size=32",
+		"-smp 2 -m 512M",
+		"-nodefaults -no-user-config -display none -no-reboot",
+		"-global virtio-mmio.force-legacy=false",
+		"-qmp unix:qmp.sock,server=on,wait=off",
+		"-chardev file,id=console,append=on,path=/logs/web,,1.log -serial chardev:console",
+		"-device virtio-serial-device -chardev socket,id=agent,server=on,wait=off,path=agent.sock -device virtserialport,chardev=agent,name=vmcompose.agent",
+		// The scratch disk comes first, writable; commas in paths doubled.
+		"-drive if=none,id=disk0,format=raw,file=scratch.img,discard=unmap -device virtio-blk-device,drive=disk0,serial=scratch",
+		"-drive if=none,id=disk1,format=raw,file=/store/rootfs/a,,b.ext4,readonly=on -device virtio-blk-device,drive=disk1,serial=rootfs",
+		"-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/run/net.sock -device virtio-net-device,netdev=net0,mac=" + macFor("web-1", 0),
+		"-device virtio-net-device,netdev=net1,mac=52:54:00:aa:bb:cc",
+		"-kernel /store/kernel/vmlinux -initrd /store/initramfs/x.cpio",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("qemu arguments lack %q:\n%s", want, got)
+		}
+	}
+	app := args[slices.Index(args, "-append")+1]
+	if !strings.HasPrefix(app, "console=ttyS0 ") || !strings.Contains(app, " tsc_early_khz=2596132 tsc=reliable ") ||
+		!strings.HasSuffix(app, " quiet loglevel=7") {
+		t.Errorf("kernel command line %q: want the base arguments, the TSC, then the spec's", app)
+	}
+	if m := macFor("web-1", 0); m == macFor("web-1", 1) || m == macFor("web-2", 0) || !strings.HasPrefix(m, "52:54:00:") {
+		t.Errorf("derived MACs are not distinct per VM and NIC: %s", m)
+	}
+	if kvm := strings.Join(buildArgs(spec, AccelKVM, 2596132, 32), " "); !strings.Contains(kvm, "-accel kvm -cpu host") || strings.Contains(kvm, "tsc_early_khz") {
+		t.Errorf("KVM arguments: %s", kvm)
+	}
+}
+
+// TestProcStartOddName checks the /proc/<pid>/stat parsing against a
+// command name with spaces and parentheses.
+func TestProcStartOddName(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip(err)
+	}
+	odd := filepath.Join(t.TempDir(), "a) Z (b")
+	b, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(odd, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(odd, "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	start, zombie, err := procStart(cmd.Process.Pid)
+	if err != nil || zombie || start == 0 {
+		t.Fatalf("procStart = %d, %v, %v; want a start time of a live process", start, zombie, err)
+	}
+	self, _, _ := procStart(os.Getpid())
+	if start < self {
+		t.Errorf("child started at %d, before this process (%d)", start, self)
+	}
+	if !alive(cmd.Process.Pid, start) || alive(cmd.Process.Pid, start+1) {
+		t.Error("alive does not tell the process from one with another start time")
+	}
+	cmd.Process.Kill()
+	time.Sleep(50 * time.Millisecond) // a zombie now: not reaped yet
+	if alive(cmd.Process.Pid, start) {
+		t.Error("a killed, unreaped process counts as alive")
+	}
+	cmd.Wait()
+	if alive(cmd.Process.Pid, start) {
+		t.Error("a reaped process counts as alive")
+	}
+}
+
+// TestReusedPidIsNotAdopted: a run.json whose pid now belongs to another
+// process (same boot, other start time) is an exited VM, and Kill must not
+// touch that process.
+func TestReusedPidIsNotAdopted(t *testing.T) {
+	d, err := New(t.TempDir(), WithAccel(AccelTCG))
+	if err != nil {
+		t.Skip(err) // no qemu binary
+	}
+	ctx := context.Background()
+	if err := d.Create(ctx, vm.Spec{Name: "ghost", Kernel: "/nonexistent"}); err != nil {
+		t.Fatal(err)
+	}
+	other := exec.Command("sleep", "30")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+	start, _, _ := procStart(other.Process.Pid)
+	for _, r := range []run{
+		{Pid: other.Process.Pid, PidStart: start - 1, BootID: bootID()},   // pid reused
+		{Pid: other.Process.Pid, PidStart: start, BootID: "another-boot"}, // host rebooted
+	} {
+		if err := writeJSON(d.path("ghost", runFile), r); err != nil {
+			t.Fatal(err)
+		}
+		st, err := d.Inspect(ctx, "ghost")
+		if err != nil || st.State != vm.StateExited || st.FinishedAt.IsZero() {
+			t.Errorf("run %+v: Inspect = %+v, %v; want exited with a finish time", r, st, err)
+		}
+		if err := d.Kill(ctx, "ghost"); err != nil {
+			t.Errorf("Kill = %v, want nil", err)
+		}
+		if err := d.Stop(ctx, "ghost", time.Second); err != nil {
+			t.Errorf("Stop = %v, want nil", err)
+		}
+		if err := other.Process.Signal(syscall.Signal(0)); err != nil {
+			t.Fatalf("the unrelated process was killed: %v", err)
+		}
+	}
+	if err := d.Remove(ctx, "ghost"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCreateIsAtomic: a Create that fails (here: no room for the scratch
+// disk's name because the VM exists) leaves no partial directory behind.
+func TestCreateLeavesNothingOnError(t *testing.T) {
+	root := t.TempDir()
+	d, err := New(root, WithAccel(AccelTCG))
+	if err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = d.Create(ctx, vm.Spec{Name: "x", Kernel: "/k", ScratchSize: 64 << 20})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Create with a cancelled context = %v, want context.Canceled", err)
+	}
+	if err := d.Create(context.Background(), vm.Spec{Name: "bad", Kernel: "/k", ScratchSize: 1 << 62}); err == nil {
+		t.Error("Create of an impossibly large scratch disk succeeded")
+	}
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		t.Errorf("left behind: %s", e.Name())
+	}
+}
