@@ -24,7 +24,9 @@ var (
 )
 
 // Kernel returns the store's kernel, fetching it when there is none. Without
-// apt-get (a non-Debian host) it skips the test, unless CI is set.
+// apt-get (a non-Debian host) it skips the test, unless CI is set. The
+// first call decides for the whole test binary: make it before a test
+// changes VMCOMPOSE_KERNEL or VMCOMPOSE_HOME.
 func Kernel(t testing.TB) *kernel.Kernel {
 	t.Helper()
 	once.Do(func() {
