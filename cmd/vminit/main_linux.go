@@ -27,13 +27,12 @@ func main() {
 
 	bootErr := earlyErr
 	if bootErr == nil {
-		var mods []string
-		mods, bootErr = modload.LoadAll(modload.ManifestPath)
+		mods, err := modload.LoadAll(modload.ManifestPath)
 		log.Debug("modules loaded", "modules", mods)
+		bootErr = err
 	}
-	port, portErr := "", error(nil)
+	serve, chanErr := channel()
 	if bootErr == nil {
-		port, portErr = agentd.FindPort(agent.PortName, 5*time.Second)
 		bootErr = boot.SetupRoot(log)
 	}
 	if bootErr == nil {
@@ -46,19 +45,36 @@ func main() {
 	} else {
 		log.Info("root ready", "uptime", uptime())
 	}
-	if portErr != nil {
+	if chanErr != nil {
 		// Nobody can be told anything: stop here.
-		log.Error("control channel", "err", portErr)
+		log.Error("control channel", "err", chanErr)
 		boot.Poweroff(log)
 	}
 	srv := agentd.New(log, bootErr)
 	go func() {
-		err := srv.ServePort(port)
+		err := serve(srv)
 		log.Error("control channel", "err", err)
 		boot.Poweroff(log)
 	}()
 	srv.WaitPoweroff()
 	boot.Poweroff(log)
+}
+
+// channel finds the control channel: vsock when the VM has a virtio vsock
+// device (vz, Cloud Hypervisor), else the virtio-serial port (QEMU).
+func channel() (func(*agentd.Server) error, error) {
+	if agentd.HasVsockDevice() {
+		fd, err := agentd.ListenVsock()
+		if err != nil {
+			return nil, err
+		}
+		return func(s *agentd.Server) error { return s.ServeVsock(fd) }, nil
+	}
+	port, err := agentd.FindPort(agent.PortName, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return func(s *agentd.Server) error { return s.ServePort(port) }, nil
 }
 
 // logLevel is debug when the kernel command line has vminit.debug.

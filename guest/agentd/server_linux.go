@@ -1,7 +1,6 @@
 package agentd
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -302,22 +301,4 @@ func (s *Server) handleSignal(st net.Conn, name string) error {
 		return s.reply(st, errResponse(fmt.Errorf("signal %s to pid %d: %w", name, pid, err)))
 	}
 	return s.reply(st, agent.Response{})
-}
-
-// ServeListener serves every connection a listener accepts (vsock), one at
-// a time, until ctx ends.
-func (s *Server) ServeListener(ctx context.Context, l net.Listener) error {
-	context.AfterFunc(ctx, func() { l.Close() })
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return err
-		}
-		if err := agent.GuestHandshake(c, c); err != nil {
-			c.Close()
-			continue
-		}
-		s.Serve(c)
-		c.Close()
-	}
 }
