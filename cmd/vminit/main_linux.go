@@ -51,6 +51,7 @@ func main() {
 		boot.Poweroff(log)
 	}
 	srv := agentd.New(log, bootErr)
+	boot.WatchPowerButton(log, srv.PowerButton)
 	go func() {
 		err := serve(srv)
 		log.Error("control channel", "err", err)

@@ -9,6 +9,7 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -139,6 +140,7 @@ func hostTSCkHz() int {
 type guest struct {
 	t       *testing.T
 	sock    string
+	qmp     string
 	cmd     *exec.Cmd
 	console *syncBuffer
 	exited  chan struct{}
@@ -196,6 +198,7 @@ func bootDisks(t *testing.T, withRoot, withScratch bool) *guest {
 		"-device", "virtio-serial-device",
 		"-chardev", "socket,id=agent,path=" + sock + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=" + agent.PortName,
+		"-qmp", "unix:" + filepath.Join(dir, "qmp.sock") + ",server=on,wait=off",
 	}
 	if withRoot {
 		args = append(args,
@@ -217,7 +220,7 @@ func bootDisks(t *testing.T, withRoot, withScratch bool) *guest {
 			"-drive", "if=none,id=scratch,format=raw,file="+scratch,
 			"-device", "virtio-blk-device,drive=scratch,serial=scratch")
 	}
-	g := &guest{t: t, sock: sock, console: &syncBuffer{}, exited: make(chan struct{}), booted: time.Now()}
+	g := &guest{t: t, sock: sock, qmp: filepath.Join(dir, "qmp.sock"), console: &syncBuffer{}, exited: make(chan struct{}), booted: time.Now()}
 	g.cmd = exec.Command(f.qemu, args...)
 	g.cmd.Stdout, g.cmd.Stderr = g.console, g.console
 	if err := g.cmd.Start(); err != nil {
@@ -696,4 +699,76 @@ func waitFor(t *testing.T, b *syncBuffer, s string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// qmpCommand runs one QMP command (without arguments) on the guest's QEMU.
+func (g *guest) qmpCommand(cmd string) {
+	g.t.Helper()
+	conn, err := net.Dial("unix", g.qmp)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	dec := json.NewDecoder(conn)
+	var greeting, reply map[string]any
+	if err := dec.Decode(&greeting); err != nil {
+		g.t.Fatalf("qmp greeting: %v", err)
+	}
+	for _, c := range []string{"qmp_capabilities", cmd} {
+		fmt.Fprintf(conn, `{"execute": %q}`+"\n", c)
+		for {
+			reply = nil
+			if err := dec.Decode(&reply); err != nil {
+				g.t.Fatalf("qmp %s: %v", c, err)
+			}
+			if _, ok := reply["event"]; !ok {
+				break
+			}
+		}
+		if _, ok := reply["return"]; !ok {
+			g.t.Fatalf("qmp %s: %v", c, reply)
+		}
+	}
+}
+
+// TestPowerButton checks that the ACPI power button (QMP system_powerdown,
+// the VMM's way to ask) stops the service with its stop signal, hands the
+// exit status to a waiting host and powers off.
+func TestPowerButton(t *testing.T) {
+	t.Parallel()
+	g := boot(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := g.dial(ctx)
+	if err := c.Start(ctx, agent.Spec{
+		Image:      agent.ImageConfig{Cmd: []string{"sh", "-c", "trap 'echo bye; exit 4' HUP; echo up; while :; do sleep 1; done"}},
+		StopSignal: "SIGHUP",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(ctx, t, c, agent.Stdout, "up\n")
+	stdout, _, err := c.Attach(ctx, agent.Stdout, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan agent.ExitStatus, 1)
+	go func() {
+		st, err := c.Wait(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		waited <- st
+	}()
+	t0 := time.Now()
+	g.qmpCommand("system_powerdown")
+	out, _ := io.ReadAll(stdout)
+	if string(out) != "up\nbye\n" {
+		t.Errorf("stdout %q, want the trap's bye", out)
+	}
+	if st := <-waited; st.Code != 4 {
+		t.Errorf("exit %+v, want 4 from the HUP trap", st)
+	}
+	g.waitPoweroff(20 * time.Second)
+	t.Logf("power button to power-off %v", time.Since(t0).Round(time.Millisecond))
 }

@@ -45,6 +45,8 @@ type Server struct {
 	exited   chan struct{} // closed when it exited and its output ended
 	reported chan struct{} // closed when a host acknowledged the exit status
 	poweroff chan struct{} // closed by Shutdown on a guest with no service
+	hurry    chan struct{} // closed by PowerButton
+	hurryOne sync.Once
 	ackOnce  sync.Once
 	offOnce  sync.Once
 
@@ -69,6 +71,7 @@ func New(log *slog.Logger, bootErr error) *Server {
 		exited:   make(chan struct{}),
 		reported: make(chan struct{}),
 		poweroff: make(chan struct{}),
+		hurry:    make(chan struct{}),
 	}
 }
 
@@ -82,16 +85,39 @@ func (s *Server) WaitPoweroff() {
 		return
 	case <-s.exited:
 	}
-	select {
-	case <-s.reported:
-	case <-time.After(exitReportTimeout):
-		s.log.Warn("no host took the exit status; powering off")
+	report := time.NewTimer(exitReportTimeout)
+	hurry := s.hurry
+wait:
+	for {
+		select {
+		case <-s.reported:
+			break wait
+		case <-hurry:
+			// The VMM asked for power-off: a host that waits for the
+			// exit status has it within this second.
+			hurry = nil
+			report.Reset(time.Second)
+		case <-report.C:
+			s.log.Warn("no host took the exit status; powering off")
+			break wait
+		}
 	}
 	done := make(chan struct{})
 	go func() { s.attaches.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
+	}
+}
+
+// PowerButton is the VMM asking the guest to shut down (ACPI power
+// button): the service is stopped as Shutdown does, and the guest powers off
+// without waiting long for a host to take the exit status.
+func (s *Server) PowerButton() {
+	s.log.Info("power button pressed")
+	s.hurryOne.Do(func() { close(s.hurry) })
+	if !s.stop() {
+		s.offOnce.Do(func() { close(s.poweroff) })
 	}
 }
 
