@@ -617,8 +617,8 @@ grep -h '^PPid:' /proc/[0-9]*/status | grep -c 'PPid:[[:space:]]*1$'`}, 10*time.
 }
 
 // TestStopGracePeriod checks that a service ignoring the stop signal is
-// killed after the grace period, and that a guest without a scratch disk
-// still boots (tmpfs upper layer).
+// killed after the grace period, that a service with a tty gets one, and
+// that a guest without a scratch disk still boots (tmpfs upper layer).
 func TestStopGracePeriod(t *testing.T) {
 	t.Parallel()
 	g := boot(t, false)
@@ -631,12 +631,14 @@ func TestStopGracePeriod(t *testing.T) {
 	t.Logf("late dial took %v", time.Since(t0).Round(time.Millisecond))
 	grace := 500 * time.Millisecond
 	if err := c.Start(ctx, agent.Spec{
-		Image:           agent.ImageConfig{Entrypoint: []string{"sh", "-c"}, Cmd: []string{"trap '' TERM INT; echo up; while :; do sleep 1; done"}, StopSignal: "SIGINT"},
+		Image: agent.ImageConfig{Entrypoint: []string{"sh", "-c"}, StopSignal: "SIGINT",
+			Cmd: []string{`trap '' TERM INT; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo "tty $TERM" >&2; echo up; while :; do sleep 1; done`}},
 		StopGracePeriod: &grace,
+		Tty:             true,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	waitOutput(ctx, t, c, agent.Stdout, "up\n")
+	waitOutput(ctx, t, c, agent.Stdout, "tty xterm\r\nup\r\n")
 	t0 = time.Now()
 	exit, err := c.Shutdown(ctx)
 	if err != nil {

@@ -101,6 +101,12 @@ type Spec struct {
 	// never PID 1, so both values behave as docker's `init: true`.
 	Init *bool `json:"init,omitempty"`
 
+	// Tty is compose's `tty`: the service's stdin, stdout and stderr are
+	// one terminal (80x24, TERM=xterm unless set), and all its output
+	// arrives on Stdout. Nothing is ever typed into it (`stdin_open` is not
+	// supported), which keeps a shell waiting, as in docker.
+	Tty bool `json:"tty,omitempty"`
+
 	// StopSignal is compose's `stop_signal`; empty means the image's, then
 	// SIGTERM.
 	StopSignal string `json:"stop_signal,omitempty"`

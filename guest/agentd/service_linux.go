@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
@@ -45,39 +46,33 @@ func (s *Server) start(spec agent.Spec) error {
 	if err != nil {
 		return err
 	}
-	outR, outW, err := os.Pipe()
+	// outs are what the service writes: two pipes, or one terminal.
+	outs, childFiles, err := serviceStdio(&p, spec.Tty)
 	if err != nil {
 		return err
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return err
-	}
-	p.stdout, p.stderr = outW, errW
 	pid, wait, err := s.reaper.start(p)
-	outW.Close()
-	errW.Close()
+	for _, f := range childFiles {
+		f.Close()
+	}
 	if err != nil {
-		outR.Close()
-		errR.Close()
+		for _, f := range outs {
+			f.Close()
+		}
 		return err
 	}
-	s.log.Info("service started", "pid", pid, "argv", argv, "uid", p.user.Uid, "gid", p.user.Gid)
+	s.log.Info("service started", "pid", pid, "argv", argv, "uid", p.user.Uid, "gid", p.user.Gid, "tty", spec.Tty)
 	s.spec = &spec
 	s.env = p.env
 	s.pid = pid
 	s.phase = agent.PhaseRunning
 	close(s.started)
 
-	copied := make(chan struct{}, 2)
-	for _, c := range []struct {
-		r *os.File
-		w *ring
-	}{{outR, s.stdout}, {errR, s.stderr}} {
+	copied := make(chan struct{}, len(outs))
+	rings := []*ring{s.stdout, s.stderr}
+	for i, f := range outs {
 		go func() {
-			io.Copy(c.w, c.r)
+			io.Copy(rings[i], f)
 			copied <- struct{}{}
 		}()
 	}
@@ -91,15 +86,16 @@ func (s *Server) start(spec agent.Spec) error {
 		unix.Kill(-1, unix.SIGKILL)
 		timeout := time.After(drainTimeout)
 	drain:
-		for range 2 {
+		for range outs {
 			select {
 			case <-copied:
 			case <-timeout:
 				break drain
 			}
 		}
-		outR.Close()
-		errR.Close()
+		for _, f := range outs {
+			f.Close()
+		}
 		s.stdout.Close()
 		s.stderr.Close()
 		s.mu.Lock()
@@ -109,6 +105,36 @@ func (s *Server) start(spec agent.Spec) error {
 		close(s.exited)
 	}()
 	return nil
+}
+
+// serviceStdio gives p its standard files: /dev/null and two pipes, or a
+// terminal for all three (compose's `tty`). It returns the ends vminit
+// reads, stdout first, and the child's ends to close once it started.
+func serviceStdio(p *procSpec, tty bool) (outs, child []*os.File, err error) {
+	if tty {
+		m, t, err := pty.Open()
+		if err != nil {
+			return nil, nil, fmt.Errorf("pty: %w", err)
+		}
+		pty.Setsize(m, &pty.Winsize{Rows: 24, Cols: 80})
+		if _, ok := resolve.Lookup(p.env, "TERM"); !ok {
+			p.env = append(p.env, "TERM=xterm")
+		}
+		p.stdin, p.stdout, p.stderr, p.tty = t, t, t, true
+		return []*os.File{m}, []*os.File{t}, nil
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, err
+	}
+	p.stdout, p.stderr = outW, errW
+	return []*os.File{outR, errR}, []*os.File{outW, errW}, nil
 }
 
 // stop sends the stop signal and, after the grace period, SIGKILL to every
