@@ -346,3 +346,30 @@ func TestFetchWaitsForAnotherFetch(t *testing.T) {
 		t.Errorf("Fetch without apt: %v", err)
 	}
 }
+
+func TestCheck(t *testing.T) {
+	k := kerneltest.Kernel(t)
+	if err := k.Check(); err != nil {
+		t.Errorf("the store's kernel: %v", err)
+	}
+	noMods := *k
+	noMods.ModulesDir = ""
+	err := noMods.Check()
+	if err == nil || !strings.Contains(err.Error(), "CONFIG_VIRTIO_BLK=y or =m (root and volume disks)") {
+		t.Errorf("Check of the cloud kernel without its modules: %v", err)
+	}
+
+	cfg := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(cfg, []byte("CONFIG_BLK_DEV_INITRD=y\nCONFIG_DEVTMPFS=y\n# CONFIG_VIRTIO_MMIO is not set\nCONFIG_VIRTIO_PCI=y\n"+
+		"CONFIG_VIRTIO_BLK=y\nCONFIG_VIRTIO_CONSOLE=y\nCONFIG_VIRTIO_NET=y\nCONFIG_EXT4_FS=y\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	custom := &kernel.Kernel{Version: "6.9.0-custom", Image: "/vmlinux", ConfigFile: cfg}
+	want := "kernel 6.9.0-custom (" + cfg + ") lacks CONFIG_OVERLAY_FS=y or =m (the writable root), CONFIG_PVH=y (booting the vmlinux directly)"
+	if err := custom.Check(); err == nil || err.Error() != want {
+		t.Errorf("Check of a custom kernel:\n got %v\nwant %s", err, want)
+	}
+	if err := (&kernel.Kernel{Version: "x", Image: "/vmlinux"}).Check(); err != nil {
+		t.Errorf("Check of a kernel without config: %v", err)
+	}
+}
