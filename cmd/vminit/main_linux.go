@@ -51,6 +51,7 @@ func main() {
 		boot.Poweroff(log)
 	}
 	srv := agentd.New(log, bootErr)
+	srv.HandleSignals()
 	boot.WatchPowerButton(log, srv.PowerButton)
 	go func() {
 		err := serve(srv)

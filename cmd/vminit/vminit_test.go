@@ -564,7 +564,17 @@ grep -h '^PPid:' /proc/[0-9]*/status | grep -c 'PPid:[[:space:]]*1$'`}, 10*time.
 		if err := c.Signal(ctx, "SIGUSR1"); err != nil {
 			t.Fatal(err)
 		}
-		waitOutput(ctx, t, c, agent.Stdout, "usr1\n")
+		waitOutput(ctx, t, c, agent.Stdout, "ready\nusr1\n")
+		// A signal to PID 1 from inside the guest goes on to the service.
+		var errOut bytes.Buffer
+		p, err := c.Exec(ctx, agent.ExecSpec{Argv: []string{"kill", "-USR1", "1"}, User: "root"}, agent.ExecIO{Stderr: &errOut})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := p.Wait(); err != nil || st.Code != 0 {
+			t.Fatalf("kill -USR1 1: %+v, %v: %s", st, err, errOut.String())
+		}
+		waitOutput(ctx, t, c, agent.Stdout, "ready\nusr1\nusr1\n")
 		if err := c.Signal(ctx, "SIGNOPE"); !errors.Is(err, agent.ErrInvalid) {
 			t.Errorf("unknown signal: %v, want ErrInvalid", err)
 		}
@@ -596,7 +606,7 @@ grep -h '^PPid:' /proc/[0-9]*/status | grep -c 'PPid:[[:space:]]*1$'`}, 10*time.
 	if err != nil {
 		t.Fatal(err)
 	}
-	if start != int64(len("ready\nusr1\n")) {
+	if start != int64(len("ready\nusr1\nusr1\n")) {
 		t.Errorf("attach past the end started at %d", start)
 	}
 	outc := make(chan string)

@@ -114,7 +114,6 @@ wait:
 // button): the service is stopped as Shutdown does, and the guest powers off
 // without waiting long for a host to take the exit status.
 func (s *Server) PowerButton() {
-	s.log.Info("power button pressed")
 	s.hurryOne.Do(func() { close(s.hurry) })
 	if !s.stop() {
 		s.offOnce.Do(func() { close(s.poweroff) })

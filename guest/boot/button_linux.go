@@ -37,6 +37,7 @@ func WatchPowerButton(log *slog.Logger, pressed func()) {
 				code := binary.LittleEndian.Uint16(e[18:])
 				val := int32(binary.LittleEndian.Uint32(e[20:]))
 				if typ == evKey && code == keyPower && val == 1 {
+					log.Info("power button pressed")
 					pressed()
 				}
 			}
