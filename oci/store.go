@@ -18,6 +18,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/vmcompose/vmcompose/internal/flock"
 )
 
 // Annotations on the descriptors of index.json.
@@ -264,39 +266,12 @@ func syncDir(dir string) error {
 
 // lock takes a flock on <dir>/<file>, waiting until ctx is done.
 func (s *Store) lock(ctx context.Context, file string, how int) (func(), error) {
-	f, err := os.OpenFile(s.path(file), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", s.path(file), err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return flock.Lock(ctx, s.path(file), how == syscall.LOCK_SH)
 }
 
 // tryLock takes an exclusive flock on <dir>/<file> if nobody holds it.
 func (s *Store) tryLock(file string) (unlock func(), ok bool, err error) {
-	f, err := os.OpenFile(s.path(file), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, false, nil
-	}
-	return func() { f.Close() }, true, nil
+	return flock.TryLock(s.path(file))
 }
 
 // removeTemps deletes temporary files. The caller holds the gc lock

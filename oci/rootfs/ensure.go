@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/vmcompose/vmcompose/internal/flock"
 )
 
 // Path returns where Ensure keeps the rootfs image of the image with the
@@ -40,7 +42,7 @@ func Ensure(ctx context.Context, img v1.Image, cacheDir string, opts ...Option) 
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", false, fmt.Errorf("rootfs cache: %w", err)
 	}
-	unlock, err := lockFile(ctx, path+".lock")
+	unlock, err := flock.Lock(ctx, path+".lock", false)
 	if err != nil {
 		return "", false, fmt.Errorf("locking rootfs cache entry %s: %w", digest.Hex, err)
 	}

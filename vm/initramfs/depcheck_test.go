@@ -44,8 +44,9 @@ func TestImports(t *testing.T) {
 	}
 	for p := range imports(t, ".") {
 		if strings.Contains(strings.Split(p, "/")[0], ".") &&
-			p != "github.com/vmcompose/vmcompose/vm/kernel" && p != "github.com/vmcompose/vmcompose/vm/initramfs/modload" {
-			t.Errorf("initramfs imports %s: only vm/kernel and modload are allowed", p)
+			p != "github.com/vmcompose/vmcompose/vm/kernel" && p != "github.com/vmcompose/vmcompose/vm/initramfs/modload" &&
+			p != "github.com/vmcompose/vmcompose/internal/flock" {
+			t.Errorf("initramfs imports %s: only vm/kernel, modload and internal/flock are allowed", p)
 		}
 	}
 }

@@ -7,6 +7,7 @@
 // uses <store>/initramfs/): the same init binary, kernel and module set give
 // the same file, built once.
 //
-// It imports vm/kernel and nothing else of vmcompose; it knows nothing of
+// It imports vm/kernel and internal/flock and nothing else of vmcompose; it
+// knows nothing of
 // compose, the OCI store or VM backends.
 package initramfs

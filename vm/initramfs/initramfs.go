@@ -21,6 +21,8 @@ import (
 
 	"github.com/vmcompose/vmcompose/vm/initramfs/modload"
 	"github.com/vmcompose/vmcompose/vm/kernel"
+
+	"github.com/vmcompose/vmcompose/internal/flock"
 )
 
 // format changes whenever the archive's layout does, so that caches built
@@ -163,7 +165,7 @@ func build(ctx context.Context, k *kernel.Kernel, initBinary, cacheDir string, o
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", err
 	}
-	unlock, err := lockFile(ctx, filepath.Join(cacheDir, ".lock"))
+	unlock, err := flock.Lock(ctx, filepath.Join(cacheDir, ".lock"), false)
 	if err != nil {
 		return "", fmt.Errorf("locking %s: %w", cacheDir, err)
 	}
@@ -346,7 +348,7 @@ func removeStale(dir string) {
 // not need its archive: QEMU reads it whole at start. Prune waits for
 // builds in progress.
 func Prune(ctx context.Context, cacheDir string, keep ...string) error {
-	unlock, err := lockFile(ctx, filepath.Join(cacheDir, ".lock"))
+	unlock, err := flock.Lock(ctx, filepath.Join(cacheDir, ".lock"), false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

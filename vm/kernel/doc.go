@@ -20,6 +20,6 @@
 // looking in the store.
 //
 // The package owns the kernel's files and their dependency order between
-// modules. It must not import other vmcompose packages: it knows nothing of
-// VMs, compose, the OCI store's image layout or the CLI.
+// modules. It must not import other vmcompose packages but internal/flock:
+// it knows nothing of VMs, compose, the OCI store's image layout or the CLI.
 package kernel

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/vmcompose/vmcompose/internal/flock"
 )
 
 // debArch maps Go architectures to Debian's names for them.
@@ -124,7 +126,7 @@ func fetch(ctx context.Context, storeDir, pkg, version string, o options) (*Kern
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	unlock, err := lockFile(ctx, filepath.Join(dir, ".lock"))
+	unlock, err := flock.Lock(ctx, filepath.Join(dir, ".lock"), false)
 	if err != nil {
 		return nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
