@@ -8,6 +8,5 @@
 // the same file, built once.
 //
 // It imports vm/kernel and internal/flock and nothing else of vmcompose; it
-// knows nothing of
-// compose, the OCI store or VM backends.
+// knows nothing of compose, the OCI store or VM backends.
 package initramfs
