@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,8 +56,17 @@ type fixture struct {
 	tscKHz                       int
 }
 
+// hostHTTP is the address of a web server on the host's loopback that
+// guests reach at 10.0.2.100:80.
+var hostHTTP string
+
 func TestMain(m *testing.M) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from the host")
+	}))
+	hostHTTP = srv.Listener.Addr().String()
 	code := m.Run()
+	srv.Close()
 	if fixDir != "" {
 		os.RemoveAll(fixDir)
 	}
@@ -136,6 +147,8 @@ func hostTSCkHz() int {
 	return 0
 }
 
+const testMAC = "52:54:00:12:34:56"
+
 // guest is one running VM.
 type guest struct {
 	t       *testing.T
@@ -199,6 +212,10 @@ func bootDisks(t *testing.T, withRoot, withScratch bool) *guest {
 		"-chardev", "socket,id=agent,path=" + sock + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=" + agent.PortName,
 		"-qmp", "unix:" + filepath.Join(dir, "qmp.sock") + ",server=on,wait=off",
+		// QEMU's user network, isolated (restrict=on) but for
+		// 10.0.2.100:80, which leads to hostHTTP on the host's loopback.
+		"-netdev", "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:" + hostHTTP,
+		"-device", "virtio-net-device,netdev=n0,mac=" + testMAC,
 	}
 	if withRoot {
 		args = append(args,
@@ -351,6 +368,9 @@ echo "pwd=$(pwd) FOO=$FOO IMG=$IMG HOME=$HOME"
 echo "nofile=$(ulimit -n)"
 echo "root=$(awk '$2 == "/" {print $3}' /proc/mounts)"
 echo "tmp=$(awk '$2 == "/tmp" {print $3}' /proc/mounts) cgroup=$(awk '$2 == "/sys/fs/cgroup" {print $3}' /proc/mounts)"
+echo "addr=$(ip -4 -o addr show dev eth0 | awk '{print $4}') mtu=$(cat /sys/class/net/eth0/mtu) $(ip route | grep default)"
+echo "http=$(wget -q -O - http://10.0.2.100/)"
+echo "lo=$(ip -4 -o addr show dev lo | awk '{print $4}')"
 exit 3`
 	grace := 2 * time.Second
 	spec := agent.Spec{
@@ -368,6 +388,7 @@ exit 3`
 		Domainname:      "example.test",
 		Hosts:           []agent.HostEntry{{IP: "10.0.0.7", Names: []string{"db1", "db"}}},
 		DNS:             []string{"10.0.2.3"},
+		Networks:        []agent.Interface{{MAC: testMAC, Addresses: []string{"10.0.2.15/24"}, Gateway: "10.0.2.2", MTU: 1400}},
 		Sysctls:         map[string]string{"kernel.domainname": "example.test", "net.ipv4.ip_forward": "1"},
 		Ulimits:         []agent.Ulimit{{Name: "nofile", Soft: 512, Hard: 1024}},
 		StopGracePeriod: &grace,
@@ -397,6 +418,9 @@ exit 3`
 		"nofile=512\n",
 		"root=overlay\n",
 		"tmp=tmpfs cgroup=cgroup2\n",
+		"addr=10.0.2.15/24 mtu=1400 default via 10.0.2.2 dev eth0",
+		"http=hello from the host\n",
+		"lo=127.0.0.1/8\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q; stdout:\n%s", want, out)

@@ -88,6 +88,10 @@ type Spec struct {
 	DNSSearch  []string `json:"dns_search,omitempty"`
 	DNSOptions []string `json:"dns_options,omitempty"`
 
+	// Networks configure the guest's NICs, each found by the MAC address
+	// the host gave it. Empty: the guest has only its loopback.
+	Networks []Interface `json:"networks,omitempty"`
+
 	// Sysctls are written to /proc/sys before the service starts, e.g.
 	// "net.ipv4.ip_forward": "1". Any key is allowed: the VM has its own
 	// kernel.
@@ -130,6 +134,19 @@ type ImageConfig struct {
 type HostEntry struct {
 	IP    string   `json:"ip"`
 	Names []string `json:"names"`
+}
+
+// Interface is one NIC's configuration.
+type Interface struct {
+	// MAC finds the NIC ("52:54:00:12:34:56").
+	MAC string `json:"mac"`
+	// Addresses in CIDR form: "10.0.0.5/24", "fd00::5/64".
+	Addresses []string `json:"addresses,omitempty"`
+	// Gateway, when set, is the next hop of the default route through
+	// this NIC (an IPv4 or IPv6 address).
+	Gateway string `json:"gateway,omitempty"`
+	// MTU, when > 0, replaces the NIC's default.
+	MTU int `json:"mtu,omitempty"`
 }
 
 // Ulimit is one resource limit; Name is compose's ("nofile", "nproc",

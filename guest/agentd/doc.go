@@ -4,7 +4,7 @@
 // PID 1 must, keeps the service's output in ring buffers for hosts that
 // attach late or re-attach, and decides when the VM may power off.
 //
-// It runs inside the guest, on Linux only. It may import guest/agent and
-// guest/resolve; it must not import host packages (oci/, project/, vm/,
+// It runs inside the guest, on Linux only. It may import guest/agent,
+// guest/resolve and guest/netconf; it must not import host packages (oci/, project/, vm/,
 // reconcile/).
 package agentd

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/guest/netconf"
 	"github.com/vmcompose/vmcompose/guest/resolve"
 )
 
@@ -34,6 +35,9 @@ func (s *Server) start(spec agent.Spec) error {
 	}
 	if err := setIdentity(spec); err != nil {
 		return err
+	}
+	if err := netconf.Configure(spec.Networks); err != nil {
+		return fmt.Errorf("%w: %v", agent.ErrInvalid, err)
 	}
 	if err := setSysctls(spec.Sysctls); err != nil {
 		return err
