@@ -663,6 +663,15 @@ func TestStopGracePeriod(t *testing.T) {
 	t0 := time.Now()
 	c := g.dial(ctx)
 	t.Logf("late dial took %v", time.Since(t0).Round(time.Millisecond))
+	// Exec works before Start, as root.
+	var out bytes.Buffer
+	p, err := c.Exec(ctx, agent.ExecSpec{Argv: []string{"id", "-u"}}, agent.ExecIO{Stdout: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Wait(); err != nil || st.Code != 0 || out.String() != "0\n" {
+		t.Errorf("exec before start: %+v %v %q", st, err, out.String())
+	}
 	grace := 500 * time.Millisecond
 	if err := c.Start(ctx, agent.Spec{
 		Image: agent.ImageConfig{Entrypoint: []string{"sh", "-c"}, StopSignal: "SIGINT",
