@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -33,13 +35,11 @@ type Server struct {
 	stdout  *ring
 	stderr  *ring
 
-	mu       sync.Mutex
-	phase    agent.Phase
-	spec     *agent.Spec
-	env      []string // the service's resolved environment
-	pid      int
-	exit     agent.ExitStatus
-	stopping bool
+	mu    sync.Mutex
+	phase agent.Phase
+	spec  *agent.Spec
+	pid   int
+	exit  agent.ExitStatus
 
 	started  chan struct{} // closed when the service process runs
 	exited   chan struct{} // closed when it exited and its output ended
@@ -50,7 +50,7 @@ type Server struct {
 	ackOnce  sync.Once
 	offOnce  sync.Once
 
-	attaches sync.WaitGroup // attach streams still sending
+	attaches atomic.Int32 // attach streams still sending
 }
 
 // New returns a Server. bootErr is the reason the root could not be set up,
@@ -102,11 +102,8 @@ wait:
 			break wait
 		}
 	}
-	done := make(chan struct{})
-	go func() { s.attaches.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	for deadline := time.Now().Add(5 * time.Second); s.attaches.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -142,6 +139,13 @@ func (s *Server) Serve(conn io.ReadWriteCloser) error {
 
 func (s *Server) handle(st net.Conn) {
 	defer st.Close()
+	defer func() {
+		// A bug in one request must not end PID 1 (the kernel would
+		// panic): log it and drop the stream.
+		if r := recover(); r != nil {
+			s.log.Error("agent request panicked", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
 	var req agent.Request
 	if err := agent.ReadHeader(st, &req); err != nil {
 		s.log.Warn("agent request", "err", err)
@@ -229,7 +233,7 @@ func (s *Server) handleAttach(st net.Conn, req agent.Request) error {
 		return s.reply(st, errResponse(fmt.Errorf("%w: %v", agent.ErrBootFailed, s.bootErr)))
 	}
 	s.attaches.Add(1)
-	defer s.attaches.Done()
+	defer s.attaches.Add(-1)
 	// The host never writes on an attach stream: a read returns when it
 	// closes (detach) or the session ends.
 	gone := make(chan struct{})

@@ -67,7 +67,6 @@ func (s *Server) start(spec agent.Spec) error {
 	}
 	s.log.Info("service started", "pid", pid, "argv", argv, "uid", p.user.Uid, "gid", p.user.Gid, "tty", spec.Tty)
 	s.spec = &spec
-	s.env = p.env
 	s.pid = pid
 	s.phase = agent.PhaseRunning
 	close(s.started)
@@ -84,6 +83,11 @@ func (s *Server) start(spec agent.Spec) error {
 		ws := <-wait
 		exit := exitStatus(ws)
 		s.log.Info("service exited", "pid", pid, "code", exit.Code, "signal", exit.Signal)
+		// The pid is free now: no signal may go to it any more.
+		s.mu.Lock()
+		s.exit = exit
+		s.phase = agent.PhaseExited
+		s.mu.Unlock()
 		// As when a container's main process ends: everything else in
 		// the guest ends with it, which also closes the output pipes
 		// that background processes inherited.
@@ -102,10 +106,6 @@ func (s *Server) start(spec agent.Spec) error {
 		}
 		s.stdout.Close()
 		s.stderr.Close()
-		s.mu.Lock()
-		s.exit = exit
-		s.phase = agent.PhaseExited
-		s.mu.Unlock()
 		close(s.exited)
 	}()
 	return nil
