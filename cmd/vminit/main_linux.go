@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/guest/agentd"
 	"github.com/vmcompose/vmcompose/guest/boot"
@@ -21,9 +23,9 @@ func main() {
 	earlyErr := boot.Early()
 	log := slog.New(slog.NewTextHandler(prefixWriter{os.Stderr}, &slog.HandlerOptions{
 		Level:       logLevel(),
-		ReplaceAttr: dropTime,
+		ReplaceAttr: bootTime,
 	}))
-	log.Info("starting", "uptime", uptime())
+	log.Info("starting")
 
 	bootErr := earlyErr
 	if bootErr == nil {
@@ -43,7 +45,7 @@ func main() {
 	if bootErr != nil {
 		log.Error("boot", "err", bootErr)
 	} else {
-		log.Info("root ready", "uptime", uptime())
+		log.Info("root ready")
 	}
 	if chanErr != nil {
 		// Nobody can be told anything: stop here.
@@ -90,21 +92,21 @@ func logLevel() slog.Level {
 	return slog.LevelInfo
 }
 
-func dropTime(_ []string, a slog.Attr) slog.Attr {
+// bootTime replaces the wall-clock time of log lines, meaningless in a
+// fresh guest, with the time since boot.
+func bootTime(_ []string, a slog.Attr) slog.Attr {
 	if a.Key == slog.TimeKey {
-		return slog.Attr{}
+		return slog.String("t", uptime().Round(time.Millisecond).String())
 	}
 	return a
 }
 
 func uptime() time.Duration {
-	b, err := os.ReadFile("/proc/uptime")
-	if err != nil {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
 		return 0
 	}
-	secs, _, _ := strings.Cut(string(b), " ")
-	d, _ := time.ParseDuration(secs + "s")
-	return d
+	return time.Duration(ts.Nano())
 }
 
 // prefixWriter puts "vminit: " before each log line (one Write each).

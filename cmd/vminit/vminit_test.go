@@ -247,7 +247,7 @@ func bootDisks(t *testing.T, withRoot, withScratch bool) *guest {
 	t.Cleanup(func() {
 		g.cmd.Process.Kill()
 		<-g.exited
-		if t.Failed() {
+		if t.Failed() || os.Getenv("VMINIT_DEBUG") != "" {
 			t.Logf("guest console:\n%s", g.console.String())
 		}
 	})

@@ -105,6 +105,7 @@ func FindDisks(required, optional []string, timeout time.Duration) map[string]st
 // it.
 func SetupRoot(log *slog.Logger) error {
 	disks := FindDisks([]string{RootSerial}, []string{ScratchSerial}, 2*time.Second)
+	log.Debug("disks", "found", disks)
 	root, ok := disks[RootSerial]
 	if !ok {
 		return fmt.Errorf("no disk with serial %q (the image's root filesystem) in /sys/block", RootSerial)
@@ -141,6 +142,7 @@ func SetupRoot(log *slog.Logger) error {
 	if err := mount("overlay", newRoot, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("overlay root: %w", err)
 	}
+	log.Debug("overlay mounted")
 	if err := switchRoot(newRoot); err != nil {
 		return err
 	}
