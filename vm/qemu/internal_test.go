@@ -54,7 +54,7 @@ func TestBuildArgs(t *testing.T) {
 		}
 	}
 	app := args[slices.Index(args, "-append")+1]
-	if !strings.HasPrefix(app, "console=ttyS0 ") || !strings.Contains(app, " tsc_early_khz=2596132 tsc=reliable ") ||
+	if !strings.HasPrefix(app, "console=ttyS0 quiet ") || !strings.Contains(app, " tsc_early_khz=2596132 tsc=reliable ") ||
 		!strings.HasSuffix(app, " quiet loglevel=7") {
 		t.Errorf("kernel command line %q: want the base arguments, the TSC, then the spec's", app)
 	}

@@ -73,8 +73,11 @@ func WithAccel(accel string) Option {
 	}
 }
 
-// WithTBSize sets TCG's translation cache in MiB (default 32; QEMU's own
-// default is much larger and costs ~50 MB of RSS per idle VM).
+// WithTBSize sets TCG's translation cache in MiB. The default, 64, holds
+// all the code a service VM's boot translates; 32 saves ~15 MB of RSS per
+// VM but flushes the cache during boot and costs ~5% more CPU (measured on
+// a 2-core TCG host); 0 means QEMU's own default (up to 1 GiB, filled
+// on demand).
 func WithTBSize(mib int) Option {
 	return func(o *options) error {
 		if mib < 0 || mib > 4096 {
@@ -129,7 +132,7 @@ type child struct {
 
 // New returns a driver whose VMs live under root, which it creates.
 func New(root string, opts ...Option) (*Driver, error) {
-	o := options{binary: "qemu-system-x86_64", tbSize: 32, log: slog.New(slog.DiscardHandler)}
+	o := options{binary: "qemu-system-x86_64", tbSize: 64, log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("qemu driver: %w", err)
@@ -293,6 +296,7 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 	for _, f := range []string{qmpSock, agentSock, pidFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
+	rotate(consolePath(dir, spec), maxConsoleLog)
 	logf, err := os.OpenFile(filepath.Join(dir, qemuLog), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("starting VM %s: %w", name, err)
@@ -526,6 +530,24 @@ func (d *Driver) Stop(ctx context.Context, name string, timeout time.Duration) e
 	return wrapStop(name, d.kill(ctx, name, r))
 }
 
+// maxConsoleLog is the size past which Start moves the console log to
+// <name>.1 (replacing an older one), so that a VM started over and over does
+// not fill the disk.
+const maxConsoleLog = 4 << 20
+
+func rotate(path string, max int64) {
+	if fi, err := os.Stat(path); err == nil && fi.Size() > max {
+		os.Rename(path, path+".1")
+	}
+}
+
+func consolePath(dir string, spec vm.Spec) string {
+	if spec.ConsoleLog != "" {
+		return spec.ConsoleLog
+	}
+	return filepath.Join(dir, consoleLog)
+}
+
 // cleanSockets removes the sockets of a qemu that has ended. Callers hold
 // the VM's lock, so no new qemu is using them.
 func cleanSockets(dir string) {
@@ -574,11 +596,8 @@ func (d *Driver) Inspect(ctx context.Context, name string) (vm.Status, error) {
 		Name:    name,
 		State:   vm.StateCreated,
 		Agent:   d.path(name, agentSock),
-		Console: d.path(name, consoleLog),
+		Console: consolePath(d.dir(name), spec),
 		Dir:     d.dir(name),
-	}
-	if spec.ConsoleLog != "" {
-		st.Console = spec.ConsoleLog
 	}
 	r, running, err := d.current(name)
 	if err != nil {
