@@ -1,4 +1,13 @@
-// Package vm defines the Driver interface that every VM backend implements,
-// and owns the guest kernel and initramfs. Backends live in sub-packages
-// (vm/qemu, vm/cloudhv, vm/vz). It knows nothing about compose.
+// Package vm defines what a VM is to vmcompose, independent of the
+// hypervisor: the Spec of a VM (sizes, kernel, disks, NICs, console), the
+// Driver interface every backend implements, with its optional abilities
+// (Waiter, Lister), the sentinel errors, and the writable scratch disk.
+//
+// Backends live in sub-packages: vm/qemu (Linux), later vm/cloudhv and
+// vm/vz (macOS). The guest kernel and initramfs are vm/kernel and
+// vm/initramfs; vm/vmtest is the conformance suite every backend runs.
+//
+// Package vm builds on every host OS. It knows nothing about compose: it
+// must not import project/, planner/, reconcile/, oci/ or compose-go (a test
+// checks), and callers map a service to a Spec.
 package vm

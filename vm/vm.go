@@ -59,7 +59,9 @@ type Spec struct {
 	ScratchSize int64 `json:"scratch_size,omitempty"`
 
 	// Networks are NICs, each connected to the unix stream socket of the
-	// process that carries the network (it must listen before Start).
+	// process that carries the network. It must listen before Start (Start
+	// fails when the socket does not exist); a VMM does not reconnect when
+	// that process restarts.
 	Networks []Network `json:"networks,omitempty"`
 
 	// ConsoleLog receives the guest's console (kernel messages, early

@@ -173,3 +173,27 @@ func TestCreateLeavesNothingOnError(t *testing.T) {
 		t.Errorf("left behind: %s", e.Name())
 	}
 }
+
+func TestNewRemovesStaleDirectories(t *testing.T) {
+	root := t.TempDir()
+	old := time.Now().Add(-time.Hour)
+	for _, n := range []string{".web.creating-123", ".db.removing-456", ".fresh.creating-789", "keep"} {
+		if err := os.MkdirAll(filepath.Join(root, n, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if n != ".fresh.creating-789" {
+			os.Chtimes(filepath.Join(root, n), old, old)
+		}
+	}
+	if _, err := New(root, WithAccel(AccelTCG)); err != nil {
+		t.Skip(err)
+	}
+	var left []string
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if want := []string{".fresh.creating-789", "keep"}; !slices.Equal(left, want) {
+		t.Errorf("after New: %v, want %v", left, want)
+	}
+}

@@ -150,7 +150,28 @@ func New(root string, opts ...Option) (*Driver, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("qemu driver: state root: %w", err)
 	}
+	removeStale(abs, o.log)
 	return &Driver{root: abs, o: o, children: map[string]*child{}}, nil
+}
+
+// staleAge is how old a half-made or half-removed VM directory must be
+// before New deletes it: a younger one may belong to a Create or Remove
+// running in another process.
+const staleAge = 10 * time.Minute
+
+// removeStale deletes what a Create or Remove that died left behind.
+func removeStale(root string, log *slog.Logger) {
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		n := e.Name()
+		if !e.IsDir() || !strings.HasPrefix(n, ".") || !(strings.Contains(n, ".creating-") || strings.Contains(n, ".removing-")) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleAge {
+			log.Debug("removing stale VM directory", "dir", n)
+			os.RemoveAll(filepath.Join(root, n))
+		}
+	}
 }
 
 // Root is the driver's state root.
@@ -276,6 +297,17 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 	for _, disk := range spec.Disks {
 		if _, err := os.Stat(disk.Path); err != nil {
 			return fmt.Errorf("starting VM %s: disk %s: %w", name, disk.Serial, err)
+		}
+	}
+	// QEMU 7.2's stream netdev neither fails nor retries when nothing
+	// listens: check that the network's socket is there at least.
+	for i, n := range spec.Networks {
+		fi, err := os.Stat(n.Socket)
+		if err == nil && fi.Mode()&fs.ModeSocket == 0 {
+			err = errors.New("not a unix socket")
+		}
+		if err != nil {
+			return fmt.Errorf("starting VM %s: network %d (%s): %w (start the network first)", name, i, n.Socket, err)
 		}
 	}
 	// A previous qemu of ours that ended may not be reaped yet: let its
