@@ -101,6 +101,9 @@ func setup(t *testing.T) fixture {
 			"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"+
 			"app:x:1000:1000:app:/home/app:/bin/sh\n"),
 		testimage.File("etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nwheel:x:10:app\n"),
+		testimage.Dir("srv/", 0o755),
+		testimage.Dir("srv/data/", 0o705),
+		testimage.File("srv/data/seed.txt", 0o640, "seed\n"),
 	})
 	fixOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "vminit-test-")
@@ -179,8 +182,8 @@ func (s *syncBuffer) String() string {
 
 // boot starts a guest with a fresh scratch disk (or none) and returns once
 // QEMU is listening on the agent socket.
-func boot(t *testing.T, withScratch bool) *guest {
-	return bootDisks(t, true, withScratch)
+func boot(t *testing.T, withScratch bool, volumes ...string) *guest {
+	return bootDisks(t, true, withScratch, volumes...)
 }
 
 // bootNoRoot starts a guest without the image's disk.
@@ -188,7 +191,9 @@ func bootNoRoot(t *testing.T) *guest {
 	return bootDisks(t, false, true)
 }
 
-func bootDisks(t *testing.T, withRoot, withScratch bool) *guest {
+// bootDisks starts a guest with the image's disk, a scratch disk and empty
+// ext4 disks with the given serials, each when asked.
+func bootDisks(t *testing.T, withRoot, withScratch bool, volumes ...string) *guest {
 	t.Helper()
 	f := setup(t)
 	dir := t.TempDir()
@@ -223,19 +228,22 @@ func bootDisks(t *testing.T, withRoot, withScratch bool) *guest {
 			"-device", "virtio-blk-device,drive=root,serial=rootfs")
 	}
 	if withScratch {
-		scratch := filepath.Join(dir, "scratch.ext4")
-		if err := os.WriteFile(scratch, nil, 0o644); err != nil {
+		volumes = append([]string{"scratch"}, volumes...)
+	}
+	for i, serial := range volumes {
+		disk := filepath.Join(dir, serial+".ext4")
+		if err := os.WriteFile(disk, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Truncate(scratch, 256<<20); err != nil {
+		if err := os.Truncate(disk, 256<<20); err != nil {
 			t.Fatal(err)
 		}
-		if out, err := exec.Command("mkfs.ext4", "-F", "-q", "-E", "lazy_itable_init=1,lazy_journal_init=1", scratch).CombinedOutput(); err != nil {
+		if out, err := exec.Command("mkfs.ext4", "-F", "-q", "-E", "lazy_itable_init=1,lazy_journal_init=1", disk).CombinedOutput(); err != nil {
 			t.Fatalf("mkfs.ext4: %v: %s", err, out)
 		}
 		args = append(args,
-			"-drive", "if=none,id=scratch,format=raw,file="+scratch,
-			"-device", "virtio-blk-device,drive=scratch,serial=scratch")
+			"-drive", fmt.Sprintf("if=none,id=disk%d,format=raw,file=%s", i, disk),
+			"-device", fmt.Sprintf("virtio-blk-device,drive=disk%d,serial=%s", i, serial))
 	}
 	g := &guest{t: t, sock: sock, qmp: filepath.Join(dir, "qmp.sock"), console: &syncBuffer{}, exited: make(chan struct{}), booted: time.Now()}
 	g.cmd = exec.Command(f.qemu, args...)
@@ -345,7 +353,7 @@ func (col *collected) wait(t *testing.T) string {
 // on the scratch disk) and reports exit status 3, then powers off.
 func TestServiceRunsAndExits(t *testing.T) {
 	t.Parallel()
-	g := boot(t, true)
+	g := boot(t, true, "vol1")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := g.dial(ctx)
@@ -371,6 +379,9 @@ echo "tmp=$(awk '$2 == "/tmp" {print $3}' /proc/mounts) cgroup=$(awk '$2 == "/sy
 echo "addr=$(ip -4 -o addr show dev eth0 | awk '{print $4}') mtu=$(cat /sys/class/net/eth0/mtu) $(ip route | grep default)"
 echo "http=$(wget -q -O - http://10.0.2.100/)"
 echo "lo=$(ip -4 -o addr show dev lo | awk '{print $4}')"
+echo "volume=$(awk '$2 == "/srv/data" {print $3}' /proc/mounts) $(stat -c '%a' /srv/data) $(ls /srv/data | tr '\n' ' ')"
+echo "tmpfs=$(awk '$2 == "/cache" {print $3, $4}' /proc/mounts)"
+echo "secret=$(cat /run/secrets/token) $(stat -c '%a %u:%g' /run/secrets/token)"
 exit 3`
 	grace := 2 * time.Second
 	spec := agent.Spec{
@@ -379,15 +390,20 @@ exit 3`
 			Cmd:        []string{"ignored"},
 			Env:        []string{"IMG=image", "FOO=image"},
 		},
-		Entrypoint:      []string{"sh", "-c"},
-		Command:         []string{script},
-		Env:             []string{"FOO=compose"},
-		User:            "1000:1000",
-		WorkingDir:      "/srv/app",
-		Hostname:        "web",
-		Domainname:      "example.test",
-		Hosts:           []agent.HostEntry{{IP: "10.0.0.7", Names: []string{"db1", "db"}}},
-		DNS:             []string{"10.0.2.3"},
+		Entrypoint: []string{"sh", "-c"},
+		Command:    []string{script},
+		Env:        []string{"FOO=compose"},
+		User:       "1000:1000",
+		WorkingDir: "/srv/app",
+		Hostname:   "web",
+		Domainname: "example.test",
+		Hosts:      []agent.HostEntry{{IP: "10.0.0.7", Names: []string{"db1", "db"}}},
+		DNS:        []string{"10.0.2.3"},
+		Mounts: []agent.Mount{
+			{Type: agent.MountTmpfs, Target: "/cache", Options: "size=1m,mode=1777"},
+			{Type: agent.MountDisk, Source: "vol1", Target: "/srv/data"},
+		},
+		Files:           []agent.File{{Path: "/run/secrets/token", Content: []byte("s3cret"), Mode: 0o400, UID: 1000, GID: 1000}},
 		Networks:        []agent.Interface{{MAC: testMAC, Addresses: []string{"10.0.2.15/24"}, Gateway: "10.0.2.2", MTU: 1400}},
 		Sysctls:         map[string]string{"kernel.domainname": "example.test", "net.ipv4.ip_forward": "1"},
 		Ulimits:         []agent.Ulimit{{Name: "nofile", Soft: 512, Hard: 1024}},
@@ -421,6 +437,9 @@ exit 3`
 		"addr=10.0.2.15/24 mtu=1400 default via 10.0.2.2 dev eth0",
 		"http=hello from the host\n",
 		"lo=127.0.0.1/8\n",
+		"volume=ext4 705 lost+found seed.txt \n",
+		"tmpfs=tmpfs rw,nosuid,nodev,relatime,size=1024k",
+		"secret=s3cret 400 1000:1000\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q; stdout:\n%s", want, out)

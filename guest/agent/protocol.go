@@ -88,6 +88,14 @@ type Spec struct {
 	DNSSearch  []string `json:"dns_search,omitempty"`
 	DNSOptions []string `json:"dns_options,omitempty"`
 
+	// Mounts are volumes, mounted before the service starts, parents
+	// before children.
+	Mounts []Mount `json:"mounts,omitempty"`
+
+	// Files are written before the service starts, after the mounts:
+	// compose's secrets and configs.
+	Files []File `json:"files,omitempty"`
+
 	// Networks configure the guest's NICs, each found by the MAC address
 	// the host gave it. Empty: the guest has only its loopback.
 	Networks []Interface `json:"networks,omitempty"`
@@ -134,6 +142,45 @@ type ImageConfig struct {
 type HostEntry struct {
 	IP    string   `json:"ip"`
 	Names []string `json:"names"`
+}
+
+// Mount types.
+const (
+	// MountDisk is an ext4 disk the host attached with virtio serial
+	// Source (at most 20 bytes): a named volume.
+	MountDisk = "disk"
+	// MountVirtiofs is a virtiofs share tagged Source: a bind mount.
+	MountVirtiofs = "virtiofs"
+	// MountTmpfs is a tmpfs; Source is ignored.
+	MountTmpfs = "tmpfs"
+)
+
+// Mount is one volume in the guest.
+type Mount struct {
+	Type   string `json:"type"`
+	Source string `json:"source,omitempty"`
+	// Target is the absolute path in the guest; it is created if missing.
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+	// Options are extra mount options, e.g. "size=64m,mode=1777" for a
+	// tmpfs.
+	Options string `json:"options,omitempty"`
+	// NoCopy is compose's `volume.nocopy`. Without it, an empty disk
+	// volume (nothing but lost+found) first gets a copy of what the image
+	// has at Target, with its owner and mode, as docker does.
+	NoCopy bool `json:"nocopy,omitempty"`
+}
+
+// File is a file written into the guest: a secret or a config.
+type File struct {
+	// Path is absolute; missing directories are created (mode 0755).
+	Path    string `json:"path"`
+	Content []byte `json:"content"`
+	// Mode defaults to 0444, compose's default for secrets and configs.
+	Mode uint32 `json:"mode,omitempty"`
+	// UID and GID own the file (default root).
+	UID int `json:"uid,omitempty"`
+	GID int `json:"gid,omitempty"`
 }
 
 // Interface is one NIC's configuration.

@@ -5,6 +5,6 @@
 // attach late or re-attach, and decides when the VM may power off.
 //
 // It runs inside the guest, on Linux only. It may import guest/agent,
-// guest/resolve and guest/netconf; it must not import host packages (oci/, project/, vm/,
+// guest/boot, guest/resolve and guest/netconf; it must not import host packages (oci/, project/, vm/,
 // reconcile/).
 package agentd

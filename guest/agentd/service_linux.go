@@ -36,6 +36,12 @@ func (s *Server) start(spec agent.Spec) error {
 	if err := setIdentity(spec); err != nil {
 		return err
 	}
+	if err := mountVolumes(spec.Mounts); err != nil {
+		return err
+	}
+	if err := writeFiles(spec.Files); err != nil {
+		return err
+	}
 	if err := netconf.Configure(spec.Networks); err != nil {
 		return fmt.Errorf("%w: %v", agent.ErrInvalid, err)
 	}

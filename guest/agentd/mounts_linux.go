@@ -1,0 +1,223 @@
+package agentd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/guest/boot"
+)
+
+// mountVolumes mounts spec's volumes, shallowest target first.
+func mountVolumes(mounts []agent.Mount) error {
+	ms := append([]agent.Mount{}, mounts...)
+	sort.SliceStable(ms, func(i, j int) bool {
+		return strings.Count(filepath.Clean(ms[i].Target), "/") < strings.Count(filepath.Clean(ms[j].Target), "/")
+	})
+	var serials []string
+	for _, m := range ms {
+		if m.Type == agent.MountDisk {
+			serials = append(serials, m.Source)
+		}
+	}
+	disks := boot.FindDisks(serials, nil, 2*time.Second)
+	for _, m := range ms {
+		if err := mountVolume(m, disks); err != nil {
+			return fmt.Errorf("%w: volume at %s: %v", agent.ErrInvalid, m.Target, err)
+		}
+	}
+	return nil
+}
+
+func mountVolume(m agent.Mount, disks map[string]string) error {
+	if !filepath.IsAbs(m.Target) {
+		return errors.New("target is not an absolute path")
+	}
+	target := filepath.Clean(m.Target)
+	var flags uintptr
+	if m.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	var src, fstype string
+	switch m.Type {
+	case agent.MountDisk:
+		dev, ok := disks[m.Source]
+		if !ok {
+			return fmt.Errorf("no disk with serial %q", m.Source)
+		}
+		src, fstype = dev, "ext4"
+	case agent.MountVirtiofs:
+		src, fstype = m.Source, "virtiofs"
+	case agent.MountTmpfs:
+		src, fstype = "tmpfs", "tmpfs"
+		flags |= unix.MS_NOSUID | unix.MS_NODEV
+	default:
+		return fmt.Errorf("type %q: want disk, virtiofs or tmpfs", m.Type)
+	}
+	imageHad := hasEntries(target)
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if m.Type == agent.MountDisk && !m.NoCopy && imageHad {
+		return mountWithCopyUp(src, target, flags, m.Options)
+	}
+	if err := unix.Mount(src, target, fstype, flags, m.Options); err != nil {
+		return fmt.Errorf("mounting %s %s: %w", fstype, src, err)
+	}
+	return nil
+}
+
+// mountWithCopyUp mounts an ext4 volume at target, first copying what the
+// image has at target into it when the volume is empty.
+func mountWithCopyUp(dev, target string, flags uintptr, opts string) error {
+	tmp, err := os.MkdirTemp("/run", "volume-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := unix.Mount(dev, tmp, "ext4", 0, opts); err != nil {
+		return fmt.Errorf("mounting ext4 %s: %w", dev, err)
+	}
+	empty := true
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		unix.Unmount(tmp, 0)
+		return err
+	}
+	for _, e := range ents {
+		if e.Name() != "lost+found" {
+			empty = false
+		}
+	}
+	if empty {
+		if err := copyTree(target, tmp); err != nil {
+			unix.Unmount(tmp, 0)
+			return fmt.Errorf("copying the image's %s into the volume: %w", target, err)
+		}
+	}
+	if err := unix.Mount(tmp, target, "", unix.MS_MOVE, ""); err != nil {
+		unix.Unmount(tmp, 0)
+		return fmt.Errorf("moving the volume to %s: %w", target, err)
+	}
+	if flags&unix.MS_RDONLY != 0 {
+		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("making %s read-only: %w", target, err)
+		}
+	}
+	return nil
+}
+
+func hasEntries(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	return len(names) > 0
+}
+
+// copyTree copies the directory src into dst (which exists): regular
+// files, directories and symlinks, with owners, modes and times; dst's own
+// owner and mode become src's.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		to := filepath.Join(dst, rel)
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil {
+			return err
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			if rel != "." {
+				if err := os.Mkdir(to, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+					return err
+				}
+			}
+		case unix.S_IFREG:
+			if err := copyFile(path, to); err != nil {
+				return err
+			}
+		case unix.S_IFLNK:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(link, to); err != nil {
+				return err
+			}
+			return unix.Lchown(to, int(st.Uid), int(st.Gid))
+		default:
+			return nil // devices, fifos, sockets: not copied
+		}
+		if err := unix.Lchown(to, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+		if err := unix.Chmod(to, st.Mode&0o7777); err != nil {
+			return err
+		}
+		return unix.UtimesNano(to, []unix.Timespec{st.Atim, st.Mtim})
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// writeFiles writes spec's secrets and configs.
+func writeFiles(files []agent.File) error {
+	for _, f := range files {
+		if !filepath.IsAbs(f.Path) {
+			return fmt.Errorf("%w: file %q: not an absolute path", agent.ErrInvalid, f.Path)
+		}
+		mode := os.FileMode(f.Mode & 0o7777)
+		if f.Mode == 0 {
+			mode = 0o444
+		}
+		if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+			return fmt.Errorf("%w: file %s: %v", agent.ErrInvalid, f.Path, err)
+		}
+		tmp := f.Path + ".vminit-tmp"
+		err := os.WriteFile(tmp, f.Content, 0o600)
+		if err == nil {
+			err = os.Chown(tmp, f.UID, f.GID)
+		}
+		if err == nil {
+			err = os.Chmod(tmp, mode)
+		}
+		if err == nil {
+			err = os.Rename(tmp, f.Path)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("%w: file %s: %v", agent.ErrInvalid, f.Path, err)
+		}
+	}
+	return nil
+}
