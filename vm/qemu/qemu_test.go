@@ -34,7 +34,9 @@ func logger(t testing.TB) *slog.Logger {
 func TestConformance(t *testing.T) {
 	requireQEMU(t)
 	k := kerneltest.Kernel(t)
+	g := realGuest(t)
 	vmtest.Run(t, vmtest.Fixtures{
+		Service:     &vmtest.Service{Kernel: g.kernel, Initramfs: g.initrd, Rootfs: g.rootfs},
 		Kernel:      k.Image,
 		Initramfs:   vmtest.Initramfs(t, k),
 		ProcessName: "qemu-system",

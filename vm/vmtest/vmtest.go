@@ -35,6 +35,11 @@ type Fixtures struct {
 	// Empty for in-process backends.
 	ProcessName string
 
+	// Service, when set, adds the checks that need a real service guest
+	// (vminit and the agent): the writable layer across stop, start and
+	// recreate, and Stop through the agent.
+	Service *Service
+
 	// BootTimeout bounds one boot of the test guest to its first console
 	// line (default 60 s: TCG on a loaded 2-core machine).
 	BootTimeout time.Duration
@@ -72,6 +77,7 @@ func Run(t *testing.T, fx Fixtures) {
 	t.Run("AdoptAfterControllerDied", s.adopt)
 	t.Run("DieWithController", s.dieWithController)
 	t.Run("CancelledStart", s.cancelledStart)
+	t.Run("ServiceWritableLayer", s.serviceLayer)
 }
 
 type suite struct {
