@@ -183,17 +183,22 @@ func (s *syncBuffer) String() string {
 // boot starts a guest with a fresh scratch disk (or none) and returns once
 // QEMU is listening on the agent socket.
 func boot(t *testing.T, withScratch bool, volumes ...string) *guest {
-	return bootDisks(t, true, withScratch, volumes...)
+	scratch := ""
+	if withScratch {
+		scratch = filepath.Join(t.TempDir(), "scratch.ext4")
+	}
+	return bootDisks(t, true, scratch, volumes...)
 }
 
 // bootNoRoot starts a guest without the image's disk.
 func bootNoRoot(t *testing.T) *guest {
-	return bootDisks(t, false, true)
+	return bootDisks(t, false, filepath.Join(t.TempDir(), "scratch.ext4"))
 }
 
-// bootDisks starts a guest with the image's disk, a scratch disk and empty
-// ext4 disks with the given serials, each when asked.
-func bootDisks(t *testing.T, withRoot, withScratch bool, volumes ...string) *guest {
+// bootDisks starts a guest with the image's disk when asked, the scratch
+// disk at scratch unless it is "" (made when missing), and new empty ext4
+// disks with the given serials.
+func bootDisks(t *testing.T, withRoot bool, scratch string, volumes ...string) *guest {
 	t.Helper()
 	f := setup(t)
 	dir := t.TempDir()
@@ -227,11 +232,22 @@ func bootDisks(t *testing.T, withRoot, withScratch bool, volumes ...string) *gue
 			"-drive", "if=none,id=root,format=raw,readonly=on,file="+f.rootfs,
 			"-device", "virtio-blk-device,drive=root,serial=rootfs")
 	}
-	if withScratch {
+	disks := map[string]string{}
+	if scratch != "" {
 		volumes = append([]string{"scratch"}, volumes...)
+		disks["scratch"] = scratch
 	}
 	for i, serial := range volumes {
-		disk := filepath.Join(dir, serial+".ext4")
+		disk, ok := disks[serial]
+		if !ok {
+			disk = filepath.Join(dir, serial+".ext4")
+		}
+		if _, err := os.Stat(disk); err == nil {
+			args = append(args,
+				"-drive", fmt.Sprintf("if=none,id=disk%d,format=raw,file=%s", i, disk),
+				"-device", fmt.Sprintf("virtio-blk-device,drive=disk%d,serial=%s", i, serial))
+			continue
+		}
 		if err := os.WriteFile(disk, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -835,4 +851,40 @@ func TestPowerButton(t *testing.T) {
 	}
 	g.waitPoweroff(20 * time.Second)
 	t.Logf("power button to power-off %v", time.Since(t0).Round(time.Millisecond))
+}
+
+// TestScratchPersists checks that what the service writes to its root
+// survives a power-off on the scratch disk, as a stopped container's
+// writable layer does, and that files of the image stay as they were.
+func TestScratchPersists(t *testing.T) {
+	t.Parallel()
+	scratch := filepath.Join(t.TempDir(), "scratch.ext4")
+	run := func(script string) string {
+		g := bootDisks(t, true, scratch)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		c := g.dial(ctx)
+		out := collect(ctx, t, c, agent.Stdout)
+		if err := c.Start(ctx, agent.Spec{Image: agent.ImageConfig{Cmd: []string{"sh", "-c", script}}}); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := c.Wait(ctx); err != nil || st.Code != 0 {
+			t.Fatalf("service: %+v, %v", st, err)
+		}
+		g.waitPoweroff(20 * time.Second)
+		return out.wait(t)
+	}
+	run("echo kept > /kept; rm /bin/vi; echo changed > /etc/motd")
+	// The guest left the scratch disk clean: no journal to recover.
+	if out, err := exec.Command("dumpe2fs", "-h", scratch).CombinedOutput(); err != nil {
+		t.Errorf("dumpe2fs: %v\n%s", err, out)
+	} else if strings.Contains(string(out), "needs_recovery") {
+		t.Error("the scratch disk needs journal recovery after power-off: it was not left read-only")
+	}
+	if out, err := exec.Command("e2fsck", "-fn", scratch).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn of the scratch disk after power-off: %v\n%s", err, out)
+	}
+	if out := run("cat /kept /etc/motd; test -e /bin/vi || echo vi gone; test -e /tmp/x || echo tmp empty; touch /tmp/x"); out != "kept\nchanged\nvi gone\ntmp empty\n" {
+		t.Errorf("second boot saw %q", out)
+	}
 }
