@@ -63,6 +63,23 @@
 // The service spec reaches the guest over the channel (Client.Start), not
 // on the command line or a config disk: it can be large, and the answer
 // (a bad user, a sysctl the kernel refuses) comes back on the same call.
+// Start applies it in this order: hostname, /etc/hostname, /etc/hosts,
+// /etc/resolv.conf, volumes, files, NICs, sysctls, then the process.
+//
+// # Life of a guest
+//
+// The guest boots to PhaseReady and waits for a host; the service runs
+// once per boot. When it exits, every other process in the guest is killed
+// (as in a container), and the guest powers off once a host has taken the
+// exit status (Wait or Shutdown) and read its output streams to the end,
+// or one minute after the exit if no host does. The VMM asks for a stop
+// with the ACPI power button (QEMU system_powerdown) or Shutdown; SIGTERM
+// to PID 1 inside the guest does the same. A host that missed the exit
+// status finds it in the console log, on the last line with
+// msg="service exited" (code=N signal=NAME).
+//
+// One host at a time: QEMU's socket chardev serves one connection, and
+// a second Dial waits until the first connection closes.
 //
 // # Imports
 //
