@@ -155,7 +155,8 @@ type Driver interface {
 	// Stop shuts the VM down and returns when its VMM process has ended:
 	// first the guest is asked (the backend's guest shutdown hook, then
 	// an ACPI power-button press), each bounded by timeout, then the VMM is
-	// killed. Stop on a VM that does not run returns nil. A missing VM is
+	// ended (QEMU: QMP quit, then SIGKILL). A zero timeout skips asking the
+	// guest. Stop on a VM that does not run returns nil. A missing VM is
 	// ErrNotFound.
 	Stop(ctx context.Context, name string, timeout time.Duration) error
 

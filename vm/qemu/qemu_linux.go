@@ -114,8 +114,8 @@ type Driver struct {
 	root string
 	o    options
 
-	accelOnce sync.Once
-	accelVal  string
+	accelMu  sync.Mutex
+	accelVal string // decided accelerator, "" until then
 
 	mu       sync.Mutex
 	children map[string]*child // qemu processes this Driver started
@@ -432,21 +432,27 @@ func (d *Driver) accel(ctx context.Context, kernel string) string {
 	if d.o.accel != AccelAuto {
 		return d.o.accel
 	}
-	d.accelOnce.Do(func() {
-		switch v := os.Getenv(AccelEnv); v {
-		case AccelKVM, AccelTCG:
-			d.accelVal = v
-			return
-		case "":
-		default:
-			d.o.log.Warn("ignoring unknown accelerator", "env", AccelEnv, "value", v)
-		}
+	d.accelMu.Lock()
+	defer d.accelMu.Unlock()
+	if d.accelVal != "" {
+		return d.accelVal
+	}
+	switch v := os.Getenv(AccelEnv); v {
+	case AccelKVM, AccelTCG:
+		d.accelVal = v
+		return v
+	case "":
+	default:
+		d.o.log.Warn("ignoring unknown accelerator", "env", AccelEnv, "value", v)
+	}
+	if kvmWorks(ctx, d.o.binary, kernel, d.o.log) {
+		d.accelVal = AccelKVM
+		return AccelKVM
+	}
+	if ctx.Err() == nil { // a cancelled probe decides nothing
 		d.accelVal = AccelTCG
-		if kvmWorks(ctx, d.o.binary, kernel, d.o.log) {
-			d.accelVal = AccelKVM
-		}
-	})
-	return d.accelVal
+	}
+	return AccelTCG
 }
 
 // waitExit waits for the run r to end, through the reaping goroutine when
