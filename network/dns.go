@@ -1,0 +1,178 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// upstreamTimeout bounds a lookup of a name outside the project.
+const upstreamTimeout = 5 * time.Second
+
+// hostNames resolve to the gateway, which forwards to the host's loopback.
+var hostNames = []string{"host.containers.internal", "host.docker.internal"}
+
+// rotor turns multi-address answers round-robin.
+type rotor struct{ n atomic.Uint32 }
+
+func (r *rotor) rotate(addrs []netip.Addr) []netip.Addr {
+	if len(addrs) < 2 {
+		return addrs
+	}
+	k := int(r.n.Add(1)-1) % len(addrs)
+	return append(addrs[k:len(addrs):len(addrs)], addrs[:k]...)
+}
+
+// serveDNS answers one query. Names of the project are answered here,
+// with A records only (other types get an empty answer); unknown names
+// in the project's domain and single-label names get NXDOMAIN; the rest
+// goes to the upstream resolver unless the network is internal.
+func (s *segment) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.RecursionAvailable = !s.internal
+	if len(r.Question) != 1 {
+		m.Rcode = dns.RcodeFormatError
+		w.WriteMsg(m)
+		return
+	}
+	q := r.Question[0]
+	var src netip.Addr
+	_, isTCP := w.RemoteAddr().(*net.TCPAddr)
+	if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil {
+		src = ap.Addr().Unmap()
+	}
+	addrs, known := s.m.lookup(s, src, q.Name)
+	switch {
+	case known:
+		m.Authoritative = true
+		if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
+			for _, a := range s.rr.rotate(addrs) {
+				m.Answer = append(m.Answer, &dns.A{
+					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0},
+					A:   net.IP(a.AsSlice()),
+				})
+			}
+		}
+	case s.internal || s.m.local(q.Name):
+		m.Authoritative = true
+		m.Rcode = dns.RcodeNameError
+	default:
+		s.upstream(m, q)
+	}
+	if !isTCP {
+		size := dns.MinMsgSize
+		if e := r.IsEdns0(); e != nil {
+			size = int(e.UDPSize())
+		}
+		m.Truncate(size)
+	}
+	w.WriteMsg(m)
+}
+
+// upstream answers an A query through the configured resolver; other
+// types of outside names get an empty answer.
+func (s *segment) upstream(m *dns.Msg, q dns.Question) {
+	if q.Qtype != dns.TypeA {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.m.ctx, upstreamTimeout)
+	defer cancel()
+	addrs, err := s.m.cfg.Resolver.LookupNetIP(ctx, "ip4", strings.TrimSuffix(q.Name, "."))
+	if err != nil {
+		var de *net.DNSError
+		if errors.As(err, &de) && de.IsNotFound {
+			m.Rcode = dns.RcodeNameError
+		} else {
+			m.Rcode = dns.RcodeServerFailure
+		}
+		s.m.log.Debug("dns upstream", "network", s.name, "name", q.Name, "err", err)
+		return
+	}
+	for _, a := range addrs {
+		if a = a.Unmap(); a.Is4() {
+			m.Answer = append(m.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0},
+				A:   net.IP(a.AsSlice()),
+			})
+		}
+	}
+}
+
+// local says whether a name belongs to the project's namespace: a single
+// label, or a name in the project's domain.
+func (m *Manager) local(fqdn string) bool {
+	name := strings.Trim(strings.ToLower(fqdn), ".")
+	return !strings.Contains(name, ".") || name == m.domain || strings.HasSuffix(name, "."+m.domain)
+}
+
+// lookup resolves a project name as the instance with address src on s
+// sees it: names on every network it shares with others, each answered
+// with the address on the shared network. A querier that is no instance
+// (the host, an unknown guest) sees s only. known is false when no
+// instance has the name.
+func (m *Manager) lookup(s *segment, src netip.Addr, fqdn string) (addrs []netip.Addr, known bool) {
+	name := strings.Trim(strings.ToLower(fqdn), ".")
+	if short, ok := strings.CutSuffix(name, "."+m.domain); ok {
+		name = short
+	}
+	if slices.Contains(hostNames, name) {
+		if s.internal {
+			return nil, false
+		}
+		return []netip.Addr{s.gateway}, true
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	views := []*segment{s}
+	if q := m.instanceAt(s, src); q != nil {
+		for _, n := range q.nics {
+			if n.seg != s {
+				views = append(views, n.seg)
+			}
+		}
+	}
+	for _, v := range views {
+		for _, id := range m.order {
+			in := m.instances[id]
+			for _, n := range in.nics {
+				if n.seg != v || !in.answers(n, name) {
+					continue
+				}
+				known = true
+				if a := n.Address.Addr(); !slices.Contains(addrs, a) {
+					addrs = append(addrs, a)
+				}
+			}
+		}
+	}
+	return addrs, known
+}
+
+// instanceAt is the instance whose NIC on s has address a. m.mu is held.
+func (m *Manager) instanceAt(s *segment, a netip.Addr) *instance {
+	if !a.IsValid() {
+		return nil
+	}
+	for _, in := range m.instances {
+		for _, n := range in.nics {
+			if n.seg == s && n.Address.Addr() == a {
+				return in
+			}
+		}
+	}
+	return nil
+}
+
+// answers says whether name is one of the instance's names on n's network.
+func (in *instance) answers(n *attached, name string) bool {
+	return name == strings.ToLower(in.ep.Instance) || name == strings.ToLower(in.ep.Service) ||
+		slices.Contains(in.ep.Names, name) || slices.Contains(n.aliases, name)
+}
