@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 func TestRing(t *testing.T) {
@@ -25,7 +26,7 @@ func TestRing(t *testing.T) {
 		buf := make([]byte, 1+rng.IntN(size))
 		first := int64(-1)
 		for {
-			n, next, wait, eof := r.read(off, buf)
+			n, next, wait, eof := r.read(0, off, buf)
 			if n == 0 {
 				if eof || wait == nil {
 					t.Fatalf("read at end: eof=%v wait=%v", eof, wait)
@@ -46,7 +47,67 @@ func TestRing(t *testing.T) {
 		}
 	}
 	r.Close()
-	if _, _, _, eof := r.read(int64(len(all)), make([]byte, 8)); !eof {
+	if _, _, _, eof := r.read(0, int64(len(all)), make([]byte, 8)); !eof {
 		t.Error("no EOF at the end of a closed ring")
+	}
+}
+
+// TestRingWaitsForAttachedReaders: nothing is lost for a reader that is
+// attached, however slow; a detached reader does not hold writers.
+func TestRingWaitsForAttachedReaders(t *testing.T) {
+	r := newRing(16)
+	id, start := r.attach(0)
+	if start != 0 {
+		t.Fatalf("attach at %d", start)
+	}
+	want := make([]byte, 1000)
+	for i := range want {
+		want[i] = byte(i)
+	}
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < len(want); i += 7 {
+			r.Write(want[i:min(i+7, len(want))])
+		}
+		r.Close()
+		close(done)
+	}()
+	var got []byte
+	off := int64(0)
+	buf := make([]byte, 5)
+	for {
+		n, next, wait, eof := r.read(id, off, buf)
+		if n > 0 {
+			if next-int64(n) != off {
+				t.Fatalf("read skipped from %d to %d", off, next-int64(n))
+			}
+			got = append(got, buf[:n]...)
+			off = next
+			continue
+		}
+		if eof {
+			break
+		}
+		<-wait
+	}
+	<-done
+	if !bytes.Equal(got, want) {
+		t.Fatalf("attached reader got %d bytes, want all %d", len(got), len(want))
+	}
+
+	r2 := newRing(16)
+	id2, _ := r2.attach(0)
+	wrote := make(chan struct{})
+	go func() { r2.Write(make([]byte, 64)); close(wrote) }()
+	select {
+	case <-wrote:
+		t.Fatal("a write overran an attached reader")
+	case <-time.After(50 * time.Millisecond):
+	}
+	r2.detach(id2)
+	select {
+	case <-wrote:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a detached reader still holds the writer")
 	}
 }

@@ -238,13 +238,14 @@ func (s *Server) handleAttach(st net.Conn, req agent.Request) error {
 	// closes (detach) or the session ends.
 	gone := make(chan struct{})
 	go func() { io.Copy(io.Discard, st); close(gone) }()
-	off := r.clamp(req.Offset)
+	id, off := r.attach(req.Offset)
+	defer r.detach(id)
 	if err := s.reply(st, agent.Response{Offset: off}); err != nil {
 		return err
 	}
 	buf := make([]byte, 32<<10)
 	for {
-		n, next, wait, eof := r.read(off, buf)
+		n, next, wait, eof := r.read(id, off, buf)
 		if n > 0 {
 			if _, err := st.Write(buf[:n]); err != nil {
 				return err

@@ -98,15 +98,24 @@ func (s *Server) start(spec agent.Spec) error {
 		// the guest ends with it, which also closes the output pipes
 		// that background processes inherited.
 		unix.Kill(-1, unix.SIGKILL)
-		timeout := time.After(drainTimeout)
+		// Wait for the output to end, as long as it keeps coming: an
+		// attached host that reads slowly holds the copy back.
+		tick := time.NewTicker(drainTimeout)
+		last := s.stdout.written() + s.stderr.written()
 	drain:
-		for range outs {
+		for left := len(outs); left > 0; {
 			select {
 			case <-copied:
-			case <-timeout:
-				break drain
+				left--
+			case <-tick.C:
+				now := s.stdout.written() + s.stderr.written()
+				if now == last {
+					break drain
+				}
+				last = now
 			}
 		}
+		tick.Stop()
 		for _, f := range outs {
 			f.Close()
 		}
