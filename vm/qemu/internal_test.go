@@ -197,3 +197,24 @@ func TestNewRemovesStaleDirectories(t *testing.T) {
 		t.Errorf("after New: %v, want %v", left, want)
 	}
 }
+
+// TestStartReportsQemuError: when qemu cannot start the VM, Start says
+// why, in qemu's words, and nothing keeps running.
+func TestStartReportsQemuError(t *testing.T) {
+	root := t.TempDir()
+	d, err := New(root, WithAccel(AccelTCG))
+	if err != nil {
+		t.Skip(err)
+	}
+	ctx := context.Background()
+	if err := d.Create(ctx, vm.Spec{Name: "nokernel", Kernel: filepath.Join(root, "no-such-vmlinux")}); err != nil {
+		t.Fatal(err)
+	}
+	err = d.Start(ctx, "nokernel")
+	if err == nil || !strings.Contains(err.Error(), "no-such-vmlinux") || !strings.Contains(err.Error(), "nokernel") {
+		t.Fatalf("Start with a missing kernel = %v, want an error naming the VM and qemu's complaint about the kernel", err)
+	}
+	if st, err := d.Inspect(ctx, "nokernel"); err != nil || st.State == vm.StateRunning {
+		t.Errorf("after a failed Start: %+v, %v", st, err)
+	}
+}

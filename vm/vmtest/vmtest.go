@@ -77,6 +77,8 @@ func Run(t *testing.T, fx Fixtures) {
 	t.Run("AdoptAfterControllerDied", s.adopt)
 	t.Run("DieWithController", s.dieWithController)
 	t.Run("CancelledStart", s.cancelledStart)
+	t.Run("KillCutsStopShort", s.killDuringStop)
+	t.Run("Concurrent", s.concurrent)
 	t.Run("ServiceWritableLayer", s.serviceLayer)
 }
 
@@ -482,6 +484,91 @@ func (s *suite) dieWithController(t *testing.T) {
 	}
 	if err := s.d.Remove(ctxT(t, time.Minute), "tied"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// killDuringStop: Kill ends a VM while a Stop waits for its guest, and
+// both return.
+func (s *suite) killDuringStop(t *testing.T) {
+	ctx := ctxT(t, 2*time.Minute)
+	if err := s.d.Create(ctx, s.spec("slow", "wait", "vmtest.ignore=acpi")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.d.Start(ctx, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	st := s.inspect(t, "slow")
+	s.waitConsole(t, st.Console, "vmtest: waiting", 1)
+	stopped := make(chan error, 1)
+	t0 := time.Now()
+	go func() { stopped <- s.d.Stop(ctx, "slow", time.Minute) }()
+	time.Sleep(500 * time.Millisecond)
+	if err := s.d.Kill(ctx, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("Stop cut short by Kill = %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Stop still waiting 15s after Kill")
+	}
+	t.Logf("Stop returned %v after it began", time.Since(t0))
+	if st := s.inspect(t, "slow"); st.State != vm.StateExited {
+		t.Errorf("after Kill: %+v, want exited", st)
+	}
+	if err := s.d.Remove(ctx, "slow"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// concurrent: VMs created, started, stopped and removed from several
+// goroutines at once.
+func (s *suite) concurrent(t *testing.T) {
+	ctx := ctxT(t, 3*time.Minute)
+	names := []string{"c1", "c2", "c3"}
+	errs := make(chan error, len(names))
+	for _, n := range names {
+		go func() {
+			errs <- func() error {
+				sp := s.spec(n, "wait", "vmtest.scratch=1")
+				sp.ScratchSize = 16 << 20
+				if err := s.d.Create(ctx, sp); err != nil {
+					return err
+				}
+				if err := s.d.Start(ctx, n); err != nil {
+					return err
+				}
+				st, err := s.d.Inspect(ctx, n)
+				if err != nil {
+					return err
+				}
+				deadline := time.Now().Add(s.fx.BootTimeout)
+				for countLines(st.Console, "vmtest: waiting") == 0 {
+					if time.Now().After(deadline) {
+						return fmt.Errorf("VM %s did not boot", n)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if err := s.d.Stop(ctx, n, 30*time.Second); err != nil {
+					return err
+				}
+				if countLines(st.Console, "vmtest: poweroff reason=acpi") != 1 {
+					return fmt.Errorf("VM %s did not power off by ACPI", n)
+				}
+				return s.d.Remove(ctx, n)
+			}()
+		}()
+	}
+	for range names {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, n := range names {
+		s.d.Kill(context.Background(), n)
+		s.d.Remove(context.Background(), n)
 	}
 }
 
