@@ -97,6 +97,9 @@ const (
 // (0 for the beginning). The guest keeps the last RingSize bytes of each; if
 // offset is older than that, the stream starts at the oldest byte kept and
 // start says where (start > offset means start-offset bytes were lost).
+// While attached, nothing is lost: a service that writes faster than the
+// host reads waits for it, as with docker's default blocking logs, so keep
+// reading (or Close).
 // Reading returns io.EOF once the service has exited and all its output was
 // read; the reader then closes itself, which tells the guest the output was
 // delivered (the guest holds its power-off for that, at most 5 s). Attach

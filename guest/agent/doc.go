@@ -33,8 +33,9 @@
 //
 // A new connection (the supervisor restarted) is a new yamux session: the
 // service keeps running, and its output while nobody was attached is kept in
-// a ring buffer per stream (RingSize bytes), addressed by byte offsets so a
-// host that re-attaches asks for the first byte it lacks.
+// a ring buffer per stream (the last RingSize bytes; older ones are
+// dropped), addressed by byte offsets so a host that re-attaches asks for
+// the first byte it lacks. While a host is attached nothing is dropped.
 //
 // Signals travel as names ("SIGTERM", or a number such as "15" meaning the
 // Linux number), never as host syscall.Signal values, whose numbers differ
