@@ -1,0 +1,344 @@
+//go:build linux
+
+package network_test
+
+// These tests boot real guests under QEMU (TCG here): the store's kernel,
+// an initramfs with vminit, a busybox image as the root. Each guest's NIC
+// joins its segment through the Manager's socket, configured statically
+// from the NIC through the agent spec as the supervisor will do.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/testimage"
+	"github.com/vmcompose/vmcompose/network"
+	"github.com/vmcompose/vmcompose/oci/rootfs"
+	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/vm/initramfs"
+	"github.com/vmcompose/vmcompose/vm/kernel/kerneltest"
+	"github.com/vmcompose/vmcompose/vm/qemu"
+	"github.com/vmcompose/vmcompose/vm/vmtest"
+)
+
+type guestFiles struct{ kernel, initrd, rootfs string }
+
+var (
+	filesOnce sync.Once
+	files     guestFiles
+	filesErr  error
+)
+
+func realGuest(t *testing.T) guestFiles {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("qemu-system-x86_64 missing (scripts/setup installs it)")
+		}
+		t.Skip("qemu-system-x86_64 missing")
+	}
+	k := kerneltest.Kernel(t)
+	img := testimage.Busybox(t)
+	filesOnce.Do(func() {
+		ctx := context.Background()
+		cache := vmtest.CacheDir(t)
+		bin := vmtest.GoBuild(t, "github.com/vmcompose/vmcompose/cmd/vminit", "vminit")
+		initrd, err := initramfs.Build(ctx, k, bin, filepath.Join(cache, "initramfs"))
+		if err != nil {
+			filesErr = err
+			return
+		}
+		root, _, err := rootfs.Ensure(ctx, img, filepath.Join(cache, "rootfs"))
+		if err != nil {
+			filesErr = err
+			return
+		}
+		files = guestFiles{kernel: k.Image, initrd: initrd, rootfs: root}
+	})
+	if filesErr != nil {
+		t.Fatal(filesErr)
+	}
+	return files
+}
+
+// guest is a booted service VM with its agent.
+type guest struct {
+	name string
+	nics []network.NIC
+	c    *agent.Client
+}
+
+// boot creates and starts a VM whose NICs are nics and starts its service
+// with the NICs configured statically, as the supervisor will.
+func boot(ctx context.Context, t *testing.T, d vm.Driver, f guestFiles, name string, nics []network.NIC, hostname string, command []string) (*guest, error) {
+	spec := vm.Spec{
+		Name:        name,
+		VCPUs:       1,
+		Memory:      256 << 20,
+		Kernel:      f.kernel,
+		Initramfs:   f.initrd,
+		Cmdline:     []string{"quiet"},
+		Disks:       []vm.Disk{{Path: f.rootfs, Serial: "rootfs", ReadOnly: true}},
+		ScratchSize: 256 << 20,
+	}
+	gs := agent.Spec{Entrypoint: []string{"sh", "-c"}, Command: command, Hostname: hostname}
+	for _, n := range nics {
+		spec.Networks = append(spec.Networks, vm.Network{Socket: n.Socket, MAC: n.MAC})
+		itf := agent.Interface{MAC: n.MAC, Addresses: []string{n.Address.String()}, MTU: n.MTU}
+		if n.Default {
+			itf.Gateway = n.Gateway.String()
+		}
+		gs.Networks = append(gs.Networks, itf)
+	}
+	gs.DNS = []string{nics[0].DNS.String()}
+	gs.DNSSearch = nics[0].Search
+	if err := d.Create(ctx, spec); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() {
+		d.Kill(context.Background(), name)
+		d.Remove(context.Background(), name)
+	})
+	if err := d.Start(ctx, name); err != nil {
+		return nil, err
+	}
+	st, err := d.Inspect(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := dialAgent(ctx, st.Agent)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Start(ctx, gs); err != nil {
+		return nil, fmt.Errorf("%s: starting the service: %w", name, err)
+	}
+	return &guest{name: name, nics: nics, c: c}, nil
+}
+
+func dialAgent(ctx context.Context, path string) (*agent.Client, error) {
+	var d net.Dialer
+	for {
+		conn, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			c, err := agent.Dial(ctx, conn)
+			if err == nil {
+				return c, nil
+			}
+			conn.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dialling agent %s: %w (last: %v)", path, ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// sh runs a shell script in the guest and returns its exit code and
+// output (stdout and stderr together).
+func (g *guest) sh(ctx context.Context, t *testing.T, script string) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	p, err := g.c.Exec(ctx, agent.ExecSpec{Argv: []string{"sh", "-c", script}}, agent.ExecIO{Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatalf("%s: exec %q: %v", g.name, script, err)
+	}
+	st, err := p.Wait()
+	if err != nil {
+		t.Fatalf("%s: exec %q: %v", g.name, script, err)
+	}
+	return st.Code, out.String()
+}
+
+// TestGuests boots three guests: web (busybox httpd) and client on
+// network front, lone on network other. The client gets its static lease
+// by DHCP, resolves web by service name and alias, pings it, fetches its
+// page, and reaches a listener on the host's loopback through its
+// gateway; lone can neither resolve nor reach web; the host fetches
+// web's page through a published 127.0.0.1 port.
+func TestGuests(t *testing.T) {
+	f := realGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir, err := os.MkdirTemp("/tmp", "vmc-net-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	m, err := network.New(ctx, network.Config{
+		Project:  "proj",
+		StateDir: filepath.Join(dir, "net"),
+		Networks: []network.NetworkConfig{{Name: "front"}, {Name: "other"}},
+		Resolver: &fakeResolver{}, // nothing leaves the machine
+		Logger:   testLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	d, err := qemu.New(filepath.Join(dir, "vms"), qemu.WithLogger(testLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	host := httpServer(t, "hello from the host")
+	_, hostPort, _ := net.SplitHostPort(host)
+
+	webNICs, err := m.Attach(network.Endpoint{Instance: "web-1", Service: "web", Names: []string{"proj-web-1"}},
+		[]network.Attachment{{Network: "front", Aliases: []string{"site"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientNICs, err := m.Attach(network.Endpoint{Instance: "client-1", Service: "client"}, []network.Attachment{{Network: "front"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loneNICs, err := m.Attach(network.Endpoint{Instance: "lone-1", Service: "lone"}, []network.Attachment{{Network: "other"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t0 := time.Now()
+	type booted struct {
+		g   *guest
+		err error
+	}
+	var (
+		wg              sync.WaitGroup
+		web, cli, alone booted
+	)
+	for _, b := range []struct {
+		out     *booted
+		name    string
+		nics    []network.NIC
+		command string
+	}{
+		{&web, "web-1", webNICs, "mkdir -p /www && echo hello from web > /www/index.html && exec httpd -f -p 80 -h /www"},
+		{&cli, "client-1", clientNICs, "exec sleep 3600"},
+		{&alone, "lone-1", loneNICs, "exec sleep 3600"},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.out.g, b.out.err = boot(ctx, t, d, f, b.name, b.nics, b.name, []string{b.command})
+		}()
+	}
+	wg.Wait()
+	for _, b := range []booted{web, cli, alone} {
+		if b.err != nil {
+			t.Fatal(b.err)
+		}
+	}
+	t.Logf("three guests booted and serving in %v", time.Since(t0).Round(time.Millisecond))
+	webIP := webNICs[0].Address.Addr().String()
+
+	t.Run("DHCP", func(t *testing.T) {
+		script := `printf '#!/bin/sh\necho "$1 ip=$ip mask=$mask router=$router dns=$dns search=$search mtu=$mtu"\n' > /tmp/dhcp.sh
+chmod +x /tmp/dhcp.sh
+udhcpc -i eth0 -f -q -n -t 3 -T 1 -s /tmp/dhcp.sh 2>&1`
+		code, out := cli.g.sh(ctx, t, script)
+		n := clientNICs[0]
+		want := fmt.Sprintf("bound ip=%s mask=24 router=%s dns=%s search=proj.internal mtu=1500", n.Address.Addr(), n.Gateway, n.DNS)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("udhcpc: exit %d, output:\n%s\nwant a line %q", code, out, want)
+		}
+	})
+
+	t.Run("names", func(t *testing.T) {
+		for _, name := range []string{"web", "site", "web-1", "proj-web-1", "web.proj.internal"} {
+			code, out := cli.g.sh(ctx, t, "nslookup "+name)
+			if code != 0 || !strings.Contains(out, "Address: "+webIP) {
+				t.Errorf("nslookup %s: exit %d:\n%s", name, code, out)
+			}
+		}
+		if code, out := cli.g.sh(ctx, t, "ping -c1 -W5 site"); code != 0 {
+			t.Errorf("ping site: exit %d:\n%s", code, out)
+		}
+		for _, url := range []string{"http://web/", "http://site/", "http://web-1.proj.internal/"} {
+			code, out := cli.g.sh(ctx, t, "timeout 10 wget -q -O - "+url)
+			if code != 0 || out != "hello from web\n" {
+				t.Errorf("wget %s: exit %d: %q", url, code, out)
+			}
+		}
+	})
+
+	t.Run("host loopback", func(t *testing.T) {
+		for _, h := range []string{"host.containers.internal", clientNICs[0].Gateway.String()} {
+			code, out := cli.g.sh(ctx, t, "timeout 10 wget -q -O - http://"+net.JoinHostPort(h, hostPort)+"/")
+			if code != 0 || out != "hello from the host" {
+				t.Errorf("wget the host's 127.0.0.1:%s as %s: exit %d: %q", hostPort, h, code, out)
+			}
+		}
+	})
+
+	t.Run("isolation", func(t *testing.T) {
+		if code, out := alone.g.sh(ctx, t, "nslookup web"); code == 0 || strings.Contains(out, webIP) {
+			t.Errorf("lone resolved web: exit %d:\n%s", code, out)
+		}
+		t1 := time.Now()
+		if code, out := alone.g.sh(ctx, t, "timeout 5 wget -q -O - http://"+webIP+"/"); code == 0 || strings.Contains(out, "hello") {
+			t.Errorf("lone fetched web's page by address: exit %d: %q", code, out)
+		}
+		t.Logf("refused in %v", time.Since(t1).Round(time.Millisecond))
+	})
+
+	t.Run("published", func(t *testing.T) {
+		ports, err := types.ParsePortConfig("127.0.0.1::80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs, err := m.Publish("web-1", ports)
+		if err != nil {
+			t.Fatal(err)
+		}
+		url := fmt.Sprintf("http://127.0.0.1:%d/", bs[0].HostPort)
+		t1 := time.Now()
+		client := &http.Client{Timeout: 10 * time.Second}
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "hello from web\n" {
+			t.Errorf("GET %s: %q", url, b)
+		}
+		t.Logf("GET through the published port took %v", time.Since(t1).Round(time.Millisecond))
+	})
+}
+
+func httpServer(t *testing.T, body string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() && os.Getenv("VMCOMPOSE_TEST_DEBUG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
