@@ -390,7 +390,8 @@ echo "hostname=$(hostname) etc=$(cat /etc/hostname)"
 echo "hosts=$(grep -c 'db1 db' /etc/hosts) resolv=$(grep -c 'nameserver 10.0.2.3' /etc/resolv.conf)"
 echo "pwd=$(pwd) FOO=$FOO IMG=$IMG HOME=$HOME"
 echo "nofile=$(ulimit -n)"
-echo "root=$(awk '$2 == "/" {print $3}' /proc/mounts)"
+echo "root=$(awk '$2 == "/" {print $3, substr($4, 1, 3)}' /proc/mounts)"
+echo "shm=$(awk '$2 == "/dev/shm" {print $4}' /proc/mounts)"
 echo "tmp=$(awk '$2 == "/tmp" {print $3}' /proc/mounts) cgroup=$(awk '$2 == "/sys/fs/cgroup" {print $3}' /proc/mounts)"
 echo "addr=$(ip -4 -o addr show dev eth0 | awk '{print $4}') mtu=$(cat /sys/class/net/eth0/mtu) $(ip route | grep default)"
 echo "http=$(wget -q -O - http://10.0.2.100/)"
@@ -410,6 +411,9 @@ exit 3`
 		Command:    []string{script},
 		Env:        []string{"FOO=compose"},
 		User:       "1000:1000",
+		GroupAdd:   []string{"wheel", "77"},
+		ReadOnly:   true,
+		ShmSize:    8 << 20,
 		WorkingDir: "/srv/app",
 		Hostname:   "web",
 		Domainname: "example.test",
@@ -442,13 +446,14 @@ exit 3`
 	}
 	for _, want := range []string{
 		"out\n",
-		"id=1000:1000 groups=1000\n",
+		"id=1000:1000 groups=1000 10 77\n",
 		"domainname=example.test forward=1\n",
 		"hostname=web etc=web\n",
 		"hosts=1 resolv=1\n",
 		"pwd=/srv/app FOO=compose IMG=image HOME=/home/app\n",
 		"nofile=512\n",
-		"root=overlay\n",
+		"root=overlay ro,\n",
+		"shm=rw,nosuid,nodev,relatime,size=8192k",
 		"tmp=tmpfs cgroup=cgroup2\n",
 		"addr=10.0.2.15/24 mtu=1400 default via 10.0.2.2 dev eth0",
 		"http=hello from the host\n",

@@ -69,6 +69,19 @@ type Spec struct {
 	// Empty means the image's User, then root.
 	User string `json:"user,omitempty"`
 
+	// GroupAdd is compose's `group_add`: supplementary groups (names from
+	// the guest's /etc/group, or numbers) added to the user's.
+	GroupAdd []string `json:"group_add,omitempty"`
+
+	// ReadOnly is compose's `read_only`: the root filesystem is made
+	// read-only once Start has written /etc/hosts, files and mount points.
+	// Volumes, /tmp, /run and /dev/shm stay writable.
+	ReadOnly bool `json:"read_only,omitempty"`
+
+	// ShmSize is compose's `shm_size` in bytes: the size of /dev/shm;
+	// 0 keeps the kernel's default (half the guest's memory).
+	ShmSize int64 `json:"shm_size,omitempty"`
+
 	// WorkingDir is compose's `working_dir`; empty means the image's, then
 	// "/". It is created when missing, as docker does.
 	WorkingDir string `json:"working_dir,omitempty"`

@@ -1,6 +1,7 @@
 package agentd
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -48,6 +49,11 @@ func (s *Server) start(spec agent.Spec) error {
 	if err := setSysctls(spec.Sysctls); err != nil {
 		return err
 	}
+	if spec.ShmSize > 0 {
+		if err := unix.Mount("shm", "/dev/shm", "tmpfs", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%d", spec.ShmSize)); err != nil {
+			return fmt.Errorf("%w: shm_size %d: %v", agent.ErrInvalid, spec.ShmSize, err)
+		}
+	}
 	argv, err := resolve.Argv(spec.Image.Entrypoint, spec.Image.Cmd, spec.Entrypoint, spec.Command)
 	if err != nil {
 		return fmt.Errorf("%w: %v", agent.ErrInvalid, err)
@@ -55,6 +61,11 @@ func (s *Server) start(spec agent.Spec) error {
 	p, err := processSpec(spec, nil, "", "", argv)
 	if err != nil {
 		return err
+	}
+	if spec.ReadOnly {
+		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("read_only: remounting the root read-only: %w", err)
+		}
 	}
 	// outs are what the service writes: two pipes, or one terminal.
 	outs, childFiles, err := serviceStdio(&p, spec.Tty)
@@ -211,7 +222,7 @@ func processSpec(spec agent.Spec, extraEnv []string, user, dir string, argv []st
 	if user == "" {
 		user = spec.Image.User
 	}
-	u, err := lookupUser(user)
+	u, err := lookupUser(user, spec.GroupAdd)
 	if err != nil {
 		return procSpec{}, fmt.Errorf("%w: %v", agent.ErrInvalid, err)
 	}
@@ -238,17 +249,27 @@ func processSpec(spec agent.Spec, extraEnv []string, user, dir string, argv []st
 	return procSpec{argv: argv, env: env, dir: dir, user: u, ulimits: spec.Ulimits}, nil
 }
 
-func lookupUser(spec string) (resolve.User, error) {
-	var passwd, group io.Reader
-	if f, err := os.Open("/etc/passwd"); err == nil {
-		defer f.Close()
-		passwd = f
+// lookupUser resolves a user spec and extra groups against the guest's
+// /etc/passwd and /etc/group.
+func lookupUser(spec string, groupAdd []string) (resolve.User, error) {
+	passwd, _ := os.ReadFile("/etc/passwd")
+	group, _ := os.ReadFile("/etc/group")
+	reader := func(b []byte) io.Reader {
+		if b == nil {
+			return nil
+		}
+		return bytes.NewReader(b)
 	}
-	if f, err := os.Open("/etc/group"); err == nil {
-		defer f.Close()
-		group = f
+	u, err := resolve.LookupUser(spec, reader(passwd), reader(group))
+	if err != nil {
+		return u, err
 	}
-	return resolve.LookupUser(spec, passwd, group)
+	extra, err := resolve.LookupGroups(groupAdd, reader(group))
+	if err != nil {
+		return u, err
+	}
+	u.Groups = append(u.Groups, extra...)
+	return u, nil
 }
 
 // setIdentity sets the hostname and writes /etc/hostname, /etc/hosts and,

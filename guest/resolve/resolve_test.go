@@ -125,3 +125,13 @@ func TestLookupUserWithoutFiles(t *testing.T) {
 		t.Error("a user name resolved without /etc/passwd")
 	}
 }
+
+func TestLookupGroups(t *testing.T) {
+	got, err := LookupGroups([]string{"wheel", "4242", "audio"}, strings.NewReader(group))
+	if err != nil || !reflect.DeepEqual(got, []uint32{10, 4242, 29}) {
+		t.Errorf("LookupGroups = %v, %v", got, err)
+	}
+	if _, err := LookupGroups([]string{"nope"}, strings.NewReader(group)); err == nil || !strings.Contains(err.Error(), `"nope"`) {
+		t.Errorf("unknown group: %v", err)
+	}
+}

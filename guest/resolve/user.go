@@ -150,3 +150,37 @@ func parseColonFile(r io.Reader, n int, match func([]string) bool) ([][]string, 
 	}
 	return out, sc.Err()
 }
+
+// LookupGroups resolves compose's `group_add`: each a group name from
+// /etc/group or a number (which needs no entry).
+func LookupGroups(names []string, group io.Reader) ([]uint32, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	var entries [][]string
+	if group != nil {
+		var err error
+		entries, err = parseColonFile(group, 4, func([]string) bool { return true })
+		if err != nil {
+			return nil, fmt.Errorf("reading /etc/group: %w", err)
+		}
+	}
+	var out []uint32
+next:
+	for _, n := range names {
+		if id, err := parseID(n); err == nil {
+			out = append(out, id)
+			continue
+		}
+		for _, e := range entries {
+			if e[0] == n {
+				if id, err := parseID(e[2]); err == nil {
+					out = append(out, id)
+					continue next
+				}
+			}
+		}
+		return nil, fmt.Errorf("group_add %q: no such group in /etc/group", n)
+	}
+	return out, nil
+}
