@@ -893,3 +893,44 @@ func TestScratchPersists(t *testing.T) {
 		t.Errorf("second boot saw %q", out)
 	}
 }
+
+// TestExitWhileDisconnected: the service exits while no host is connected
+// (a supervisor restarting); the next host finds the exit status and the
+// output, and the guest powers off once it has taken them.
+func TestExitWhileDisconnected(t *testing.T) {
+	t.Parallel()
+	g := boot(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := g.dial(ctx)
+	if err := c.Start(ctx, agent.Spec{Image: agent.ImageConfig{Cmd: []string{"sh", "-c", "sleep 0.5; echo done; exit 9"}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	time.Sleep(2 * time.Second)
+	select {
+	case <-g.exited:
+		t.Fatal("the guest powered off before a host took the exit status")
+	default:
+	}
+	c = g.dial(ctx)
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != agent.PhaseExited || st.Exit == nil || st.Exit.Code != 9 {
+		t.Errorf("status after the exit: %+v", st)
+	}
+	out := collect(ctx, t, c, agent.Stdout)
+	if s := out.wait(t); s != "done\n" {
+		t.Errorf("output kept while disconnected: %q", s)
+	}
+	if err := c.Signal(ctx, "TERM"); !errors.Is(err, agent.ErrExited) {
+		t.Errorf("signal after the exit: %v, want ErrExited", err)
+	}
+	exit, err := c.Wait(ctx)
+	if err != nil || exit.Code != 9 {
+		t.Errorf("Wait: %+v, %v", exit, err)
+	}
+	g.waitPoweroff(20 * time.Second)
+}
