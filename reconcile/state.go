@@ -1,23 +1,56 @@
 package reconcile
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
 
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/planner"
+	"github.com/vmcompose/vmcompose/vm"
 )
 
 // StateFile is the name of a project's recorded state in its state dir.
 const StateFile = "state.json"
 
-// State is what vmcompose has recorded about a project's VMs.
+// State is what vmcompose has recorded about a project's VMs. It is a
+// record, not the truth: Observe checks it against the VM driver.
 type State struct {
-	Project   string             `json:"project"`
-	Instances []planner.Instance `json:"instances"`
+	Project   string          `json:"project"`
+	Instances []InstanceState `json:"instances"`
+}
+
+// InstanceState is one service VM as the supervisor last saw it.
+type InstanceState struct {
+	planner.Instance
+	// VM is the VM's name in the driver (the instance's name).
+	VM string `json:"vm"`
+	// Phase is created, starting, running or exited; the planner's State
+	// (running or stopped) is derived from the driver, not from it.
+	Phase      string     `json:"phase,omitempty"`
+	StartedAt  time.Time  `json:"started_at,omitzero"`
+	FinishedAt time.Time  `json:"finished_at,omitzero"`
+	ExitCode   *int       `json:"exit_code,omitempty"`
+	Error      string     `json:"error,omitempty"`
+	Health     string     `json:"health,omitempty"` // starting, healthy, unhealthy; empty without a healthcheck
+	Restarts   int        `json:"restarts,omitempty"`
+	Stopped    bool       `json:"stopped,omitempty"` // stopped on request: no restart policy applies
+	Image      string     `json:"image,omitempty"`
+	Command    []string   `json:"command,omitempty"`
+	Guest      agent.Spec `json:"guest"`
+	// Healthcheck and Restart are what the supervisor needs to run the
+	// instance without the compose file (after it restarted).
+	Healthcheck *types.HealthCheckConfig `json:"healthcheck,omitempty"`
+	Restart     RestartPolicy            `json:"restart_policy"`
 }
 
 // StateDir returns the state dir of a project: $XDG_STATE_HOME/vmcompose/
@@ -33,6 +66,9 @@ func StateDir(project string) (string, error) {
 	}
 	return filepath.Join(base, "vmcompose", project), nil
 }
+
+// VMRoot is where the VMs of the project whose state dir is dir live.
+func VMRoot(dir string) string { return filepath.Join(dir, "vms") }
 
 // ReadState reads the recorded state in dir. A missing file is an empty
 // state: nothing was ever recorded.
@@ -52,12 +88,148 @@ func ReadState(dir string) (State, error) {
 	return s, nil
 }
 
-// Observe returns what exists now, as the planner takes it. Until VMs are
-// supervised it is exactly the recorded state.
+// WriteState records s in dir atomically: a temporary file in the same
+// directory, fsync, rename, fsync of the directory. A reader sees the old
+// state or the new one, never a mix.
+func WriteState(dir string, s State) (err error) {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("writing state: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("writing state: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".state-*.json")
+	if err != nil {
+		return fmt.Errorf("writing state: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("writing state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("writing state: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing state: %w", err)
+	}
+	if err := os.Rename(f.Name(), filepath.Join(dir, StateFile)); err != nil {
+		return fmt.Errorf("writing state: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// instanceName matches the VMs of compose services, <service>-<number>;
+// `vmcompose run` VMs (<service>-run-<hex>) are not instances.
+var (
+	instanceName = regexp.MustCompile(`^(.+)-([1-9][0-9]*)$`)
+	runName      = regexp.MustCompile(`-run-[0-9a-f]{6}$`)
+)
+
+// ParseInstance splits a VM name into service and number.
+func ParseInstance(name string) (service string, number int, ok bool) {
+	if runName.MatchString(name) {
+		return "", 0, false
+	}
+	m := instanceName.FindStringSubmatch(name)
+	if m == nil {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(m[2])
+	if err != nil {
+		return "", 0, false
+	}
+	return m[1], n, true
+}
+
+// Observation is the state record checked against the driver: one entry
+// per instance VM that exists, in VM name order, with the VM's status.
+type Observation struct {
+	Instances []InstanceState
+	VMs       map[string]vm.Status
+}
+
+// Observed returns what the planner takes.
+func (o Observation) Observed() planner.Observed {
+	out := planner.Observed{Instances: []planner.Instance{}}
+	for _, in := range o.Instances {
+		out.Instances = append(out.Instances, in.Instance)
+	}
+	return out
+}
+
+// ObserveVMs reads the state record in dir and checks it against what the
+// driver has: instances whose VM is gone are dropped, VMs that the record
+// lacks (a supervisor died between creating a VM and recording it) appear
+// with an empty hash, so that the planner replaces them, and the running
+// or stopped state always comes from the driver.
+func ObserveVMs(ctx context.Context, dir string, d vm.Driver) (Observation, error) {
+	s, err := ReadState(dir)
+	if err != nil {
+		return Observation{}, err
+	}
+	recorded := map[string]InstanceState{}
+	for _, in := range s.Instances {
+		recorded[in.VM] = in
+	}
+	var statuses []vm.Status
+	if l, ok := d.(vm.Lister); ok {
+		statuses, err = l.List(ctx)
+		if err != nil {
+			return Observation{}, err
+		}
+	} else {
+		for _, in := range s.Instances {
+			st, err := d.Inspect(ctx, in.VM)
+			if errors.Is(err, vm.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return Observation{}, err
+			}
+			statuses = append(statuses, st)
+		}
+	}
+	o := Observation{VMs: map[string]vm.Status{}}
+	for _, st := range statuses {
+		service, number, ok := ParseInstance(st.Name)
+		if !ok {
+			continue
+		}
+		in, ok := recorded[st.Name]
+		if !ok {
+			in = InstanceState{VM: st.Name, Instance: planner.Instance{Service: service, Number: number}}
+		}
+		in.State = planner.Stopped
+		if st.State == vm.StateRunning {
+			in.State = planner.Running
+		}
+		o.VMs[st.Name] = st
+		o.Instances = append(o.Instances, in)
+	}
+	return o, nil
+}
+
+// Observe returns what exists now, as the planner takes it, from the
+// state record in dir alone (no driver at hand: the record may be stale).
 func Observe(dir string) (planner.Observed, error) {
 	s, err := ReadState(dir)
 	if err != nil {
 		return planner.Observed{}, err
 	}
-	return planner.Observed{Instances: s.Instances}, nil
+	out := planner.Observed{}
+	for _, in := range s.Instances {
+		out.Instances = append(out.Instances, in.Instance)
+	}
+	return out, nil
 }

@@ -41,7 +41,7 @@ func newApp() *cli.App {
 			quietLoader(c.App.ErrWriter)
 			return nil
 		},
-		Commands: []*cli.Command{
+		Commands: append([]*cli.Command{
 			configCommand(),
 			planCommand(),
 			pullCommand(),
@@ -50,7 +50,13 @@ func newApp() *cli.App {
 			imageCommand(),
 			setupCommand(),
 			versionCommand(),
-		},
+			upCommand(),
+			downCommand(),
+			psCommand(),
+			logsCommand(),
+			execCommand(),
+			superviseCommand(),
+		}, lifecycleCommands()...),
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}
 }

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmcompose/vmcompose/reconcile"
+)
+
+func downCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "down",
+		Usage:     "stop and remove the services' VMs",
+		ArgsUsage: "[SERVICE...]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "volumes", Aliases: []string{"v"}, Usage: "remove the project's named volumes too"},
+			&cli.BoolFlag{Name: "remove-orphans", Usage: "remove VMs of services no longer in the compose file"},
+			&cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, Usage: "`SECONDS` to wait for a service to stop (default: its stop_grace_period)"},
+		},
+		Action: runDown,
+	}
+}
+
+func runDown(c *cli.Context) error {
+	_, dir, err := projectState(c)
+	if err != nil {
+		return err
+	}
+	sup, err := connect(c.Context, dir, false)
+	if err != nil {
+		return err
+	}
+	if sup == nil {
+		o, err := observe(c.Context, dir)
+		if err != nil {
+			return err
+		}
+		if len(o.Instances) == 0 {
+			return nil // nothing was ever started, or down already ran
+		}
+		if sup, err = connect(c.Context, dir, true); err != nil {
+			return err
+		}
+	}
+	req, err := request(c)
+	if err != nil {
+		return err
+	}
+	req.Services = c.Args().Slice()
+	req.RemoveOrphans, req.Volumes, req.Timeout = c.Bool("remove-orphans"), c.Bool("volumes"), c.Int("timeout")
+	if err := sup.call(c.Context, "/down", req, printEvent(c)); err != nil {
+		return err
+	}
+	if len(req.Services) == 0 {
+		// The supervisor exits once nothing is left; wait for its socket
+		// to go, so that the next command finds a clean state dir.
+		ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
+		defer cancel()
+		for ctx.Err() == nil {
+			if _, err := os.Stat(reconcile.SocketPath(dir)); err != nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmcompose/vmcompose/internal/flock"
+	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/reconcile"
+)
+
+// superviseCommand is the hidden command the CLI starts, detached, as a
+// project's supervisor.
+func superviseCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "supervise",
+		Usage:  "run the supervisor of a project (started by the other commands)",
+		Hidden: true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "state-dir", Required: true, Usage: "the project's state `DIR`"},
+		},
+		Action: runSupervise,
+	}
+}
+
+func runSupervise(c *cli.Context) error {
+	dir := c.String("state-dir")
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	sup := reconcile.NewSupervisor(dir, log)
+	rt, err := supervisorRuntime(dir, sup, log)
+	if err != nil {
+		return err
+	}
+	sup.Runtime = rt
+	// Detached from any terminal; SIGTERM (and SIGINT) end the supervisor,
+	// never the VMs: a new supervisor adopts them. The signal-aware
+	// context of main does that.
+	signal.Ignore(syscall.SIGHUP)
+	err = sup.Run(c.Context)
+	if errors.Is(err, reconcile.ErrSupervisorRunning) {
+		log.Info("another supervisor runs; exiting")
+		return nil
+	}
+	return err
+}
+
+// supervisor is the CLI's end of the connection to a project's supervisor.
+type supervisor struct {
+	dir  string
+	http *http.Client
+}
+
+func newSupervisorClient(dir string) *supervisor {
+	return &supervisor{dir: dir, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return reconcile.DialSupervisor(ctx, dir)
+		},
+		DisableKeepAlives: true,
+	}}}
+}
+
+func (s *supervisor) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://supervisor/ping", nil)
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// connect returns the project's supervisor, starting it when none runs
+// and start is set. Starting is serialised by a lock in the state dir, so
+// two commands never start two supervisors (and the supervisor's own lock
+// would make the second exit anyway).
+func connect(ctx context.Context, dir string, start bool) (*supervisor, error) {
+	s := newSupervisorClient(dir)
+	if s.ping(ctx) == nil {
+		return s, nil
+	}
+	if !start {
+		return nil, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	unlock, err := flock.Lock(ctx, filepath.Join(dir, "start.lock"), false)
+	if err != nil {
+		return nil, fmt.Errorf("starting the supervisor: %w", err)
+	}
+	defer unlock()
+	if s.ping(ctx) == nil {
+		return s, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("starting the supervisor: %w", err)
+	}
+	logPath := filepath.Join(dir, "supervisor.log")
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("starting the supervisor: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "supervise", "--state-dir", dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the supervisor: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	deadline := time.After(30 * time.Second)
+	for {
+		if s.ping(ctx) == nil {
+			return s, nil
+		}
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("the supervisor exited at start: %s (log: %s)", lastLines(logPath, 3), logPath)
+		case <-deadline:
+			return nil, fmt.Errorf("the supervisor did not answer within 30s (log: %s)", logPath)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func lastLines(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "; ")
+}
+
+// serviceFailure is an operation's error that names a service.
+type serviceFailure struct {
+	service, msg string
+}
+
+func (e *serviceFailure) Error() string { return e.msg }
+
+// call sends a request and hands each progress event to onEvent until the
+// last one, whose error it returns.
+func (s *supervisor) call(ctx context.Context, path string, req *reconcile.Request, onEvent func(reconcile.Event)) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, "POST", "http://supervisor"+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := s.http.Do(hreq)
+	if err != nil {
+		return fmt.Errorf("talking to the supervisor: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return errors.New(strings.TrimSpace(string(b)))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var e reconcile.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("supervisor answer: %w", err)
+		}
+		if e.Done {
+			if e.Error != "" {
+				return &serviceFailure{service: e.Service, msg: e.Error}
+			}
+			return nil
+		}
+		if onEvent != nil {
+			onEvent(e)
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("supervisor answer: %w", err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.New("the supervisor ended the answer early (see supervisor.log in the state directory)")
+}
+
+// request is a supervisor request carrying the project's load options,
+// made absolute so that the supervisor, in another directory, loads the
+// same project with the same environment.
+func request(c *cli.Context) (*reconcile.Request, error) {
+	o := loadOptions(c)
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) || p == "-" {
+			return p
+		}
+		return filepath.Join(wd, p)
+	}
+	for i := range o.Files {
+		o.Files[i] = abs(o.Files[i])
+	}
+	for i := range o.EnvFiles {
+		o.EnvFiles[i] = abs(o.EnvFiles[i])
+	}
+	o.ProjectDir = abs(o.ProjectDir)
+	o.WorkingDir = wd
+	o.Env = os.Environ()
+	return &reconcile.Request{Load: o, Timeout: -1}, nil
+}
+
+// projectState loads the project and returns it with its state dir.
+func projectState(c *cli.Context) (*project.Project, string, error) {
+	p, err := loadProject(c)
+	if err != nil {
+		return nil, "", err
+	}
+	dir, err := reconcile.StateDir(p.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	return p, dir, nil
+}
+
+// observe reads what exists of the project from the CLI: the state record
+// checked against the VM driver.
+func observe(ctx context.Context, dir string) (reconcile.Observation, error) {
+	d, err := localDriver(dir)
+	if err != nil || d == nil {
+		return reconcile.Observation{}, err
+	}
+	return reconcile.ObserveVMs(ctx, dir, d)
+}
+
+// printEvent shows an operation's progress on stderr, as compose does.
+func printEvent(c *cli.Context) func(reconcile.Event) {
+	if c.String("progress") == "quiet" {
+		return nil
+	}
+	w := c.App.ErrWriter
+	if w == nil {
+		w = os.Stderr
+	}
+	return func(e reconcile.Event) {
+		if e.Instance == "" {
+			fmt.Fprintln(w, e.Message)
+			return
+		}
+		fmt.Fprintf(w, " %-20s %s\n", e.Instance, e.Message)
+	}
+}

@@ -1,0 +1,398 @@
+package main_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmcompose/vmcompose/internal/testimage"
+)
+
+// psEntry is the part of a `ps --format json` line the tests read.
+type psEntry struct {
+	ID, Name, Service, State, Health, StartedAt string
+	ExitCode                                    int
+	Pid                                         int
+}
+
+// in runs vmcompose in the project directory dir (made with compose as its
+// compose.yaml when compose is not empty).
+func (p *runProject) in(dir, compose string, args ...string) (stdout, stderr string, code int) {
+	p.t.Helper()
+	os.MkdirAll(dir, 0o755)
+	if compose != "" {
+		if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
+			p.t.Fatal(err)
+		}
+	}
+	c := exec.Command(binary, append([]string{"--progress", "quiet"}, args...)...)
+	c.Dir = dir
+	c.Env = append(os.Environ(), p.env...)
+	var o, e bytes.Buffer
+	c.Stdout, c.Stderr = &o, &e
+	err := c.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		p.t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+func (p *runProject) ps(dir string) map[string]psEntry {
+	p.t.Helper()
+	out, stderr, code := p.in(dir, "", "ps", "-a", "--format", "json")
+	if code != 0 {
+		p.t.Fatalf("ps: exit %d: %s", code, stderr)
+	}
+	m := map[string]psEntry{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var e psEntry
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			p.t.Fatalf("ps line %q: %v", line, err)
+		}
+		m[e.Service] = e
+	}
+	return m
+}
+
+// qemus lists the qemu processes whose command line mentions dir.
+func qemus(dir string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !bytes.Contains(b, []byte("qemu-system")) {
+			continue
+		}
+		if bytes.Contains(b, []byte(dir)) {
+			pids = append(pids, pid)
+			continue
+		}
+		// qemu runs in the VM's directory with relative paths.
+		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && strings.HasPrefix(cwd, dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// supervisors lists the supervisor processes of state dirs under dir.
+func supervisors(dir string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && bytes.Contains(b, []byte("supervise\x00")) && bytes.Contains(b, []byte(dir)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// cleanup takes the projects down and kills whatever a failed test left.
+func (p *runProject) cleanup(dirs ...string) {
+	p.t.Cleanup(func() {
+		for _, d := range dirs {
+			p.in(d, "", "down", "-t", "0")
+		}
+		for _, pid := range supervisors(p.home) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		for _, pid := range qemus(p.home) {
+			p.t.Errorf("qemu process %d left running", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+}
+
+// TestUpLifecycle: up -d --wait of a job, a service with a healthcheck and
+// one that depends on both; convergence; logs, exec, stop/start; down of
+// one project leaves another alone.
+func TestUpLifecycle(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	dir := filepath.Join(p.home, "one")
+	other := filepath.Join(p.home, "two")
+	p.cleanup(dir, other)
+	compose := func(env string) string {
+		return `services:
+  job:
+    image: ` + ref + `
+    command: ["sh", "-c", "echo job ran; exit 0"]
+  db:
+    image: ` + ref + `
+    command: ["sh", "-c", "echo db starting; sleep 2; touch /tmp/ready; echo db ready; exec sleep 1000"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 500ms
+      retries: 60
+  web:
+    image: ` + ref + `
+    command: ["sh", "-c", "echo web up; exec sleep 1000"]
+    stop_grace_period: 1s
+    environment: {LEVEL: "` + env + `"}
+    depends_on:
+      db: {condition: service_healthy}
+      job: {condition: service_completed_successfully}
+`
+	}
+	start := time.Now()
+	if _, stderr, code := p.in(dir, compose("1"), "up", "-d", "--wait"); code != 0 {
+		t.Fatalf("up -d --wait: exit %d\n%s", code, stderr)
+	}
+	t.Logf("up -d --wait of 3 services: %s", time.Since(start))
+	ps := p.ps(dir)
+	if ps["db"].State != "running" || ps["db"].Health != "healthy" || ps["web"].State != "running" ||
+		ps["job"].State != "exited" || ps["job"].ExitCode != 0 {
+		t.Fatalf("ps after up: %+v", ps)
+	}
+	// web started only once db was healthy (2 s after its start) and the
+	// job had completed.
+	st := readState(t, filepath.Join(p.home, "state", "vmcompose", "one"))
+	webStart, _ := time.Parse(time.RFC3339Nano, ps["web"].StartedAt)
+	dbStart, _ := time.Parse(time.RFC3339Nano, ps["db"].StartedAt)
+	if !webStart.After(st["job"].FinishedAt) || webStart.Sub(dbStart) < 2*time.Second {
+		t.Errorf("web started at %s; job finished at %s, db started at %s", webStart, st["job"].FinishedAt, dbStart)
+	}
+
+	start = time.Now()
+	if _, stderr, code := p.in(dir, compose("1"), "up", "-d"); code != 0 {
+		t.Fatalf("second up -d: exit %d\n%s", code, stderr)
+	}
+	t.Logf("second up -d (nothing changed but the job reruns): %s", time.Since(start))
+	again := p.ps(dir)
+	if again["db"].Pid != ps["db"].Pid || again["web"].Pid != ps["web"].Pid || again["db"].Pid == 0 {
+		t.Errorf("second up restarted VMs: before %+v, after %+v", ps, again)
+	}
+
+	if _, stderr, code := p.in(dir, compose("2"), "up", "-d", "--wait"); code != 0 {
+		t.Fatalf("up -d after a change: exit %d\n%s", code, stderr)
+	}
+	changed := p.ps(dir)
+	if changed["db"].Pid != ps["db"].Pid || changed["web"].Pid == ps["web"].Pid || changed["web"].State != "running" {
+		t.Errorf("changing web's environment: before %+v, after %+v", ps, changed)
+	}
+
+	if out, stderr, code := p.in(dir, "", "logs", "--no-log-prefix"); code != 0 ||
+		!strings.Contains(out, "web up") || !strings.Contains(out, "db ready") || !strings.Contains(out, "job ran") {
+		t.Errorf("logs: exit %d, stdout %q, stderr %s", code, out, stderr)
+	}
+	if out, _, _ := p.in(dir, "", "logs", "-t", "web"); !strings.Contains(out, "web-1 | 20") || strings.Contains(out, "db ready") {
+		t.Errorf("logs -t web: %q", out)
+	}
+
+	if out, stderr, code := p.in(dir, "", "exec", "-T", "web", "sh", "-c", "echo $LEVEL; echo kept > /etc/mark; exit 3"); code != 3 || out != "2\n" {
+		t.Errorf("exec: exit %d, stdout %q, stderr %s", code, out, stderr)
+	}
+	if _, stderr, code := p.in(dir, "", "stop", "web"); code != 0 {
+		t.Fatalf("stop: %d %s", code, stderr)
+	}
+	if e := p.ps(dir)["web"]; e.State != "exited" {
+		t.Errorf("after stop web: %+v", e)
+	}
+	if _, stderr, code := p.in(dir, "", "start", "web"); code != 0 {
+		t.Fatalf("start: %d %s", code, stderr)
+	}
+	if out, stderr, code := p.in(dir, "", "exec", "-T", "web", "cat", "/etc/mark"); code != 0 || out != "kept\n" {
+		t.Errorf("the writable layer after stop and start: exit %d, %q, %s", code, out, stderr)
+	}
+
+	// A second project runs beside the first; down of the first leaves it.
+	if _, stderr, code := p.in(other, "services:\n  solo:\n    image: "+ref+"\n    command: [sleep, '1000']\n", "up", "-d", "--wait"); code != 0 {
+		t.Fatalf("up of a second project: %d %s", code, stderr)
+	}
+	if _, stderr, code := p.in(dir, "", "down", "-t", "1"); code != 0 {
+		t.Fatalf("down: %d %s", code, stderr)
+	}
+	oneState := filepath.Join(p.home, "state", "vmcompose", "one")
+	left, _ := filepath.Glob(filepath.Join(oneState, "vms", "*"))
+	scratch, _ := filepath.Glob(filepath.Join(oneState, "vms", "*", "scratch.img"))
+	if len(left) != 0 || len(scratch) != 0 || fileExistsT(filepath.Join(oneState, "supervisor.sock")) {
+		t.Errorf("after down: VMs %v, scratch disks %v, socket left: %v", left, scratch, fileExistsT(filepath.Join(oneState, "supervisor.sock")))
+	}
+	if e := p.ps(other)["solo"]; e.State != "running" {
+		t.Errorf("the other project after down of the first: %+v", e)
+	}
+	if n := len(qemus(filepath.Join(p.home, "state", "vmcompose", "two"))); n != 1 {
+		t.Errorf("qemu processes of the other project: %d, want 1", n)
+	}
+	if n := len(qemus(oneState)); n != 0 {
+		t.Errorf("qemu processes of the project taken down: %d", n)
+	}
+}
+
+func fileExistsT(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+type stateEntry struct {
+	Service    string
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+func readState(t *testing.T, dir string) map[string]stateEntry {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct{ Instances []stateEntry }
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("state.json: %v", err)
+	}
+	m := map[string]stateEntry{}
+	for _, in := range s.Instances {
+		m[in.Service] = in
+	}
+	return m
+}
+
+// TestUpWaitFailures: an unhealthy service and a failed job make up --wait
+// fail, naming the service and showing its log.
+func TestUpWaitFailures(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	sick := filepath.Join(p.home, "sick")
+	job := filepath.Join(p.home, "job")
+	p.cleanup(sick, job)
+	_, stderr, code := p.in(sick, `services:
+  sick:
+    image: `+ref+`
+    command: ["sh", "-c", "echo sick says hello; exec sleep 1000"]
+    healthcheck:
+      test: ["CMD-SHELL", "exit 1"]
+      interval: 300ms
+      retries: 2
+`, "up", "-d", "--wait")
+	if code == 0 || !strings.Contains(stderr, `service "sick"`) || !strings.Contains(stderr, "unhealthy") || !strings.Contains(stderr, "sick says hello") {
+		t.Errorf("up --wait of an unhealthy service: exit %d, stderr:\n%s", code, stderr)
+	}
+	_, stderr, code = p.in(job, `services:
+  migrate:
+    image: `+ref+`
+    command: ["sh", "-c", "echo migration broke; exit 1"]
+  app:
+    image: `+ref+`
+    command: [sleep, "1000"]
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+`, "up", "-d", "--wait")
+	if code == 0 || !strings.Contains(stderr, `service "migrate"`) || !strings.Contains(stderr, "exit code 1") || !strings.Contains(stderr, "migration broke") {
+		t.Errorf("up --wait with a failed job: exit %d, stderr:\n%s", code, stderr)
+	}
+	if e := p.ps(job)["app"]; e.State == "running" {
+		t.Errorf("app started although its dependency failed: %+v", e)
+	}
+}
+
+// TestUpAdoption: a supervisor killed in the middle of up is replaced by
+// the next command, which adopts the VMs; two ups at once converge; a
+// killed VM comes back by its restart policy.
+func TestUpAdoption(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	dir := filepath.Join(p.home, "adopt")
+	state := filepath.Join(p.home, "state", "vmcompose", "adopt")
+	p.cleanup(dir)
+	compose := `services:
+  a:
+    image: ` + ref + `
+    command: ["sh", "-c", "echo a; exec sleep 1000"]
+    restart: always
+  b:
+    image: ` + ref + `
+    command: ["sh", "-c", "echo b; exec sleep 1000"]
+    depends_on: [a]
+`
+	c := exec.Command(binary, "--progress", "quiet", "up", "-d", "--wait")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644)
+	c.Dir, c.Env = dir, append(os.Environ(), p.env...)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill the supervisor once a's service runs, while b boots. (Killing
+	// it between qemu's fork and the driver's record of its pid would leave
+	// a qemu that vm/qemu cannot adopt: see the report.)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(filepath.Join(state, "logs", "a-1.log")); len(b) > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sups := supervisors(state)
+	if len(sups) != 1 {
+		t.Fatalf("supervisors: %v, want one", sups)
+	}
+	syscall.Kill(sups[0], syscall.SIGKILL)
+	if err := c.Wait(); err == nil {
+		t.Errorf("up ended well although its supervisor was killed during it")
+	}
+
+	// Two ups at once: one supervisor, each up waits for the other.
+	type result struct {
+		code   int
+		stderr string
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		go func() {
+			_, stderr, code := p.in(dir, "", "up", "-d", "--wait")
+			results <- result{code, stderr}
+		}()
+	}
+	for range 2 {
+		if r := <-results; r.code != 0 {
+			t.Errorf("concurrent up: exit %d: %s", r.code, r.stderr)
+		}
+	}
+	if n := len(supervisors(state)); n != 1 {
+		t.Errorf("supervisors after two ups: %d, want 1", n)
+	}
+	ps := p.ps(dir)
+	if ps["a"].State != "running" || ps["b"].State != "running" {
+		t.Fatalf("ps after adoption: %+v", ps)
+	}
+	if pids := qemus(state); len(pids) != 2 {
+		t.Errorf("qemu processes after adoption: %v, want 2", pids)
+	}
+
+	// restart: always brings a killed VM back.
+	syscall.Kill(ps["a"].Pid, syscall.SIGKILL)
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		e := p.ps(dir)["a"]
+		if e.State == "running" && e.Pid != ps["a"].Pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a was not restarted after its VM was killed: %+v", e)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if e := p.ps(dir)["b"]; e.Pid != ps["b"].Pid {
+		t.Errorf("b was restarted too: %+v", e)
+	}
+}

@@ -1,0 +1,112 @@
+package reconcile
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/planner"
+)
+
+// exec runs a process next to a service over the supervisor's agent
+// connection. After a 200 answer the connection carries agent exec frames:
+// stdin, stdin EOF, resize and signal from the CLI; stdout, stderr and the
+// exit status to it. Other answers are a plain-text error.
+func (s *Supervisor) exec(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Exec == nil || len(req.Services) != 1 {
+		http.Error(w, "exec: want one service and a command", http.StatusBadRequest)
+		return
+	}
+	service := req.Services[0]
+	index := max(req.Index, 1)
+	name := planner.InstanceName(service, index)
+	in := s.lookup(name)
+	if in == nil {
+		// A supervisor that just started adopts what runs.
+		if o, err := ObserveVMs(r.Context(), s.Dir, s.Runtime.Driver); err == nil {
+			s.adoptObserved(o)
+		}
+		in = s.lookup(name)
+	}
+	var c *agent.Client
+	if in != nil {
+		in.await(r.Context(), condStarted)
+		in.mu.Lock()
+		c = in.client
+		in.mu.Unlock()
+	}
+	if c == nil {
+		http.Error(w, fmt.Sprintf("service %q is not running (instance %s)", service, name), http.StatusConflict)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "exec: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer conn.Close()
+	brw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+	brw.Flush()
+
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	var wmu sync.Mutex
+	frame := func(typ byte) io.Writer {
+		return writerFunc(func(p []byte) (int, error) {
+			wmu.Lock()
+			defer wmu.Unlock()
+			if err := agent.WriteFrame(conn, typ, p); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		})
+	}
+	pr, pw := io.Pipe()
+	proc, err := c.Exec(ctx, *req.Exec, agent.ExecIO{Stdin: pr, Stdout: frame(agent.FrameStdout), Stderr: frame(agent.FrameStderr)})
+	if err != nil {
+		st, _ := json.Marshal(agent.ExitStatus{Code: 126})
+		frame(agent.FrameStderr).Write([]byte(fmt.Sprintf("vmcompose: exec in %s: %v\n", name, err)))
+		frame(agent.FrameExit).Write(st)
+		return
+	}
+	go func() {
+		// The CLI's frames; the connection's end kills the process.
+		defer cancel()
+		br := bufio.NewReader(brw.Reader)
+		var buf []byte
+		for {
+			typ, payload, err := agent.ReadFrame(br, buf)
+			if err != nil {
+				pw.Close()
+				return
+			}
+			buf = payload[:0]
+			switch typ {
+			case agent.FrameStdin:
+				pw.Write(payload)
+			case agent.FrameStdinEOF:
+				pw.Close()
+			case agent.FrameResize:
+				if len(payload) == 4 {
+					proc.Resize(binary.BigEndian.Uint16(payload), binary.BigEndian.Uint16(payload[2:]))
+				}
+			case agent.FrameSignal:
+				proc.Signal(string(payload))
+			}
+		}
+	}()
+	st, err := proc.Wait()
+	if err != nil {
+		frame(agent.FrameStderr).Write([]byte(fmt.Sprintf("vmcompose: exec in %s: %v\n", name, err)))
+		st = agent.ExitStatus{Code: 255}
+	}
+	b, _ := json.Marshal(st)
+	frame(agent.FrameExit).Write(b)
+}

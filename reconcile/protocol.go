@@ -1,0 +1,100 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/project"
+)
+
+// The CLI talks to the supervisor with HTTP/1.1 over the unix socket
+// <state dir>/supervisor.sock: JSON requests, and newline-delimited JSON
+// Events in answer to the operations that take time (up, down, start, stop,
+// restart, kill), so the CLI prints progress as it happens. exec takes over
+// the connection after its answer and carries the guest agent's exec frames
+// (agent.WriteFrame) both ways. net/http is in the standard library, well
+// kept, streams, and lets exec hijack the connection; net/rpc streams
+// nothing and is frozen.
+//
+// Every request carries the project's load options (files, directories, the
+// CLI's environment): the supervisor loads the compose file itself, exactly
+// as the CLI did, so both compute the same config hashes.
+
+// SocketName is the supervisor's socket in the state dir.
+const SocketName = "supervisor.sock"
+
+// Request is what every supervisor operation takes.
+type Request struct {
+	Load     project.Options `json:"load"`
+	Services []string        `json:"services,omitempty"`
+	// up
+	NoDeps        bool           `json:"no_deps,omitempty"`
+	ForceRecreate bool           `json:"force_recreate,omitempty"`
+	NoRecreate    bool           `json:"no_recreate,omitempty"`
+	RemoveOrphans bool           `json:"remove_orphans,omitempty"`
+	Scale         map[string]int `json:"scale,omitempty"`
+	Wait          bool           `json:"wait,omitempty"`
+	// Timeout (seconds) bounds a stop; negative means the service's
+	// stop_grace_period.
+	Timeout int `json:"timeout"`
+	// down
+	Volumes bool `json:"volumes,omitempty"`
+	// kill
+	Signal string `json:"signal,omitempty"`
+	// exec
+	Index int             `json:"index,omitempty"`
+	Exec  *agent.ExecSpec `json:"exec,omitempty"`
+}
+
+// Event is one line of progress; the last one of an answer has Done set,
+// and Error when the operation failed, Service naming the service at fault.
+type Event struct {
+	Instance string `json:"instance,omitempty"`
+	Message  string `json:"message,omitempty"`
+	Done     bool   `json:"done,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Service  string `json:"service,omitempty"`
+}
+
+// SocketPath is the supervisor's socket of the project whose state dir is
+// dir.
+func SocketPath(dir string) string { return filepath.Join(dir, SocketName) }
+
+// maxSocketPath is what fits in sockaddr_un.sun_path with its NUL.
+const maxSocketPath = 107
+
+// DialSupervisor connects to the supervisor of the project whose state dir
+// is dir.
+func DialSupervisor(ctx context.Context, dir string) (net.Conn, error) {
+	var conn net.Conn
+	err := shortPath(dir, SocketName, func(p string) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", p)
+		conn = c
+		return err
+	})
+	return conn, err
+}
+
+// listenSupervisor replaces a stale socket and listens.
+func listenSupervisor(dir string) (*net.UnixListener, error) {
+	os.Remove(SocketPath(dir))
+	var l *net.UnixListener
+	err := shortPath(dir, SocketName, func(p string) error {
+		ln, err := net.Listen("unix", p)
+		if err != nil {
+			return err
+		}
+		l = ln.(*net.UnixListener)
+		l.SetUnlinkOnClose(false)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor socket: %w", err)
+	}
+	return l, nil
+}

@@ -1,0 +1,323 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/flock"
+	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/vm"
+)
+
+// LockName is the file whose flock(2) the one supervisor of a project holds
+// while it runs.
+const LockName = "supervisor.lock"
+
+// ErrSupervisorRunning: another supervisor holds the project's lock.
+var ErrSupervisorRunning = errors.New("a supervisor already runs for this project")
+
+// NetworkHook connects an instance to the project's networks before its VM
+// is created: it adds NICs to spec.Networks, configures them in guest and
+// publishes the service's ports. nil runs VMs without a network. The
+// network/ package provides it once it lands.
+type NetworkHook func(ctx context.Context, instance string, svc types.ServiceConfig, spec *vm.Spec, guest *agent.Spec) error
+
+// Supervisor is a project's long-lived process: it owns the project's VMs,
+// their agent connections, logs, healthchecks and restart policies, and
+// carries out the CLI's requests. One runs per project (a flock in the
+// state dir); it survives the CLI, and a new one adopts the VMs that still
+// run.
+type Supervisor struct {
+	Dir     string
+	Runtime *Runtime
+	Log     *slog.Logger
+	Network NetworkHook
+	// Now and After are the clock; tests may replace them.
+	Now   func() time.Time
+	After func(time.Duration) <-chan time.Time
+
+	ops  chan struct{} // one operation at a time
+	ctx  context.Context
+	quit context.CancelFunc
+
+	mu    sync.Mutex
+	insts map[string]*instance // by VM name
+	name  string               // project name
+}
+
+// NewSupervisor returns the supervisor of the project whose state dir is
+// dir. Set Runtime before Run.
+func NewSupervisor(dir string, log *slog.Logger) *Supervisor {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Supervisor{
+		Dir: dir, Log: log, Now: time.Now, After: time.After,
+		ops: make(chan struct{}, 1), insts: map[string]*instance{}, name: filepath.Base(dir),
+	}
+}
+
+// Run takes the project's supervisor lock, adopts the VMs that run, and
+// serves the CLI on the project's socket until ctx ends or a down leaves
+// nothing to supervise. VMs keep running when it returns.
+func (s *Supervisor) Run(ctx context.Context) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	unlock, ok, err := flock.TryLock(filepath.Join(s.Dir, LockName))
+	if err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	if !ok {
+		return ErrSupervisorRunning
+	}
+	defer unlock()
+	s.ctx, s.quit = context.WithCancel(ctx)
+	defer s.quit()
+	l, err := listenSupervisor(s.Dir)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(SocketPath(s.Dir))
+	if err := s.adopt(s.ctx); err != nil {
+		s.Log.Error("adopting VMs", "err", err)
+	}
+	srv := &http.Server{Handler: s.handler(), BaseContext: nil}
+	go func() {
+		<-s.ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	s.Log.Info("supervisor serving", "dir", s.Dir, "pid", os.Getpid())
+	err = srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	s.detachAll()
+	s.Log.Info("supervisor exits")
+	return err
+}
+
+// detachAll ends every watcher; the VMs keep running.
+func (s *Supervisor) detachAll() {
+	s.mu.Lock()
+	insts := make([]*instance, 0, len(s.insts))
+	for _, in := range s.insts {
+		insts = append(insts, in)
+	}
+	s.mu.Unlock()
+	for _, in := range insts {
+		in.mu.Lock()
+		done := in.done
+		in.mu.Unlock()
+		if done != nil {
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+}
+
+// adopt takes over the VMs of the record: watchers for those that run, a
+// restart for those whose policy wants one and that died unsupervised.
+func (s *Supervisor) adopt(ctx context.Context) error {
+	o, err := ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+	if err != nil {
+		return err
+	}
+	for _, rec := range o.Instances {
+		in := s.instance(rec)
+		st := o.VMs[rec.VM]
+		switch {
+		case st.State == vm.StateRunning:
+			s.Log.Info("adopting VM", "vm", rec.VM, "pid", st.Pid)
+			s.watchIf(in, false)
+		case rec.Phase == "running" || rec.Phase == "starting":
+			if rec.Restart.Restarts(nil, rec.Restarts, rec.Stopped) {
+				s.Log.Info("restarting VM that ended unsupervised", "vm", rec.VM)
+				s.watchIf(in, true)
+			} else {
+				in.update(func(r *InstanceState) { r.Phase = "exited"; r.FinishedAt = st.FinishedAt })
+			}
+		}
+	}
+	return s.save()
+}
+
+// instance returns the in-memory instance of a record, creating it.
+func (s *Supervisor) instance(rec InstanceState) *instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in, ok := s.insts[rec.VM]; ok {
+		return in
+	}
+	in := &instance{s: s, rec: rec, changed: make(chan struct{})}
+	in.health, _ = ParseHealth(rec.Service, rec.Healthcheck)
+	s.insts[rec.VM] = in
+	return in
+}
+
+func (s *Supervisor) lookup(vmName string) *instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.insts[vmName]
+}
+
+func (s *Supervisor) forget(vmName string) {
+	s.mu.Lock()
+	delete(s.insts, vmName)
+	s.mu.Unlock()
+}
+
+// save writes the record of every instance.
+func (s *Supervisor) save() error {
+	s.mu.Lock()
+	st := State{Project: s.name, Instances: []InstanceState{}}
+	for _, in := range s.insts {
+		in.mu.Lock()
+		st.Instances = append(st.Instances, in.rec)
+		in.mu.Unlock()
+	}
+	s.mu.Unlock()
+	slices.SortFunc(st.Instances, func(a, b InstanceState) int {
+		if a.Service != b.Service {
+			if a.Service < b.Service {
+				return -1
+			}
+			return 1
+		}
+		return a.Number - b.Number
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := WriteState(s.Dir, st)
+	if err != nil {
+		s.Log.Error("saving state", "err", err)
+	}
+	return err
+}
+
+// GuestShutdown is the VM driver's guest shutdown hook: it asks the guest
+// through the supervisor's agent connection (the channel takes one client)
+// and returns once asked.
+func (s *Supervisor) GuestShutdown(ctx context.Context, name, _ string) error {
+	in := s.lookup(name)
+	if in == nil {
+		return fmt.Errorf("VM %s: not supervised", name)
+	}
+	in.mu.Lock()
+	c := in.client
+	in.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("VM %s: no agent connection", name)
+	}
+	go func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		c.Shutdown(sctx)
+	}()
+	return nil
+}
+
+// lockOps runs one operation at a time; a second one waits and says so.
+func (s *Supervisor) lockOps(ctx context.Context, emit func(Event)) (func(), error) {
+	select {
+	case s.ops <- struct{}{}:
+		return func() { <-s.ops }, nil
+	default:
+	}
+	emit(Event{Message: "waiting for another vmcompose command on project " + s.name + " to finish"})
+	select {
+	case s.ops <- struct{}{}:
+		return func() { <-s.ops }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// load reads the compose project as the CLI did.
+func (s *Supervisor) load(ctx context.Context, req *Request) (*project.Project, error) {
+	p, err := project.Load(ctx, req.Load)
+	if err != nil {
+		return nil, err
+	}
+	if p.Name != s.name {
+		return nil, fmt.Errorf("project %q sent to the supervisor of project %q", p.Name, s.name)
+	}
+	return p, nil
+}
+
+// ServiceError is an error of one service, so that the CLI can name it and
+// show its log.
+type ServiceError struct {
+	Service string
+	Err     error
+}
+
+func (e *ServiceError) Error() string { return fmt.Sprintf("service %q: %v", e.Service, e.Err) }
+func (e *ServiceError) Unwrap() error { return e.Err }
+
+func serviceErr(service string, format string, args ...any) error {
+	return &ServiceError{Service: service, Err: fmt.Errorf(format, args...)}
+}
+
+func (s *Supervisor) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"pid": os.Getpid(), "project": s.name})
+	})
+	mux.HandleFunc("POST /up", s.stream(s.up))
+	mux.HandleFunc("POST /down", s.stream(s.down))
+	mux.HandleFunc("POST /start", s.stream(s.startServices))
+	mux.HandleFunc("POST /stop", s.stream(s.stopServices))
+	mux.HandleFunc("POST /restart", s.stream(s.restartServices))
+	mux.HandleFunc("POST /kill", s.stream(s.kill))
+	mux.HandleFunc("POST /exec", s.exec)
+	return mux
+}
+
+// stream answers an operation with its events, one JSON object a line.
+func (s *Supervisor) stream(op func(context.Context, *Request, func(Event)) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Request
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, "request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		rc := http.NewResponseController(w)
+		enc := json.NewEncoder(w)
+		var mu sync.Mutex
+		emit := func(e Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			enc.Encode(e)
+			rc.Flush()
+		}
+		err := op(r.Context(), &req, emit)
+		final := Event{Done: true}
+		if err != nil {
+			s.Log.Warn("operation failed", "path", r.URL.Path, "err", err)
+			final.Error = err.Error()
+			var se *ServiceError
+			if errors.As(err, &se) {
+				final.Service = se.Service
+			}
+		}
+		emit(final)
+	}
+}
