@@ -143,3 +143,16 @@ func (g *fakeGuest) listenUDP(t *testing.T, port uint16) net.PacketConn {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// gatewayMAC is the segments' gateway MAC (network's constant).
+const gatewayMAC = "5a:94:ef:e4:0c:dd"
+
+// knowGateway adds the gateway to the guest's neighbour table, so it
+// sends without asking ARP.
+func (g *fakeGuest) knowGateway(t *testing.T) {
+	t.Helper()
+	hw, _ := net.ParseMAC(gatewayMAC)
+	if terr := g.stack.AddStaticNeighbor(1, ipv4.ProtocolNumber, tcpip.AddrFrom4(g.nic.Gateway.As4()), tcpip.LinkAddress(hw)); terr != nil {
+		t.Fatal(terr)
+	}
+}

@@ -420,7 +420,7 @@ func (n *attached) serve(ctx context.Context, log *slog.Logger) {
 		n.mu.Unlock()
 		log.Debug("nic connected", "network", n.seg.name, "mac", n.MAC)
 		go func() {
-			err := n.seg.sw.Accept(ctx, c, qemuProtocol)
+			err := n.seg.sw.serve(ctx, n.MAC, c)
 			log.Debug("nic disconnected", "network", n.seg.name, "mac", n.MAC, "err", err)
 			n.mu.Lock()
 			delete(n.conns, c)

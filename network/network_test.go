@@ -481,3 +481,60 @@ func TestPublish(t *testing.T) {
 		t.Error("an unpublished port still answers")
 	}
 }
+
+// TestSpoofedMAC: frames whose source is not the NIC's own MAC are
+// dropped, so a VM cannot speak as another instance: y, posing as x on
+// its own socket, gets no connection through the gateway, while x does.
+func TestSpoofedMAC(t *testing.T) {
+	m, _ := newManager(t, network.NetworkConfig{Name: "default"})
+	x := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x"}, network.Attachment{Network: "default"})[0]
+	y := attach(t, m, network.Endpoint{Instance: "y-1", Service: "y"}, network.Attachment{Network: "default"})[0]
+	host, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	accepted := make(chan struct{}, 10)
+	go func() {
+		for {
+			c, err := host.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	target := netip.AddrPortFrom(x.Gateway, uint16(host.Addr().(*net.TCPAddr).Port))
+
+	posing := x
+	posing.Socket = y.Socket
+	spoof := newFakeGuest(t, posing)
+	// The gateway's ARP answers would go to x: give the spoofer the
+	// gateway's MAC, so only the switch stands in its way.
+	spoof.knowGateway(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	if c, err := spoof.dialTCP(ctx, target); err == nil {
+		c.Close()
+	}
+	cancel()
+	select {
+	case <-accepted:
+		t.Error("a frame with another instance's MAC reached the gateway")
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	real := newFakeGuest(t, x)
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := real.dialTCP(ctx, target)
+	if err != nil {
+		t.Fatalf("x through its own socket: %v", err)
+	}
+	c.Close()
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Error("the host saw no connection from x")
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/containers/gvisor-tap-vsock/pkg/tap"
-	"github.com/containers/gvisor-tap-vsock/pkg/types"
 	"github.com/miekg/dns"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -24,8 +23,7 @@ import (
 )
 
 const (
-	qemuProtocol = types.QemuProtocol
-	nicID        = tcpip.NICID(1)
+	nicID = tcpip.NICID(1)
 	// gatewayMAC is every segment's gateway: the segments are separate
 	// switches, so they can share it.
 	gatewayMAC = "5a:94:ef:e4:0c:dd"
@@ -44,7 +42,7 @@ type segment struct {
 	gateway  netip.Addr
 
 	stack *stack.Stack
-	sw    *tap.Switch
+	sw    *ethSwitch
 
 	// leases maps MAC to address; guarded by m.mu.
 	leases map[string]netip.Addr
@@ -70,9 +68,9 @@ func newSegment(m *Manager, index int, cfg NetworkConfig, prefix netip.Prefix) (
 	if err != nil {
 		return nil, fmt.Errorf("gateway link: %w", err)
 	}
-	s.sw = tap.NewSwitch(false)
+	s.sw = newSwitch()
+	s.sw.gateway = link
 	link.Connect(s.sw)
-	s.sw.Connect(link)
 
 	s.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},

@@ -206,7 +206,7 @@ func TestGuests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clientNICs, err := m.Attach(network.Endpoint{Instance: "client-1", Service: "client"}, []network.Attachment{{Network: "front"}})
+	clientNICs, err := m.Attach(network.Endpoint{Instance: "client-1", Service: "client"}, []network.Attachment{{Network: "front"}, {Network: "other"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,12 +252,13 @@ func TestGuests(t *testing.T) {
 	t.Run("DHCP", func(t *testing.T) {
 		script := `printf '#!/bin/sh\necho "$1 ip=$ip mask=$mask router=$router dns=$dns search=$search mtu=$mtu"\n' > /tmp/dhcp.sh
 chmod +x /tmp/dhcp.sh
-udhcpc -i eth0 -f -q -n -t 3 -T 1 -s /tmp/dhcp.sh 2>&1`
-		code, out := cli.g.sh(ctx, t, script)
-		n := clientNICs[0]
-		want := fmt.Sprintf("bound ip=%s mask=24 router=%s dns=%s search=proj.internal mtu=1500", n.Address.Addr(), n.Gateway, n.DNS)
-		if code != 0 || !strings.Contains(out, want) {
-			t.Errorf("udhcpc: exit %d, output:\n%s\nwant a line %q", code, out, want)
+for i in /sys/class/net/*; do [ "$(cat $i/address)" = "$MAC" ] && udhcpc -i ${i##*/} -f -q -n -t 3 -T 1 -s /tmp/dhcp.sh 2>&1; done; exit 0`
+		for _, n := range clientNICs {
+			code, out := cli.g.sh(ctx, t, "MAC="+n.MAC+"\n"+script)
+			want := fmt.Sprintf("bound ip=%s mask=24 router=%s dns=%s search=proj.internal mtu=1500", n.Address.Addr(), n.Gateway, n.DNS)
+			if code != 0 || !strings.Contains(out, want) {
+				t.Errorf("udhcpc on the NIC on %s: exit %d, output:\n%s\nwant a line %q", n.Network, code, out, want)
+			}
 		}
 	})
 
@@ -270,6 +271,14 @@ udhcpc -i eth0 -f -q -n -t 3 -T 1 -s /tmp/dhcp.sh 2>&1`
 		}
 		if code, out := cli.g.sh(ctx, t, "ping -c1 -W5 site"); code != 0 {
 			t.Errorf("ping site: exit %d:\n%s", code, out)
+		}
+		// client's second NIC is on other, with lone.
+		loneIP := loneNICs[0].Address.Addr().String()
+		if code, out := cli.g.sh(ctx, t, "nslookup lone"); code != 0 || !strings.Contains(out, "Address: "+loneIP) {
+			t.Errorf("nslookup lone (on the second network): exit %d:\n%s", code, out)
+		}
+		if code, out := cli.g.sh(ctx, t, "ping -c1 -W5 lone-1"); code != 0 {
+			t.Errorf("ping lone-1 (on the second network): exit %d:\n%s", code, out)
 		}
 		for _, url := range []string{"http://web/", "http://site/", "http://web-1.proj.internal/"} {
 			code, out := cli.g.sh(ctx, t, "timeout 10 wget -q -O - "+url)

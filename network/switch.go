@@ -1,0 +1,159 @@
+package network
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// maxFrame bounds a frame read from a NIC: the MTU, an Ethernet header
+// and a VLAN tag, with room to spare.
+const maxFrame = 65535
+
+// ethSwitch is a segment's Ethernet switch. Its ports are the gateway
+// (the gVisor stack's link endpoint) and one per connected NIC, known by
+// the MAC the NIC was given: a frame from a NIC must carry that MAC as
+// its source, so no instance speaks as another. Frames go by destination
+// MAC; broadcast and multicast go to every other port.
+//
+// On a NIC's connection frames are framed as QEMU's stream netdev does:
+// a 32-bit big-endian length, then the frame.
+type ethSwitch struct {
+	gateway interface {
+		DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer)
+		LinkAddress() tcpip.LinkAddress
+	}
+
+	mu    sync.RWMutex
+	ports map[tcpip.LinkAddress]*swPort
+}
+
+type swPort struct {
+	conn net.Conn
+	wmu  sync.Mutex
+}
+
+func newSwitch() *ethSwitch {
+	return &ethSwitch{ports: map[tcpip.LinkAddress]*swPort{}}
+}
+
+// DeliverNetworkPacket takes a frame from the gateway.
+func (sw *ethSwitch) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	frame := pkt.ToView().AsSlice()
+	if len(frame) < header.EthernetMinimumSize {
+		return
+	}
+	sw.forward(sw.gateway.LinkAddress(), frame, false)
+}
+
+// forward sends a frame from src to its destination NIC(s), and to the
+// gateway when toGateway is set.
+func (sw *ethSwitch) forward(src tcpip.LinkAddress, frame []byte, toGateway bool) {
+	dst := header.Ethernet(frame).DestinationAddress()
+	if dst[0]&1 == 0 { // unicast
+		sw.mu.RLock()
+		p := sw.ports[dst]
+		sw.mu.RUnlock()
+		if p != nil {
+			p.write(frame)
+		}
+		return
+	}
+	sw.mu.RLock()
+	targets := make([]*swPort, 0, len(sw.ports))
+	for mac, p := range sw.ports {
+		if mac != src {
+			targets = append(targets, p)
+		}
+	}
+	sw.mu.RUnlock()
+	for _, p := range targets {
+		p.write(frame)
+	}
+	if toGateway {
+		sw.toGateway(frame)
+	}
+}
+
+func (sw *ethSwitch) toGateway(frame []byte) {
+	eth := header.Ethernet(frame)
+	data := buffer.MakeWithData(frame)
+	data.TrimFront(header.EthernetMinimumSize)
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: data})
+	sw.gateway.DeliverNetworkPacket(eth.Type(), pkt)
+	pkt.DecRef()
+}
+
+func (p *swPort) write(frame []byte) {
+	buf := make([]byte, 4+len(frame))
+	binary.BigEndian.PutUint32(buf, uint32(len(frame)))
+	copy(buf[4:], frame)
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.conn.Write(buf) // a failed write ends the reader too
+}
+
+// serve runs a NIC's connection until it ends or ctx is done. A new
+// connection for the same MAC (a restarted VM) replaces the old one.
+func (sw *ethSwitch) serve(ctx context.Context, mac string, conn net.Conn) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return err
+	}
+	own := tcpip.LinkAddress(hw)
+	p := &swPort{conn: conn}
+	sw.mu.Lock()
+	if old := sw.ports[own]; old != nil {
+		old.conn.Close()
+	}
+	sw.ports[own] = p
+	sw.mu.Unlock()
+	defer func() {
+		sw.mu.Lock()
+		if sw.ports[own] == p {
+			delete(sw.ports, own)
+		}
+		sw.mu.Unlock()
+		conn.Close()
+	}()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	gw := sw.gateway.LinkAddress()
+	r := bufio.NewReaderSize(conn, 64<<10)
+	var size [4]byte
+	for {
+		if _, err := io.ReadFull(r, size[:]); err != nil {
+			return err
+		}
+		n := binary.BigEndian.Uint32(size[:])
+		if n > maxFrame {
+			return fmt.Errorf("frame of %d bytes", n)
+		}
+		frame := make([]byte, n)
+		if _, err := io.ReadFull(r, frame); err != nil {
+			return err
+		}
+		if n < header.EthernetMinimumSize {
+			continue
+		}
+		eth := header.Ethernet(frame)
+		if eth.SourceAddress() != own {
+			continue // spoofed
+		}
+		if eth.DestinationAddress() == gw {
+			sw.toGateway(frame)
+			continue
+		}
+		sw.forward(own, frame, true)
+	}
+}
