@@ -7,8 +7,11 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/vmcompose/vmcompose/vm"
 )
@@ -44,28 +47,55 @@ var baseCmdline = []string{
 	"initcall_blacklist=init_kprobe_trace,crypto_kdf108_init",
 }
 
-// tscKHz returns the host's TSC frequency in kHz from /proc/cpuinfo's
-// "cpu MHz", or 0 when unknown. Under TCG the guest's TSC runs at the
-// host's, and microvm guests hang in ~1 of 4 boots calibrating it unless
-// the kernel is told (tsc_early_khz).
+// tscKHz returns the host's TSC frequency in kHz, or 0 when unknown. Under
+// TCG the guest's TSC runs at the host's, and microvm guests hang in ~1 of 4
+// boots calibrating it unless the kernel is told (tsc_early_khz). Inside a
+// VM, /proc/cpuinfo's "cpu MHz" is the TSC frequency the host kernel
+// calibrated; on bare metal it is the current, scaled core frequency, so
+// there the TSC is timed instead (50 ms, once per process).
 func tscKHz() int {
+	tscOnce.Do(func() {
+		mhz, hypervisor := cpuinfoMHz()
+		if hypervisor && mhz > 0 {
+			tscVal = int(mhz * 1000)
+			return
+		}
+		tscVal = measureTSCkHz(50 * time.Millisecond)
+	})
+	return tscVal
+}
+
+var (
+	tscOnce sync.Once
+	tscVal  int
+)
+
+// cpuinfoMHz returns the first "cpu MHz" of /proc/cpuinfo and whether the
+// "hypervisor" flag is set (this host is itself a VM).
+func cpuinfoMHz() (mhz float64, hypervisor bool) {
 	f, err := os.Open("/proc/cpuinfo")
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == "cpu MHz" {
-			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil || mhz <= 0 {
-				return 0
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "cpu MHz":
+			if mhz == 0 {
+				mhz, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
 			}
-			return int(mhz * 1000)
+		case "flags":
+			hypervisor = slices.Contains(strings.Fields(v), "hypervisor")
+			return mhz, hypervisor
 		}
 	}
-	return 0
+	return mhz, hypervisor
 }
 
 // escape doubles the commas of a value inside a QEMU option list.

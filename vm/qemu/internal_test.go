@@ -5,6 +5,7 @@ package qemu
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -217,4 +218,18 @@ func TestStartReportsQemuError(t *testing.T) {
 	if st, err := d.Inspect(ctx, "nokernel"); err != nil || st.State == vm.StateRunning {
 		t.Errorf("after a failed Start: %+v, %v", st, err)
 	}
+}
+
+// TestTSC: the TSC frequency given to TCG guests agrees with the TSC as
+// timed here, within 0.5%.
+func TestTSC(t *testing.T) {
+	got := tscKHz()
+	measured := measureTSCkHz(100 * time.Millisecond)
+	if measured == 0 {
+		t.Skip("no TSC on this architecture")
+	}
+	if got <= 0 || math.Abs(float64(got-measured))/float64(measured) > 0.005 {
+		t.Errorf("tscKHz() = %d, timed %d kHz", got, measured)
+	}
+	t.Logf("tsc_early_khz=%d, timed %d", got, measured)
 }
