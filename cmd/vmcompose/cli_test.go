@@ -159,6 +159,9 @@ func TestErrorsAreOneLine(t *testing.T) {
 	}
 }
 
+// TestPlanReadsRecordedState: plan checks the record against the VMs that
+// exist: a recorded instance without a VM is gone, and none of these VMs
+// runs.
 func TestPlanReadsRecordedState(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte("name: demo\nservices: {web: {image: nginx}, db: {image: postgres}}\n"), 0o644); err != nil {
@@ -169,7 +172,15 @@ func TestPlanReadsRecordedState(t *testing.T) {
 
 	state := t.TempDir()
 	os.MkdirAll(filepath.Join(state, "vmcompose", "demo"), 0o755)
-	rec := `{"project":"demo","instances":[{"service":"db","number":1,"state":"running","hash":"` + hash + `"},{"service":"old","number":1,"state":"running","hash":"x"}]}`
+	rec := `{"project":"demo","instances":[{"service":"db","number":1,"state":"running","hash":"` + hash + `","vm":"db-1"},` +
+		`{"service":"old","number":1,"state":"running","hash":"x","vm":"old-1"},{"service":"web","number":1,"state":"running","hash":"x","vm":"web-1"}]}`
+	for _, name := range []string{"db-1", "old-1"} {
+		vmDir := filepath.Join(state, "vmcompose", "demo", "vms", name)
+		os.MkdirAll(vmDir, 0o755)
+		if err := os.WriteFile(filepath.Join(vmDir, "spec.json"), []byte(`{"name":"`+name+`","kernel":"/k"}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(state, "vmcompose", "demo", "state.json"), []byte(rec), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -180,11 +191,11 @@ func TestPlanReadsRecordedState(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	want := `project demo (up): 3 operations in 1 wave: 1 create, 1 remove, 1 unchanged
+	want := `project demo (up): 3 operations in 1 wave: 1 create, 1 start, 1 remove
 wave 1
-  1  nothing  db-1   up to date
-  2  remove   old-1  orphan: the service is no longer in the compose file
-  3  create   web-1  new service
+  1  start   db-1   stopped
+  2  remove  old-1  orphan: the service is no longer in the compose file
+  3  create  web-1  new service
 `
 	if string(out) != want {
 		t.Errorf("plan:\n%s\nwant:\n%s", out, want)

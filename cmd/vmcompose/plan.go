@@ -47,10 +47,12 @@ func runPlan(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	observed, err := reconcile.Observe(dir)
+	// The state record checked against the VMs that exist and run.
+	o, err := observe(c.Context, dir)
 	if err != nil {
 		return err
 	}
+	observed := o.Observed()
 	desired := planner.Desired{Project: p.Project}
 	var plan *planner.Plan
 	if c.Bool("down") {

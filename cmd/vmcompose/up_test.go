@@ -332,15 +332,12 @@ func TestUpAdoption(t *testing.T) {
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Kill the supervisor once a's service runs, while b boots. (Killing
-	// it between qemu's fork and the driver's record of its pid would leave
-	// a qemu that vm/qemu cannot adopt: see the report.)
+	// Kill the supervisor while b boots: once the driver recorded b's qemu
+	// (killing it between qemu's fork and that record leaves a qemu that
+	// vm/qemu cannot adopt yet: see the report).
 	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if b, _ := os.ReadFile(filepath.Join(state, "logs", "a-1.log")); len(b) > 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	for !fileExistsT(filepath.Join(state, "vms", "b-1", "run.json")) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
 	}
 	sups := supervisors(state)
 	if len(sups) != 1 {
@@ -373,6 +370,12 @@ func TestUpAdoption(t *testing.T) {
 	}
 	ps := p.ps(dir)
 	if ps["a"].State != "running" || ps["b"].State != "running" {
+		for _, f := range []string{"b-1/run.json", "b-1/qemu.pid", "b-1/exit.json"} {
+			b, _ := os.ReadFile(filepath.Join(state, "vms", f))
+			t.Logf("%s: %s", f, b)
+		}
+		b, _ := os.ReadFile(filepath.Join(state, "supervisor.log"))
+		t.Logf("supervisor log:\n%s", b)
 		t.Fatalf("ps after adoption: %+v", ps)
 	}
 	if pids := qemus(state); len(pids) != 2 {
