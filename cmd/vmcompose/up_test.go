@@ -399,3 +399,80 @@ func TestUpAdoption(t *testing.T) {
 		t.Errorf("b was restarted too: %+v", e)
 	}
 }
+
+// TestUpForeground: foreground up prints prefixed logs, --exit-code-from
+// stops everything when that service exits and returns its code, and
+// Ctrl-C stops the services.
+func TestUpForeground(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	dir := filepath.Join(p.home, "fg")
+	p.cleanup(dir)
+	compose := `services:
+  job:
+    image: ` + ref + `
+    command: ["sh", "-c", "echo hello from job; sleep 1; exit 3"]
+  idle:
+    image: ` + ref + `
+    command: ["sh", "-c", "echo idle; exec sleep 1000"]
+    stop_grace_period: 1s
+`
+	stdout, stderr, code := p.in(dir, compose, "up", "--exit-code-from", "job")
+	if code != 3 || !strings.Contains(stdout, "job-1  | hello from job") || !strings.Contains(stdout, "idle-1 | idle") {
+		t.Errorf("up --exit-code-from job: exit %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+	if e := p.ps(dir)["idle"]; e.State != "exited" {
+		t.Errorf("idle after the job exited: %+v", e)
+	}
+
+	c := exec.Command(binary, "--progress", "quiet", "up", "idle")
+	c.Dir, c.Env = dir, append(os.Environ(), p.env...)
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "idle-1 | idle") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.Process.Signal(os.Interrupt)
+	err := c.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Errorf("foreground up after Ctrl-C: %v; output: %s", err, out.String())
+	}
+	if e := p.ps(dir)["idle"]; e.State != "exited" {
+		t.Errorf("idle after Ctrl-C: %+v", e)
+	}
+}
+
+// TestUpBenchmark measures up -d --wait of 1, 2, 4 and 8 services and a
+// no-op up; set VMCOMPOSE_BENCH=1 to run it.
+func TestUpBenchmark(t *testing.T) {
+	if os.Getenv("VMCOMPOSE_BENCH") == "" {
+		t.Skip("set VMCOMPOSE_BENCH=1 to measure")
+	}
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	for _, n := range []int{1, 2, 4, 8} {
+		dir := filepath.Join(p.home, fmt.Sprintf("bench%d", n))
+		p.cleanup(dir)
+		compose := "services:\n"
+		for i := range n {
+			compose += fmt.Sprintf("  s%d:\n    image: %s\n    command: [sleep, '1000']\n    stop_grace_period: 1s\n", i, ref)
+		}
+		start := time.Now()
+		if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait"); code != 0 {
+			t.Fatalf("up of %d: %s", n, stderr)
+		}
+		up := time.Since(start)
+		start = time.Now()
+		if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait"); code != 0 {
+			t.Fatalf("no-op up of %d: %s", n, stderr)
+		}
+		noop := time.Since(start)
+		start = time.Now()
+		p.in(dir, "", "down", "-t", "1")
+		t.Logf("%d services: up -d --wait %s, no-op up %s, down %s", n, up.Round(10*time.Millisecond), noop.Round(time.Millisecond), time.Since(start).Round(10*time.Millisecond))
+	}
+}
