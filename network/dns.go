@@ -50,7 +50,21 @@ func (s *segment) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 		src = ap.Addr().Unmap()
 	}
 	addrs, known := s.m.lookup(s, src, q.Name)
+	ptr, reverse := "", false
+	if q.Qtype == dns.TypePTR {
+		ptr, reverse = s.m.reverse(s, src, q.Name)
+	}
 	switch {
+	case reverse:
+		m.Authoritative = true
+		if ptr == "" {
+			m.Rcode = dns.RcodeNameError
+			break
+		}
+		m.Answer = append(m.Answer, &dns.PTR{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: 0},
+			Ptr: dns.Fqdn(ptr),
+		})
 	case known:
 		m.Authoritative = true
 		if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
@@ -154,6 +168,43 @@ func (m *Manager) lookup(s *segment, src netip.Addr, fqdn string) (addrs []netip
 		}
 	}
 	return addrs, known
+}
+
+// reverse answers a PTR query for an address of the project's subnets:
+// the instance name in the project's domain, as the querier sees it, or
+// "" when no instance it can see has the address. ok is false for
+// addresses outside the project's subnets.
+func (m *Manager) reverse(s *segment, src netip.Addr, fqdn string) (name string, ok bool) {
+	rev, found := strings.CutSuffix(strings.ToLower(fqdn), ".in-addr.arpa.")
+	if !found {
+		return "", false
+	}
+	parts := strings.Split(rev, ".")
+	if len(parts) != 4 {
+		return "", false
+	}
+	slices.Reverse(parts)
+	a, err := netip.ParseAddr(strings.Join(parts, "."))
+	if err != nil || !slices.ContainsFunc(m.subnets, func(p netip.Prefix) bool { return p.Contains(a) }) {
+		return "", false
+	}
+	if a == s.gateway {
+		return "", true
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	views := []*segment{s}
+	if q := m.instanceAt(s, src); q != nil {
+		for _, n := range q.nics {
+			views = append(views, n.seg)
+		}
+	}
+	for _, v := range views {
+		if in := m.instanceAt(v, a); in != nil {
+			return in.ep.Instance + "." + m.domain, true
+		}
+	}
+	return "", true
 }
 
 // instanceAt is the instance whose NIC on s has address a. m.mu is held.

@@ -270,7 +270,14 @@ func (m *Manager) Attach(ep Endpoint, nets []Attachment) ([]NIC, error) {
 		if !sameSegments(in.nics, segs) {
 			return nil, fmt.Errorf("instance %q: attached to other networks: detach it first", ep.Instance)
 		}
+		for i, a := range nets {
+			n := in.nics[i]
+			if a.MAC != "" && !strings.EqualFold(a.MAC, n.MAC) || a.IP.IsValid() && a.IP != n.Address.Addr() {
+				return nil, fmt.Errorf("instance %q: network %q: attached with %s and %s: detach it first to change them", ep.Instance, a.Network, n.MAC, n.Address.Addr())
+			}
+		}
 		in.ep = ep
+		in.ep.Names = lowerAll(ep.Names)
 		for i, a := range nets {
 			in.nics[i].aliases = lowerAll(a.Aliases)
 		}

@@ -165,6 +165,13 @@ func TestSubnetsAndAddresses(t *testing.T) {
 	if fmt.Sprint(again) != fmt.Sprint(nics) {
 		t.Errorf("second Attach: %+v, want %+v", again, nics)
 	}
+	// Changing networks or addresses needs a Detach first.
+	if _, err := m.Attach(network.Endpoint{Instance: "web-1", Service: "web"}, []network.Attachment{{Network: "back"}}); err == nil {
+		t.Error("re-attaching to fewer networks succeeded")
+	}
+	if _, err := m.Attach(network.Endpoint{Instance: "web-1", Service: "web"}, []network.Attachment{{Network: "back", IP: netip.MustParseAddr("10.89.0.50")}, {Network: "default"}}); err == nil {
+		t.Error("re-attaching with another address succeeded")
+	}
 	n2 := attach(t, m, network.Endpoint{Instance: "web-2", Service: "web"}, network.Attachment{Network: "back"})
 	if n2[0].Address.String() != "10.89.0.3/24" || n2[0].MAC == nics[0].MAC {
 		t.Errorf("web-2: %+v", n2[0])
@@ -536,5 +543,64 @@ func TestSpoofedMAC(t *testing.T) {
 	case <-accepted:
 	case <-time.After(5 * time.Second):
 		t.Error("the host saw no connection from x")
+	}
+}
+
+// TestReverseDNS: PTR queries for project addresses name the instance;
+// addresses the querier cannot see are unknown.
+func TestReverseDNS(t *testing.T) {
+	m, res := newManager(t, network.NetworkConfig{Name: "a"}, network.NetworkConfig{Name: "b"})
+	x := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x"}, network.Attachment{Network: "a"})[0]
+	y := attach(t, m, network.Endpoint{Instance: "y-1", Service: "y"}, network.Attachment{Network: "b"})[0]
+	c := dnsConn(t, m, "a")
+	for addr, want := range map[netip.Addr]string{
+		x.Address.Addr(): "x-1.proj.internal.",
+		y.Address.Addr(): "NXDOMAIN",
+		x.Gateway:        "NXDOMAIN",
+	} {
+		name, _ := dns.ReverseAddr(addr.String())
+		r := query(t, c, name, dns.TypePTR)
+		got := dns.RcodeToString[r.Rcode]
+		if len(r.Answer) == 1 {
+			got = r.Answer[0].(*dns.PTR).Ptr
+		}
+		if got != want {
+			t.Errorf("PTR %s: %s, want %s", addr, got, want)
+		}
+	}
+	if len(res.names()) != 0 {
+		t.Errorf("reverse lookups went upstream: %q", res.names())
+	}
+}
+
+// TestClose: cancelling New's context closes the Manager: sockets go,
+// Attach fails with ErrClosed.
+func TestClose(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	m, err := network.New(ctx, network.Config{Project: "p", StateDir: shortDir(t), Networks: []network.NetworkConfig{{Name: "default"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nics := attach(t, m, network.Endpoint{Instance: "x-1"}, network.Attachment{Network: "default"})
+	if _, err := os.Stat(nics[0].Socket); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := m.Attach(network.Endpoint{Instance: "y-1"}, []network.Attachment{{Network: "default"}})
+		if errors.Is(err, network.ErrClosed) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Attach after cancel: %v, want ErrClosed", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(nics[0].Socket); !os.IsNotExist(err) {
+		t.Errorf("socket after Close: %v", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }

@@ -100,13 +100,13 @@ func (m *Manager) Publish(instance string, ports []types.ServicePortConfig) ([]B
 	}
 	old := in.ports
 	in.ports = nil
-	m.mu.Unlock()
-	closeBindings(old)
-
 	who := in.ep.Service
 	if who == "" {
 		who = in.ep.Instance
 	}
+	m.mu.Unlock()
+	closeBindings(old)
+
 	var target *attached
 	for _, n := range in.nics {
 		if n.Default {
@@ -120,7 +120,7 @@ func (m *Manager) Publish(instance string, ports []types.ServicePortConfig) ([]B
 		return nil, err
 	}
 	for _, p := range ports {
-		if len(ports) > 0 && target == nil {
+		if target == nil {
 			return fail(fmt.Errorf("service %q: publishing port %d: the service is on internal networks only", who, p.Target))
 		}
 		b, err := m.publishOne(target, p)
