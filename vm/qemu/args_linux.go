@@ -110,7 +110,12 @@ func macFor(name string, i int) string {
 
 // buildArgs returns qemu's arguments for spec. Relative paths are relative
 // to the VM directory, which is qemu's working directory.
-func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int) []string {
+// sandboxArg turns on QEMU's seccomp filter: no obsolete system calls, no
+// privilege changes, no resource-control calls. Spawning stays allowed
+// (migration to a file uses exec:).
+const sandboxArg = "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"
+
+func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool) []string {
 	vcpus := spec.VCPUs
 	if vcpus == 0 {
 		vcpus = defaultVCPUs
@@ -142,6 +147,11 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int) []string {
 		"-m", strconv.FormatInt(mem>>20, 10)+"M",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-global", "virtio-mmio.force-legacy=false",
+	)
+	if sandbox {
+		a = append(a, "-sandbox", sandboxArg)
+	}
+	a = append(a,
 		"-pidfile", pidFile,
 		"-qmp", "unix:"+qmpSock+",server=on,wait=off",
 		"-chardev", "file,id=console,append=on,path="+escape(console),

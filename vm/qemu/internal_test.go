@@ -31,7 +31,7 @@ func TestBuildArgs(t *testing.T) {
 		Networks:    []vm.Network{{Socket: "/run/net.sock"}, {Socket: "/run/net2.sock", MAC: "52:54:00:aa:bb:cc"}},
 		ConsoleLog:  "/logs/web,1.log",
 	}
-	args := buildArgs(spec, AccelTCG, 2596132, 32)
+	args := buildArgs(spec, AccelTCG, 2596132, 32, true)
 	got := strings.Join(args, " ")
 	for _, want := range []string{
 		"-name vmcompose:web-1",
@@ -39,7 +39,7 @@ func TestBuildArgs(t *testing.T) {
 		"-accel tcg,tb-size=32",
 		"-smp 2 -m 512M",
 		"-nodefaults -no-user-config -display none -no-reboot",
-		"-global virtio-mmio.force-legacy=false",
+		"-global virtio-mmio.force-legacy=false -sandbox on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny",
 		"-qmp unix:qmp.sock,server=on,wait=off",
 		"-chardev file,id=console,append=on,path=/logs/web,,1.log -serial chardev:console",
 		"-device virtio-serial-device -chardev socket,id=agent,server=on,wait=off,path=agent.sock -device virtserialport,chardev=agent,name=vmcompose.agent",
@@ -62,7 +62,7 @@ func TestBuildArgs(t *testing.T) {
 	if m := macFor("web-1", 0); m == macFor("web-1", 1) || m == macFor("web-2", 0) || !strings.HasPrefix(m, "52:54:00:") {
 		t.Errorf("derived MACs are not distinct per VM and NIC: %s", m)
 	}
-	if kvm := strings.Join(buildArgs(spec, AccelKVM, 2596132, 32), " "); !strings.Contains(kvm, "-accel kvm -cpu host") || strings.Contains(kvm, "tsc_early_khz") {
+	if kvm := strings.Join(buildArgs(spec, AccelKVM, 2596132, 32, false), " "); !strings.Contains(kvm, "-accel kvm -cpu host") || strings.Contains(kvm, "tsc_early_khz") || strings.Contains(kvm, "-sandbox") {
 		t.Errorf("KVM arguments: %s", kvm)
 	}
 }
@@ -232,4 +232,19 @@ func TestTSC(t *testing.T) {
 		t.Errorf("tscKHz() = %d, timed %d kHz", got, measured)
 	}
 	t.Logf("tsc_early_khz=%d, timed %d", got, measured)
+}
+
+// TestSandbox: Debian's qemu has seccomp, so VMs run sandboxed there.
+func TestSandbox(t *testing.T) {
+	bin, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Skip(err)
+	}
+	out, _ := exec.Command("dpkg-query", "-W", "-f=${Depends}", "qemu-system-x86").Output()
+	if !strings.Contains(string(out), "libseccomp") {
+		t.Skip("qemu not from Debian, or built without seccomp")
+	}
+	if !hasSandbox(bin) {
+		t.Errorf("hasSandbox(%s) = false for a qemu linked with libseccomp", bin)
+	}
 }

@@ -3,6 +3,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,8 +112,9 @@ func WithLogger(l *slog.Logger) Option {
 // Driver runs VMs as qemu processes. See the package comment for the state
 // it keeps.
 type Driver struct {
-	root string
-	o    options
+	root    string
+	o       options
+	sandbox bool // qemu has -sandbox (built with seccomp)
 
 	accelMu  sync.Mutex
 	accelVal string // decided accelerator, "" until then
@@ -151,7 +153,21 @@ func New(root string, opts ...Option) (*Driver, error) {
 		return nil, fmt.Errorf("qemu driver: state root: %w", err)
 	}
 	removeStale(abs, o.log)
-	return &Driver{root: abs, o: o, children: map[string]*child{}}, nil
+	return &Driver{root: abs, o: o, sandbox: hasSandbox(bin), children: map[string]*child{}}, nil
+}
+
+var sandboxes sync.Map // qemu binary -> bool
+
+// hasSandbox reports whether qemu lists -sandbox in its help, which it
+// does when built with seccomp.
+func hasSandbox(bin string) bool {
+	if v, ok := sandboxes.Load(bin); ok {
+		return v.(bool)
+	}
+	out, _ := exec.Command(bin, "-help").Output()
+	has := bytes.Contains(out, []byte("\n-sandbox "))
+	sandboxes.Store(bin, has)
+	return has
 }
 
 // staleAge is how old a half-made or half-removed VM directory must be
@@ -323,7 +339,7 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 		}
 	}
 	accel := d.accel(ctx, spec.Kernel)
-	args := buildArgs(spec, accel, tscKHz(), d.o.tbSize)
+	args := buildArgs(spec, accel, tscKHz(), d.o.tbSize, d.sandbox)
 	dir := d.dir(name)
 	for _, f := range []string{qmpSock, agentSock, pidFile} {
 		os.Remove(filepath.Join(dir, f))
