@@ -70,6 +70,7 @@ func newSegment(m *Manager, index int, cfg NetworkConfig, prefix netip.Prefix) (
 	}
 	s.sw = newSwitch()
 	s.sw.gateway = link
+	s.sw.gatewayIP = addr(s.gateway)
 	link.Connect(s.sw)
 
 	s.stack = stack.New(stack.Options{

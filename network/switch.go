@@ -33,6 +33,9 @@ type ethSwitch struct {
 		LinkAddress() tcpip.LinkAddress
 	}
 
+	// gatewayIP is the gateway's address: the only one ICMP reaches.
+	gatewayIP tcpip.Address
+
 	mu    sync.RWMutex
 	ports map[tcpip.LinkAddress]*swPort
 }
@@ -82,6 +85,19 @@ func (sw *ethSwitch) forward(src tcpip.LinkAddress, frame []byte, toGateway bool
 	if toGateway {
 		sw.toGateway(frame)
 	}
+}
+
+// pingsElsewhere says whether a frame to the gateway is ICMP for another
+// address. The gateway's stack accepts every address (that is how it
+// terminates NATed connections) and would answer pings for all of them,
+// though ICMP is not forwarded: such pings must go unanswered, as for an
+// unreachable host, rather than report a host that is not there.
+func (sw *ethSwitch) pingsElsewhere(frame []byte) bool {
+	if header.Ethernet(frame).Type() != header.IPv4ProtocolNumber {
+		return false
+	}
+	ip := header.IPv4(frame[header.EthernetMinimumSize:])
+	return ip.IsValid(len(ip)) && ip.TransportProtocol() == header.ICMPv4ProtocolNumber && ip.DestinationAddress() != sw.gatewayIP
 }
 
 func (sw *ethSwitch) toGateway(frame []byte) {
@@ -151,7 +167,9 @@ func (sw *ethSwitch) serve(ctx context.Context, mac string, conn net.Conn) error
 			continue // spoofed
 		}
 		if eth.DestinationAddress() == gw {
-			sw.toGateway(frame)
+			if !sw.pingsElsewhere(frame) {
+				sw.toGateway(frame)
+			}
 			continue
 		}
 		sw.forward(own, frame, true)

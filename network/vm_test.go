@@ -289,6 +289,9 @@ for i in /sys/class/net/*; do [ "$(cat $i/address)" = "$MAC" ] && udhcpc -i ${i#
 	})
 
 	t.Run("host loopback", func(t *testing.T) {
+		if code, out := cli.g.sh(ctx, t, "ping -c1 -W5 "+clientNICs[0].Gateway.String()); code != 0 {
+			t.Errorf("ping the gateway: exit %d:\n%s", code, out)
+		}
 		for _, h := range []string{"host.containers.internal", clientNICs[0].Gateway.String()} {
 			code, out := cli.g.sh(ctx, t, "timeout 10 wget -q -O - http://"+net.JoinHostPort(h, hostPort)+"/")
 			if code != 0 || out != "hello from the host" {
@@ -306,6 +309,9 @@ for i in /sys/class/net/*; do [ "$(cat $i/address)" = "$MAC" ] && udhcpc -i ${i#
 			t.Errorf("lone fetched web's page by address: exit %d: %q", code, out)
 		}
 		t.Logf("refused in %v", time.Since(t1).Round(time.Millisecond))
+		if code, out := alone.g.sh(ctx, t, "ping -c1 -W2 "+webIP); code == 0 {
+			t.Errorf("lone pinged web's address: exit %d:\n%s", code, out)
+		}
 	})
 
 	t.Run("published", func(t *testing.T) {
