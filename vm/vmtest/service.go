@@ -166,6 +166,44 @@ func (s *suite) serviceLayer(t *testing.T) {
 	}
 	c.Close()
 
+	// Without the hook, the ACPI power button reaches vminit, which stops
+	// the service the same way: Stop ends well before its timeout would
+	// escalate to a hard stop.
+	plain := s.fx.NewDriver(t, s.root, nil)
+	if err := plain.Start(ctx, "svc"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = plain.Inspect(ctx, "svc")
+	c, err = DialAgent(ctx, st.Agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx, agent.Spec{Command: []string{"sh", "-c", counter + "; exec sleep 3600"}}); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan agent.ExitStatus, 1)
+	go func() {
+		e, _ := c.Wait(ctx)
+		exited <- e
+	}()
+	t0 = time.Now()
+	const acpiTimeout = 30 * time.Second
+	if err := plain.Stop(ctx, "svc", acpiTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(t0); took > acpiTimeout/2 {
+		t.Errorf("Stop through the ACPI power button took %v: the guest did not act on it", took)
+	}
+	select {
+	case e := <-exited:
+		if e.Signal != "SIGTERM" {
+			t.Errorf("service stopped by the power button: %+v, want SIGTERM", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no exit status from a service stopped by the power button")
+	}
+	c.Close()
+
 	// Recreating discards the layer.
 	if err := d.Remove(ctx, "svc"); err != nil {
 		t.Fatal(err)
