@@ -2,6 +2,28 @@
 // qemu-system process per VM, with KVM when /dev/kvm works and TCG
 // otherwise, on the microvm machine booting a PVH vmlinux.
 //
+// # Machine
+//
+// microvm with ACPI (for the power button), virtio-mmio devices in modern
+// mode, no PCI, no firmware; the console on the ISA serial port into a
+// file; QMP and the agent's virtio-serial port on unix sockets; disks as
+// virtio-blk found by serial; NICs as -netdev stream to a unix socket.
+// Under TCG the kernel is told the host's TSC frequency (tsc_early_khz:
+// from /proc/cpuinfo inside a VM, timed on bare metal), without which
+// about one boot in four hangs calibrating it. qemu runs under its seccomp
+// sandbox when built with one.
+//
+// "KVM works" is decided by a trial boot of the kernel (cached per host
+// boot in the user cache directory): an openable /dev/kvm is not enough on
+// nested hosts whose vCPUs hang or fail. VMCOMPOSE_ACCEL=tcg|kvm overrides.
+//
+// # Stop
+//
+// Stop asks the guest through the hook given to WithGuestShutdown (the
+// owner of the agent connection), then presses the ACPI power button every
+// second, each for up to the caller's timeout, then sends QMP quit, waits
+// 3 s, and kills qemu with SIGKILL; it returns when the process has ended.
+//
 // # State
 //
 // Each VM is a directory under the driver's state root, named after the
