@@ -1,23 +1,62 @@
 // Package network is a compose project's virtual network, rootless and in
-// process: one userspace Ethernet segment per compose network, built on
-// gvisor-tap-vsock's switch and gVisor's TCP/IP stack.
+// process: one userspace Ethernet segment per compose network, each with a
+// gVisor TCP/IP stack behind the segment's gateway, using
+// gvisor-tap-vsock's gateway link endpoint.
 //
-// Each segment has a gateway (the first address of its subnet) that
-// answers DHCP with static leases by MAC, serves DNS for the project's
-// names (service, replica, container_name, hostname, per-network aliases),
-// NATs outbound TCP and UDP through the host's sockets, and maps
-// connections to the gateway address itself to the host's loopback
-// (host.containers.internal, host.docker.internal). Published ports listen
-// on the host and dial into the segment.
+// # Addressing
 //
-// A VM's NIC joins a segment through a unix stream socket the Manager
-// listens on (QEMU: -netdev stream,server=off,addr.type=unix,addr.path=...;
-// the frames are QEMU's: a 32-bit big-endian length, then the frame).
-// QEMU's stream netdev does not reconnect, so the network lives as long as
-// the process that holds the Manager: when that process ends, the project's
-// VMs lose their network and must be restarted.
+// A network's subnet is its ipam.config subnet, or else the next free
+// 10.89.N.0/24 (N counting from 0, skipping configured subnets and the
+// host's own). The gateway is the subnet's first address; instances get
+// ipv4_address when set, else the lowest free address after the gateway.
+// A NIC's MAC is mac_address when set, else 52:54:00 and three bytes of a
+// hash of project, instance and network. Every NIC has its own unix
+// socket in Config.StateDir.
 //
-// It owns addressing, DNS, DHCP, NAT and port publishing. It reads compose
-// types (compose-go) but must not import reconcile/, cmd/, vm/ or guest/:
-// the supervisor maps NICs to vm.Network and agent.Interface.
+// # What the gateway serves
+//
+//   - DHCP: only to MACs attached to the segment, always their static
+//     lease, with router (except on internal networks), DNS server, search
+//     domain and MTU. Guests may as well configure the same values
+//     statically from the NIC.
+//   - DNS on port 53 (UDP and TCP): an instance's name (web-1), its
+//     service (web: every attached replica's address, rotated per query),
+//     Endpoint.Names (container_name, hostname, "<project>-web-1") and the
+//     per-network aliases, bare or under the search domain; PTR for
+//     project addresses. A guest sees the names of every network it is
+//     on, whichever of its gateways it asks, each answered with the
+//     address on the shared network. Unknown single-label names and names
+//     in the project's domain get NXDOMAIN; other A queries go to
+//     Config.Resolver (the host's), except from internal networks.
+//     host.containers.internal and host.docker.internal are the gateway.
+//   - NAT: TCP and UDP to outside addresses are made by the host's
+//     sockets. Connections to the gateway address itself (other than DNS)
+//     go to the host's 127.0.0.1, same port. Addresses of the project's
+//     other segments are refused, so VMs that share no network cannot
+//     reach each other. Internal networks reach nothing outside. ICMP is
+//     not forwarded: the gateway answers pings for itself only.
+//   - Published ports: listeners on the host that dial the instance's
+//     address on its default NIC through the segment.
+//
+// The switch only passes frames whose source MAC is the NIC's own, so a
+// VM must use the MAC its NIC was given.
+//
+// # Lifetime
+//
+// A VM's NIC joins its segment through its socket (QEMU:
+// -netdev stream,id=netN,server=off,addr.type=unix,addr.path=SOCKET
+// -device virtio-net-device,netdev=netN,mac=MAC; frames carry a 32-bit
+// big-endian length). QEMU's stream netdev connects once, at start, and
+// does not reconnect, so the network lives as long as the process that
+// holds the Manager: when that process ends, the project's VMs lose their
+// network and must be restarted. A VM restarted while the Manager lives
+// connects again to the same socket.
+//
+// # Imports
+//
+// It owns addressing, DHCP, DNS, NAT and port publishing. It reads compose
+// types (compose-go) but must not import reconcile/, cmd/, vm/ or guest/
+// (TestImports): the supervisor maps NICs to vm.Network and
+// agent.Interface. It logs through the slog.Logger it is given, nothing
+// otherwise.
 package network
