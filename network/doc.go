@@ -58,5 +58,6 @@
 // types (compose-go) but must not import reconcile/, cmd/, vm/ or guest/
 // (TestImports): the supervisor maps NICs to vm.Network and
 // agent.Interface. It logs through the slog.Logger it is given, nothing
-// otherwise.
+// otherwise (gvisor-tap-vsock's gateway link endpoint logs at logrus
+// debug level only).
 package network

@@ -157,6 +157,9 @@ type attached struct {
 // New creates the project's segments. Nothing listens until Attach. When
 // ctx is cancelled the Manager closes, as Close does.
 func New(ctx context.Context, cfg Config) (*Manager, error) {
+	if cfg.Project == "" {
+		return nil, errors.New("network: no project name")
+	}
 	if cfg.StateDir == "" {
 		return nil, errors.New("network: no state directory")
 	}
