@@ -80,6 +80,8 @@ func realGuest(t *testing.T) guestFiles {
 type guest struct {
 	name string
 	nics []network.NIC
+	d    vm.Driver
+	spec agent.Spec
 	c    *agent.Client
 }
 
@@ -114,22 +116,29 @@ func boot(ctx context.Context, t *testing.T, d vm.Driver, f guestFiles, name str
 		d.Kill(context.Background(), name)
 		d.Remove(context.Background(), name)
 	})
-	if err := d.Start(ctx, name); err != nil {
-		return nil, err
+	g := &guest{name: name, nics: nics, d: d, spec: gs}
+	return g, g.start(ctx, t)
+}
+
+// start starts the VM and its service.
+func (g *guest) start(ctx context.Context, t *testing.T) error {
+	if err := g.d.Start(ctx, g.name); err != nil {
+		return err
 	}
-	st, err := d.Inspect(ctx, name)
+	st, err := g.d.Inspect(ctx, g.name)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c, err := dialAgent(ctx, st.Agent)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return fmt.Errorf("%s: %w", g.name, err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if err := c.Start(ctx, gs); err != nil {
-		return nil, fmt.Errorf("%s: starting the service: %w", name, err)
+	if err := c.Start(ctx, g.spec); err != nil {
+		return fmt.Errorf("%s: starting the service: %w", g.name, err)
 	}
-	return &guest{name: name, nics: nics, c: c}, nil
+	g.c = c
+	return nil
 }
 
 func dialAgent(ctx context.Context, path string) (*agent.Client, error) {
@@ -311,6 +320,22 @@ for i in /sys/class/net/*; do [ "$(cat $i/address)" = "$MAC" ] && udhcpc -i ${i#
 		t.Logf("refused in %v", time.Since(t1).Round(time.Millisecond))
 		if code, out := alone.g.sh(ctx, t, "ping -c1 -W2 "+webIP); code == 0 {
 			t.Errorf("lone pinged web's address: exit %d:\n%s", code, out)
+		}
+	})
+
+	// A VM restarted while the network lives connects to its socket again.
+	t.Run("restart", func(t *testing.T) {
+		t1 := time.Now()
+		if err := d.Kill(ctx, "lone-1"); err != nil {
+			t.Fatal(err)
+		}
+		alone.g.c.Close()
+		if err := alone.g.start(ctx, t); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("lone-1 restarted in %v", time.Since(t1).Round(time.Millisecond))
+		if code, out := alone.g.sh(ctx, t, "ping -c1 -W5 "+loneNICs[0].Gateway.String()+" && nslookup client"); code != 0 || !strings.Contains(out, "Address: "+clientNICs[1].Address.Addr().String()) {
+			t.Errorf("after a restart: exit %d:\n%s", code, out)
 		}
 	})
 
