@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/vm/kernel/kerneltest"
 )
 
 func TestBuildArgs(t *testing.T) {
@@ -246,5 +247,57 @@ func TestSandbox(t *testing.T) {
 	}
 	if !hasSandbox(bin) {
 		t.Errorf("hasSandbox(%s) = false for a qemu linked with libseccomp", bin)
+	}
+}
+
+// TestUnrecordedQemuIsAdopted: a qemu whose starter died before writing
+// run.json is found through qemu's own pidfile, reported running, and
+// stopped by Kill; Start does not add a second one.
+func TestUnrecordedQemuIsAdopted(t *testing.T) {
+	k := kerneltest.Kernel(t)
+	d, err := New(t.TempDir(), WithAccel(AccelTCG))
+	if err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	spec := vm.Spec{Name: "lost", Kernel: k.Image, Cmdline: []string{"panic=0"}}
+	if err := d.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	// What Start does, without recording the process.
+	cmd := exec.Command(d.o.binary, buildArgs(spec, AccelTCG, tscKHz(), 32, false)...)
+	cmd.Dir = d.dir("lost")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(d.path("lost", pidFile)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("qemu wrote no pidfile")
+		}
+	}
+	st, err := d.Inspect(ctx, "lost")
+	if err != nil || st.State != vm.StateRunning || st.Pid != cmd.Process.Pid {
+		t.Fatalf("Inspect = %+v, %v; want running as pid %d", st, err, cmd.Process.Pid)
+	}
+	if err := d.Start(ctx, "lost"); err != nil {
+		t.Fatalf("Start of the adopted VM = %v, want nil", err)
+	}
+	if st2, _ := d.Inspect(ctx, "lost"); st2.Pid != cmd.Process.Pid {
+		t.Errorf("Start replaced the adopted qemu: pid %d, want %d", st2.Pid, cmd.Process.Pid)
+	}
+	killed := make(chan error, 1)
+	go func() { killed <- d.Kill(ctx, "lost") }()
+	cmd.Wait() // we are its parent here: reap it so that Kill sees it gone
+	if err := <-killed; err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d.Inspect(ctx, "lost"); st.State != vm.StateExited {
+		t.Errorf("after Kill: %+v, want exited", st)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -278,17 +279,55 @@ func validName(name string) bool {
 func (d *Driver) current(name string) (run, bool, error) {
 	var r run
 	err := readJSON(d.path(name, runFile), &r)
-	if errors.Is(err, fs.ErrNotExist) {
-		return r, false, nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return r, false, fmt.Errorf("VM %s: %w", name, err)
 	}
 	// A start time means nothing across a host reboot.
-	if r.BootID != bootID() {
-		return r, false, nil
+	if err == nil && r.BootID == bootID() && alive(r.Pid, r.PidStart) {
+		return r, true, nil
 	}
-	return r, alive(r.Pid, r.PidStart), nil
+	// A Start that died between spawning qemu and recording it left a
+	// qemu that only its pidfile knows: adopt it, so that it is neither
+	// leaked nor joined by a second qemu on the same disks.
+	if lost, ok := d.fromPidfile(name); ok {
+		d.o.log.Warn("adopting an unrecorded qemu", "vm", name, "pid", lost.Pid)
+		if err := writeJSON(d.path(name, runFile), lost); err != nil {
+			return r, false, fmt.Errorf("VM %s: recording its process: %w", name, err)
+		}
+		return lost, true, nil
+	}
+	return r, false, nil
+}
+
+// fromPidfile returns the run of the qemu named in the VM's pidfile, if
+// that process lives, works in the VM's directory and carries its name.
+func (d *Driver) fromPidfile(name string) (run, bool) {
+	b, err := os.ReadFile(d.path(name, pidFile))
+	if err != nil {
+		return run{}, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return run{}, false
+	}
+	start, zombie, err := procStart(pid)
+	if err != nil || zombie {
+		return run{}, false
+	}
+	proc := "/proc/" + strconv.Itoa(pid)
+	if cwd, err := os.Readlink(proc + "/cwd"); err != nil || cwd != d.dir(name) {
+		return run{}, false
+	}
+	cmdline, err := os.ReadFile(proc + "/cmdline")
+	if err != nil || !bytes.Contains(cmdline, []byte("\x00vmcompose:"+name+"\x00")) {
+		return run{}, false
+	}
+	args := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+	accel := AccelTCG
+	if slices.Contains(args, "kvm") {
+		accel = AccelKVM
+	}
+	return run{Pid: pid, PidStart: start, BootID: bootID(), Accel: accel, StartedAt: time.Now().UTC(), Args: args[1:]}, true
 }
 
 // Start implements vm.Driver.
