@@ -40,6 +40,13 @@ func newFakeGuest(t *testing.T, nic network.NIC) *fakeGuest {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFakeGuestConn(t, nic, conn, false)
+}
+
+// newFakeGuestConn is a fake guest on conn: QEMU's stream framing, or one
+// frame per message when datagram is set (vz's file-handle attachment).
+func newFakeGuestConn(t *testing.T, nic network.NIC, conn net.Conn, datagram bool) *fakeGuest {
+	t.Helper()
 	hw, err := net.ParseMAC(nic.MAC)
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +83,11 @@ func newFakeGuest(t *testing.T, nic network.NIC) *fakeGuest {
 				return
 			}
 			frame := pkt.ToView().AsSlice()
-			binary.BigEndian.PutUint32(size[:], uint32(len(frame)))
-			_, err := conn.Write(append(size[:], frame...))
+			if !datagram {
+				binary.BigEndian.PutUint32(size[:], uint32(len(frame)))
+				frame = append(size[:], frame...)
+			}
+			_, err := conn.Write(frame)
 			pkt.DecRef()
 			if err != nil {
 				return
@@ -88,13 +98,23 @@ func newFakeGuest(t *testing.T, nic network.NIC) *fakeGuest {
 		defer wg.Done()
 		r := bufio.NewReader(conn)
 		var size [4]byte
+		buf := make([]byte, 65536)
 		for {
-			if _, err := io.ReadFull(r, size[:]); err != nil {
-				return
-			}
-			frame := make([]byte, binary.BigEndian.Uint32(size[:]))
-			if _, err := io.ReadFull(r, frame); err != nil {
-				return
+			var frame []byte
+			if datagram {
+				n, err := conn.Read(buf)
+				if err != nil {
+					return
+				}
+				frame = append(frame, buf[:n]...)
+			} else {
+				if _, err := io.ReadFull(r, size[:]); err != nil {
+					return
+				}
+				frame = make([]byte, binary.BigEndian.Uint32(size[:]))
+				if _, err := io.ReadFull(r, frame); err != nil {
+					return
+				}
 			}
 			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
 			ch.InjectInbound(0, pkt)

@@ -420,24 +420,59 @@ func (n *attached) serve(ctx context.Context, log *slog.Logger) {
 		if err != nil {
 			return
 		}
-		n.mu.Lock()
-		if n.conns == nil { // closed
-			n.mu.Unlock()
-			c.Close()
-			return
-		}
-		n.conns[c] = struct{}{}
-		n.mu.Unlock()
-		log.Debug("nic connected", "network", n.seg.name, "mac", n.MAC)
-		go func() {
-			err := n.seg.sw.serve(ctx, n.MAC, c)
-			log.Debug("nic disconnected", "network", n.seg.name, "mac", n.MAC, "err", err)
-			n.mu.Lock()
-			delete(n.conns, c)
-			n.mu.Unlock()
-			c.Close()
-		}()
+		go n.serveConn(ctx, log, c, false)
 	}
+}
+
+// serveConn runs one connection of the NIC through the switch until it
+// ends, the NIC is detached or ctx is done.
+func (n *attached) serveConn(ctx context.Context, log *slog.Logger, c net.Conn, datagram bool) error {
+	n.mu.Lock()
+	if n.conns == nil { // detached
+		n.mu.Unlock()
+		c.Close()
+		return ErrClosed
+	}
+	n.conns[c] = struct{}{}
+	n.mu.Unlock()
+	log.Debug("nic connected", "network", n.seg.name, "mac", n.MAC)
+	err := n.seg.sw.serve(ctx, n.MAC, c, datagram)
+	log.Debug("nic disconnected", "network", n.seg.name, "mac", n.MAC, "err", err)
+	n.mu.Lock()
+	delete(n.conns, c)
+	n.mu.Unlock()
+	c.Close()
+	return err
+}
+
+// ServeDatagram joins an attached instance's NIC on a network through
+// conn, a connected datagram socket carrying one Ethernet frame per
+// message: one end of a unix SOCK_DGRAM socketpair whose other end is
+// vz's VZFileHandleNetworkDeviceAttachment (give both ends large buffers:
+// SO_SNDBUF 1 MiB, SO_RCVBUF 4 MiB). It is the alternative to the NIC's
+// Socket and returns when conn fails, ctx is done or the instance is
+// detached; conn is closed then.
+func (m *Manager) ServeDatagram(ctx context.Context, instance, network string, conn net.Conn) error {
+	m.mu.RLock()
+	in, ok := m.instances[instance]
+	var n *attached
+	if ok {
+		for _, a := range in.nics {
+			if a.seg.name == network {
+				n = a
+			}
+		}
+	}
+	m.mu.RUnlock()
+	if n == nil {
+		conn.Close()
+		return fmt.Errorf("instance %q: not attached to network %q", instance, network)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(m.ctx, cancel)
+	defer stop()
+	return n.serveConn(ctx, m.log, conn, true)
 }
 
 // close stops listening, disconnects the VM and releases the lease.

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"syscall"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -24,9 +27,6 @@ const maxFrame = 65535
 // the MAC the NIC was given: a frame from a NIC must carry that MAC as
 // its source, so no instance speaks as another. Frames go by destination
 // MAC; broadcast and multicast go to every other port.
-//
-// On a NIC's connection frames are framed as QEMU's stream netdev does:
-// a 32-bit big-endian length, then the frame.
 type ethSwitch struct {
 	gateway interface {
 		DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer)
@@ -41,8 +41,9 @@ type ethSwitch struct {
 }
 
 type swPort struct {
-	conn net.Conn
-	wmu  sync.Mutex
+	conn     net.Conn
+	datagram bool
+	wmu      sync.Mutex
 }
 
 func newSwitch() *ethSwitch {
@@ -110,23 +111,37 @@ func (sw *ethSwitch) toGateway(frame []byte) {
 }
 
 func (p *swPort) write(frame []byte) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.datagram {
+		// A full datagram socket buffer (macOS) says ENOBUFS: wait a
+		// little, then drop the frame as a busy link would.
+		for try := 0; try < 100; try++ {
+			if _, err := p.conn.Write(frame); !errors.Is(err, syscall.ENOBUFS) {
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		return
+	}
 	buf := make([]byte, 4+len(frame))
 	binary.BigEndian.PutUint32(buf, uint32(len(frame)))
 	copy(buf[4:], frame)
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
 	p.conn.Write(buf) // a failed write ends the reader too
 }
 
-// serve runs a NIC's connection until it ends or ctx is done. A new
-// connection for the same MAC (a restarted VM) replaces the old one.
-func (sw *ethSwitch) serve(ctx context.Context, mac string, conn net.Conn) error {
+// serve runs a NIC's connection until it ends or ctx is done. On a stream
+// connection frames are framed as QEMU's stream netdev does (a 32-bit
+// big-endian length, then the frame); on a datagram one each message is
+// a frame. A new connection for the same MAC (a restarted VM) replaces
+// the old one.
+func (sw *ethSwitch) serve(ctx context.Context, mac string, conn net.Conn, datagram bool) error {
 	hw, err := net.ParseMAC(mac)
 	if err != nil {
 		return err
 	}
 	own := tcpip.LinkAddress(hw)
-	p := &swPort{conn: conn}
+	p := &swPort{conn: conn, datagram: datagram}
 	sw.mu.Lock()
 	if old := sw.ports[own]; old != nil {
 		old.conn.Close()
@@ -145,21 +160,16 @@ func (sw *ethSwitch) serve(ctx context.Context, mac string, conn net.Conn) error
 	defer stop()
 
 	gw := sw.gateway.LinkAddress()
-	r := bufio.NewReaderSize(conn, 64<<10)
-	var size [4]byte
+	read := streamReader(conn)
+	if datagram {
+		read = datagramReader(conn)
+	}
 	for {
-		if _, err := io.ReadFull(r, size[:]); err != nil {
+		frame, err := read()
+		if err != nil {
 			return err
 		}
-		n := binary.BigEndian.Uint32(size[:])
-		if n > maxFrame {
-			return fmt.Errorf("frame of %d bytes", n)
-		}
-		frame := make([]byte, n)
-		if _, err := io.ReadFull(r, frame); err != nil {
-			return err
-		}
-		if n < header.EthernetMinimumSize {
+		if len(frame) < header.EthernetMinimumSize {
 			continue
 		}
 		eth := header.Ethernet(frame)
@@ -173,5 +183,37 @@ func (sw *ethSwitch) serve(ctx context.Context, mac string, conn net.Conn) error
 			continue
 		}
 		sw.forward(own, frame, true)
+	}
+}
+
+// streamReader reads length-prefixed frames.
+func streamReader(conn net.Conn) func() ([]byte, error) {
+	r := bufio.NewReaderSize(conn, 64<<10)
+	var size [4]byte
+	return func() ([]byte, error) {
+		if _, err := io.ReadFull(r, size[:]); err != nil {
+			return nil, err
+		}
+		n := binary.BigEndian.Uint32(size[:])
+		if n > maxFrame {
+			return nil, fmt.Errorf("frame of %d bytes", n)
+		}
+		frame := make([]byte, n)
+		if _, err := io.ReadFull(r, frame); err != nil {
+			return nil, err
+		}
+		return frame, nil
+	}
+}
+
+// datagramReader reads one frame per message.
+func datagramReader(conn net.Conn) func() ([]byte, error) {
+	buf := make([]byte, maxFrame)
+	return func() ([]byte, error) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+		return append([]byte(nil), buf[:n]...), nil
 	}
 }
