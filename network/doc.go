@@ -50,7 +50,8 @@
 // does not reconnect, so the network lives as long as the process that
 // holds the Manager: when that process ends, the project's VMs lose their
 // network and must be restarted. A VM restarted while the Manager lives
-// connects again to the same socket.
+// connects again to the same socket. VMMs that hand over a datagram
+// socket instead (vz's file-handle attachment) use ServeDatagram.
 //
 // # Imports
 //

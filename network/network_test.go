@@ -299,11 +299,19 @@ func TestDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = ctx
 	for name, want := range map[string]string{"db": "10.89.1.2", "pg": "10.89.1.2", "web": "10.89.0.2 10.89.0.3", "api-1": "10.89.0.4 10.89.1.3"} {
 		if got := answers(query(t, c, name, dns.TypeA)); got != want {
 			t.Errorf("%s asked by api-1: %s, want %s", name, got, want)
 		}
+	}
+	// The same over TCP.
+	tc, err := g.dialTCP(ctx, netip.AddrPortFrom(api[0].DNS, 53))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if got := answers(query(t, tc, "web", dns.TypeA)); got != "10.89.0.2 10.89.0.3" {
+		t.Errorf("web asked by api-1 over TCP: %s", got)
 	}
 
 	// Detach removes the names.
