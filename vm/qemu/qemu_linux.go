@@ -153,6 +153,10 @@ func New(root string, opts ...Option) (*Driver, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("qemu driver: state root: %w", err)
 	}
+	// qemu's working directory, as /proc shows it, has no symlinks.
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
 	removeStale(abs, o.log)
 	return &Driver{root: abs, o: o, sandbox: hasSandbox(bin), children: map[string]*child{}}, nil
 }
