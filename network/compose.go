@@ -24,7 +24,7 @@ func NetworksOf(p *types.Project) []NetworkConfig {
 			if a, err := netip.ParsePrefix(pool.Subnet); err == nil && !a.Addr().Is4() {
 				continue // IPv6 pools are not served
 			}
-			nc.Subnet = pool.Subnet
+			nc.Subnet, nc.Gateway = pool.Subnet, pool.Gateway
 			break
 		}
 		out = append(out, nc)

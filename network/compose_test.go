@@ -16,10 +16,10 @@ func TestNetworksOf(t *testing.T) {
 	p := &types.Project{Name: "proj", Networks: types.Networks{
 		"default": {},
 		"back":    {Internal: true, Ipam: types.IPAMConfig{Config: []*types.IPAMPool{{Subnet: "fd00::/64"}, {Subnet: "10.90.0.0/24"}}}},
-		"front":   {Ipam: types.IPAMConfig{Config: []*types.IPAMPool{{Subnet: "172.28.0.0/16"}}}},
+		"front":   {Ipam: types.IPAMConfig{Config: []*types.IPAMPool{{Subnet: "172.28.0.0/16", Gateway: "172.28.5.254"}}}},
 	}}
 	got := fmt.Sprint(network.NetworksOf(p))
-	want := "[{back 10.90.0.0/24 true} {default  false} {front 172.28.0.0/16 false}]"
+	want := "[{back 10.90.0.0/24  true} {default   false} {front 172.28.0.0/16 172.28.5.254 false}]"
 	if got != want {
 		t.Errorf("NetworksOf: %s, want %s", got, want)
 	}

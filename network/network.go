@@ -59,6 +59,9 @@ type NetworkConfig struct {
 	// Subnet is ipam.config[0].subnet ("10.90.0.0/24"); empty allocates
 	// the next free 10.89.N.0/24.
 	Subnet string
+	// Gateway is ipam.config[0].gateway; empty means the subnet's first
+	// host address.
+	Gateway string
 	// Internal is compose's `internal: true`: no outbound traffic, no
 	// host loopback through the gateway, no names from outside.
 	Internal bool

@@ -191,6 +191,15 @@ func TestSubnetsAndAddresses(t *testing.T) {
 			t.Errorf("Attach %+v: %v, want %s", tc.att, err, tc.want)
 		}
 	}
+	// ipam's gateway: not the first address, which the first instance gets.
+	gm, _ := newManager(t, network.NetworkConfig{Name: "g", Subnet: "10.70.0.0/24", Gateway: "10.70.0.254"})
+	gn := attach(t, gm, network.Endpoint{Instance: "a-1"}, network.Attachment{Network: "g"})[0]
+	if gn.Address.String() != "10.70.0.1/24" || gn.Gateway.String() != "10.70.0.254" || gn.DNS.String() != "10.70.0.254" {
+		t.Errorf("NIC with ipam gateway .254: %+v", gn)
+	}
+	if got := answers(query(t, dnsConn(t, gm, "g"), "a-1", dns.TypeA)); got != "10.70.0.1" {
+		t.Errorf("a-1 from the DNS server on .254: %s", got)
+	}
 	// Detach frees the address for the next instance.
 	if err := m.Detach("web-1"); err != nil {
 		t.Fatal(err)
@@ -210,6 +219,7 @@ func TestNewErrors(t *testing.T) {
 		{[]network.NetworkConfig{{Name: "a", Subnet: "fd00::/64"}}, `network "a": subnet "fd00::/64": only IPv4 subnets are supported`},
 		{[]network.NetworkConfig{{Name: "a", Subnet: "10.1.0.0"}}, `network "a": subnet "10.1.0.0": not a CIDR prefix such as 10.90.0.0/24`},
 		{[]network.NetworkConfig{{Name: "a"}, {Name: "a"}}, `network "a": listed twice`},
+		{[]network.NetworkConfig{{Name: "a", Subnet: "10.1.0.0/24", Gateway: "10.1.1.1"}}, `network "a": gateway "10.1.1.1": not a host address of the subnet 10.1.0.0/24`},
 	} {
 		_, err := network.New(context.Background(), network.Config{Project: "p", StateDir: shortDir(t), Networks: tc.nets})
 		if err == nil || err.Error() != tc.want {

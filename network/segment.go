@@ -64,6 +64,13 @@ func newSegment(m *Manager, index int, cfg NetworkConfig, prefix netip.Prefix) (
 		gateway:  gatewayOf(prefix),
 		leases:   map[string]netip.Addr{},
 	}
+	if cfg.Gateway != "" {
+		gw, err := netip.ParseAddr(cfg.Gateway)
+		if err != nil || !gw.Is4() || !prefix.Contains(gw) || gw == prefix.Addr() || gw == broadcastOf(prefix) {
+			return nil, fmt.Errorf("gateway %q: not a host address of the subnet %s", cfg.Gateway, prefix)
+		}
+		s.gateway = gw
+	}
 	link, err := tap.NewLinkEndpoint(false, DefaultMTU, gatewayMAC, s.gateway.String(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("gateway link: %w", err)
@@ -162,11 +169,11 @@ func (s *segment) usable(ip netip.Addr) error {
 	return nil
 }
 
-// free is the lowest free host address after the gateway.
+// free is the lowest free host address that is not the gateway.
 func (s *segment) free() (netip.Addr, bool) {
 	last := broadcastOf(s.prefix)
-	for a := s.gateway.Next(); a.IsValid() && a.Less(last); a = a.Next() {
-		if !s.ipTaken(a) {
+	for a := s.prefix.Addr().Next(); a.IsValid() && a.Less(last); a = a.Next() {
+		if a != s.gateway && !s.ipTaken(a) {
 			return a, true
 		}
 	}
