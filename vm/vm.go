@@ -64,9 +64,10 @@ type Spec struct {
 	// that process restarts.
 	Networks []Network `json:"networks,omitempty"`
 
-	// ConsoleLog receives the guest's console (kernel messages, early
-	// boot) for diagnostics; empty means console.log in the VM's directory.
-	// The file is appended to across starts.
+	// ConsoleLog receives the guest's console (kernel warnings and
+	// errors, vminit's own log) for diagnostics; empty means console.log
+	// in the VM's directory. It is appended to across starts; a backend
+	// may rotate it when it grows large.
 	ConsoleLog string `json:"console_log,omitempty"`
 
 	// DieWithController ties the VM's life to the process that starts it:
