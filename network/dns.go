@@ -91,33 +91,92 @@ func (s *segment) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 	w.WriteMsg(m)
 }
 
-// upstream answers an A query through the configured resolver; other
-// types of outside names get an empty answer.
-func (s *segment) upstream(m *dns.Msg, q dns.Question) {
-	if q.Qtype != dns.TypeA {
-		return
+// Optional abilities of a Resolver, which *net.Resolver has: without
+// them those record types of outside names get an empty answer.
+type (
+	txtResolver interface {
+		LookupTXT(ctx context.Context, name string) ([]string, error)
 	}
+	mxResolver interface {
+		LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	}
+	srvResolver interface {
+		LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error)
+	}
+)
+
+var (
+	_ Resolver    = (*net.Resolver)(nil)
+	_ txtResolver = (*net.Resolver)(nil)
+	_ mxResolver  = (*net.Resolver)(nil)
+	_ srvResolver = (*net.Resolver)(nil)
+)
+
+// upstream answers a query for an outside name through the configured
+// resolver: A, and TXT, MX and SRV when it can; other types (AAAA: the
+// segments are IPv4 only) get an empty answer.
+func (s *segment) upstream(m *dns.Msg, q dns.Question) {
 	ctx, cancel := context.WithTimeout(s.m.ctx, upstreamTimeout)
 	defer cancel()
-	addrs, err := s.m.cfg.Resolver.LookupNetIP(ctx, "ip4", strings.TrimSuffix(q.Name, "."))
+	name := strings.TrimSuffix(q.Name, ".")
+	hdr := func(t uint16) dns.RR_Header {
+		return dns.RR_Header{Name: q.Name, Rrtype: t, Class: dns.ClassINET, Ttl: 0}
+	}
+	var err error
+	switch r := s.m.cfg.Resolver; q.Qtype {
+	case dns.TypeA:
+		var addrs []netip.Addr
+		addrs, err = r.LookupNetIP(ctx, "ip4", name)
+		for _, a := range addrs {
+			if a = a.Unmap(); a.Is4() {
+				m.Answer = append(m.Answer, &dns.A{Hdr: hdr(dns.TypeA), A: net.IP(a.AsSlice())})
+			}
+		}
+	case dns.TypeTXT:
+		if tr, ok := r.(txtResolver); ok {
+			var txts []string
+			txts, err = tr.LookupTXT(ctx, name)
+			for _, txt := range txts {
+				m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(dns.TypeTXT), Txt: splitTXT(txt)})
+			}
+		}
+	case dns.TypeMX:
+		if mr, ok := r.(mxResolver); ok {
+			var mxs []*net.MX
+			mxs, err = mr.LookupMX(ctx, name)
+			for _, mx := range mxs {
+				m.Answer = append(m.Answer, &dns.MX{Hdr: hdr(dns.TypeMX), Mx: dns.Fqdn(mx.Host), Preference: mx.Pref})
+			}
+		}
+	case dns.TypeSRV:
+		if sr, ok := r.(srvResolver); ok {
+			var srvs []*net.SRV
+			_, srvs, err = sr.LookupSRV(ctx, "", "", name)
+			for _, v := range srvs {
+				m.Answer = append(m.Answer, &dns.SRV{Hdr: hdr(dns.TypeSRV), Target: dns.Fqdn(v.Target), Port: v.Port, Priority: v.Priority, Weight: v.Weight})
+			}
+		}
+	}
 	if err != nil {
+		m.Answer = nil
 		var de *net.DNSError
 		if errors.As(err, &de) && de.IsNotFound {
 			m.Rcode = dns.RcodeNameError
 		} else {
 			m.Rcode = dns.RcodeServerFailure
 		}
-		s.m.log.Debug("dns upstream", "network", s.name, "name", q.Name, "err", err)
-		return
+		s.m.log.Debug("dns upstream", "network", s.name, "name", q.Name, "type", dns.TypeToString[q.Qtype], "err", err)
 	}
-	for _, a := range addrs {
-		if a = a.Unmap(); a.Is4() {
-			m.Answer = append(m.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0},
-				A:   net.IP(a.AsSlice()),
-			})
-		}
+}
+
+// splitTXT cuts a TXT value into strings of at most 255 bytes.
+func splitTXT(s string) []string {
+	var out []string
+	for len(s) > 255 {
+		out = append(out, s[:255])
+		s = s[255:]
 	}
+	return append(out, s)
 }
 
 // local says whether a name belongs to the project's namespace: a single

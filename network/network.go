@@ -67,7 +67,9 @@ type NetworkConfig struct {
 	Internal bool
 }
 
-// Resolver looks up names outside the project. *net.Resolver is one.
+// Resolver looks up names outside the project. *net.Resolver is one;
+// a Resolver that also has *net.Resolver's LookupTXT, LookupMX or
+// LookupSRV answers those record types too.
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }

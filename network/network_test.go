@@ -39,6 +39,16 @@ func (r *fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.A
 	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
+func (r *fakeResolver) LookupTXT(_ context.Context, name string) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked = append(r.asked, "TXT "+name)
+	if name == "outside.test" {
+		return []string{"v=test " + strings.Repeat("x", 300)}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+}
+
 func (r *fakeResolver) names() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -284,6 +294,21 @@ func TestDNS(t *testing.T) {
 	}
 	if got := res.names(); !slices.Equal(got, []string{"outside.test"}) {
 		t.Errorf("the upstream resolver was asked %q, want only outside.test", got)
+	}
+	// TXT goes upstream too (through the optional LookupTXT), in strings
+	// of at most 255 bytes; a project name's TXT does not.
+	r := query(t, front, "outside.test", dns.TypeTXT)
+	if len(r.Answer) != 1 || strings.Join(r.Answer[0].(*dns.TXT).Txt, "") != "v=test "+strings.Repeat("x", 300) || len(r.Answer[0].(*dns.TXT).Txt) != 2 {
+		t.Errorf("TXT outside.test: %v", r)
+	}
+	if r := query(t, front, "web", dns.TypeTXT); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+		t.Errorf("TXT web: %v", r)
+	}
+	if r := query(t, front, "missing.test", dns.TypeTXT); r.Rcode != dns.RcodeNameError {
+		t.Errorf("TXT missing.test: %v", r)
+	}
+	if got := res.names(); !slices.Equal(got, []string{"outside.test", "TXT outside.test", "TXT missing.test"}) {
+		t.Errorf("the upstream resolver was asked %q", got)
 	}
 	// AAAA of a project name: an empty answer, not NXDOMAIN, not upstream.
 	if r := query(t, front, "web", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
