@@ -26,8 +26,9 @@
 //     project addresses. A guest sees the names of every network it is
 //     on, whichever of its gateways it asks, each answered with the
 //     address on the shared network. Unknown single-label names and names
-//     in the project's domain get NXDOMAIN; other A queries go to
-//     Config.Resolver (the host's), except from internal networks.
+//     in the project's domain get NXDOMAIN; other names go to
+//     Config.Resolver (the host's) for A, TXT, MX and SRV records, except
+//     from internal networks; AAAA answers are empty (IPv4 only).
 //     host.containers.internal and host.docker.internal are the gateway.
 //   - NAT: TCP and UDP to outside addresses are made by the host's
 //     sockets. Connections to the gateway address itself (other than DNS)
