@@ -84,9 +84,11 @@ func (b *binding) untrack(c net.Conn) {
 // an empty published port takes any free one. An empty host_ip listens
 // on all the host's addresses; "127.0.0.1" stays local.
 //
-// Publish replaces the instance's published ports. It returns what it
-// bound; on error it binds nothing and the error names the service, the
-// port and, for a taken port, wraps ErrPortInUse.
+// Publish replaces the instance's published ports: the old ones are
+// closed first, so republishing the same ports works. It returns what it
+// bound. On error the instance has no published ports left, and the error
+// names the service and the port and, for a taken port, wraps
+// ErrPortInUse.
 func (m *Manager) Publish(instance string, ports []types.ServicePortConfig) ([]Binding, error) {
 	m.mu.Lock()
 	if m.closed {
