@@ -72,8 +72,8 @@ func execIn(c *cli.Context, service string, index int, spec *agent.ExecSpec, std
 		return 0, fmt.Errorf("no such service: %s (the project has: %v)", service, p.ServiceNames())
 	}
 	ctx := context.WithoutCancel(c.Context)
-	sup, err := connect(ctx, dir, true)
-	if err != nil {
+	// Start the supervisor when none runs: it adopts the running VMs.
+	if _, err := connect(ctx, dir, true); err != nil {
 		return 0, err
 	}
 	req, err := request(c)
@@ -87,7 +87,6 @@ func execIn(c *cli.Context, service string, index int, spec *agent.ExecSpec, std
 		return 0, fmt.Errorf("talking to the supervisor: %w", err)
 	}
 	defer conn.Close()
-	_ = sup
 	hreq, _ := http.NewRequest("POST", "http://supervisor/exec", bytes.NewReader(body))
 	if err := hreq.Write(conn); err != nil {
 		return 0, fmt.Errorf("talking to the supervisor: %w", err)

@@ -84,10 +84,18 @@ func runTop(c *cli.Context) error {
 		if in.State != "running" || (c.NArg() > 0 && !contains(c.Args().Slice(), in.Service)) {
 			continue
 		}
+		// The columns both busybox's and procps' ps know; plain ps else.
 		var out, errb bytes.Buffer
-		code, err := execIn(c, in.Service, in.Number, &agent.ExecSpec{Argv: []string{"ps", "-o", "pid,user,time,args"}}, bytes.NewReader(nil), &out, &errb)
-		if err != nil {
-			return err
+		var code int
+		for _, argv := range [][]string{{"ps", "-o", "pid,user,args"}, {"ps"}} {
+			out.Reset()
+			errb.Reset()
+			if code, err = execIn(c, in.Service, in.Number, &agent.ExecSpec{Argv: argv}, bytes.NewReader(nil), &out, &errb); err != nil {
+				return err
+			}
+			if code == 0 {
+				break
+			}
 		}
 		fmt.Fprintln(c.App.Writer, in.VM)
 		if code != 0 {

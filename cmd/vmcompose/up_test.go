@@ -217,6 +217,27 @@ func TestUpLifecycle(t *testing.T) {
 		t.Errorf("the writable layer after stop and start: exit %d, %q, %s", code, out, stderr)
 	}
 
+	if out, stderr, code := p.in(dir, "", "top", "web"); code != 0 || !strings.Contains(out, "web-1") || !strings.Contains(out, "sleep 1000") {
+		t.Errorf("top: exit %d, %q, %s", code, out, stderr)
+	}
+	before := p.ps(dir)["web"]
+	if _, stderr, code := p.in(dir, "", "restart", "-t", "1", "web"); code != 0 {
+		t.Fatalf("restart: %d %s", code, stderr)
+	}
+	if e := p.ps(dir)["web"]; e.State != "running" || e.Pid == before.Pid {
+		t.Errorf("restart: before %+v, after %+v", before, e)
+	}
+	if _, stderr, code := p.in(dir, "", "kill", "-s", "KILL", "web"); code != 0 {
+		t.Fatalf("kill: %d %s", code, stderr)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for e := p.ps(dir)["web"]; e.State != "exited" || e.ExitCode != 137; e = p.ps(dir)["web"] {
+		if time.Now().After(deadline) {
+			t.Fatalf("web after kill: %+v", e)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// A second project runs beside the first; down of the first leaves it.
 	if _, stderr, code := p.in(other, "services:\n  solo:\n    image: "+ref+"\n    command: [sleep, '1000']\n", "up", "-d", "--wait"); code != 0 {
 		t.Fatalf("up of a second project: %d %s", code, stderr)
