@@ -43,8 +43,12 @@ type ethSwitch struct {
 type swPort struct {
 	conn     net.Conn
 	datagram bool
-	wmu      sync.Mutex
+	out      chan []byte
+	done     chan struct{}
 }
+
+// portQueue is how many frames wait for a NIC before new ones are dropped.
+const portQueue = 1024
 
 func newSwitch() *ethSwitch {
 	return &ethSwitch{ports: map[tcpip.LinkAddress]*swPort{}}
@@ -110,24 +114,47 @@ func (sw *ethSwitch) toGateway(frame []byte) {
 	pkt.DecRef()
 }
 
+// write queues a frame for the NIC. A full queue (a VM that stopped
+// reading, such as a paused one) drops it, as a NIC's full ring would, so
+// one VM never holds up the segment.
 func (p *swPort) write(frame []byte) {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	if p.datagram {
-		// A full datagram socket buffer (macOS) says ENOBUFS: wait a
-		// little, then drop the frame as a busy link would.
-		for try := 0; try < 100; try++ {
-			if _, err := p.conn.Write(frame); !errors.Is(err, syscall.ENOBUFS) {
-				return
-			}
-			time.Sleep(100 * time.Microsecond)
-		}
-		return
+	select {
+	case p.out <- frame:
+	default:
 	}
-	buf := make([]byte, 4+len(frame))
-	binary.BigEndian.PutUint32(buf, uint32(len(frame)))
-	copy(buf[4:], frame)
-	p.conn.Write(buf) // a failed write ends the reader too
+}
+
+// writeLoop sends queued frames until the port is done or a write fails.
+func (p *swPort) writeLoop() {
+	for {
+		var frame []byte
+		select {
+		case frame = <-p.out:
+		case <-p.done:
+			return
+		}
+		if p.datagram {
+			// A full datagram socket buffer (macOS) says ENOBUFS: wait
+			// a little, then drop the frame as a busy link would.
+			for try := 0; try < 100; try++ {
+				_, err := p.conn.Write(frame)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, syscall.ENOBUFS) {
+					return
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+			continue
+		}
+		buf := make([]byte, 4+len(frame))
+		binary.BigEndian.PutUint32(buf, uint32(len(frame)))
+		copy(buf[4:], frame)
+		if _, err := p.conn.Write(buf); err != nil {
+			return // the reader sees the broken connection too
+		}
+	}
 }
 
 // serve runs a NIC's connection until it ends or ctx is done. On a stream
@@ -141,7 +168,9 @@ func (sw *ethSwitch) serve(ctx context.Context, mac string, conn net.Conn, datag
 		return err
 	}
 	own := tcpip.LinkAddress(hw)
-	p := &swPort{conn: conn, datagram: datagram}
+	p := &swPort{conn: conn, datagram: datagram, out: make(chan []byte, portQueue), done: make(chan struct{})}
+	go p.writeLoop()
+	defer close(p.done)
 	sw.mu.Lock()
 	if old := sw.ports[own]; old != nil {
 		old.conn.Close()
