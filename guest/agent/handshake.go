@@ -23,7 +23,7 @@ import (
 // leftovers of an earlier connection.
 const (
 	handshakePrefix = "VMCOMPOSE-AGENT "
-	helloInterval   = 500 * time.Millisecond
+	helloInterval   = 50 * time.Millisecond
 )
 
 func handshakeLine(word, nonce string) []byte {

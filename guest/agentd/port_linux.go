@@ -63,7 +63,7 @@ func (s *Server) ServePort(path string) error {
 	}
 }
 
-const pollInterval = 100 * time.Millisecond
+const pollInterval = 10 * time.Millisecond
 
 // waitingReader reads the port, treating "no host" (0 bytes) as a reason
 // to wait rather than an end.
