@@ -47,7 +47,8 @@ func runExec(c *cli.Context) error {
 	stdinFd := int(os.Stdin.Fd())
 	spec.Tty = !c.Bool("no-TTY") && term.IsTerminal(stdinFd)
 	if spec.Tty {
-		if cols, rows, err := term.GetSize(stdinFd); err == nil {
+		spec.Rows, spec.Cols = 24, 80 // a terminal that does not know its size
+		if cols, rows, err := term.GetSize(stdinFd); err == nil && rows > 0 && cols > 0 {
 			spec.Rows, spec.Cols = uint16(rows), uint16(cols)
 		}
 	}

@@ -204,6 +204,15 @@ func TestUpLifecycle(t *testing.T) {
 	if out, stderr, code := p.in(dir, "", "exec", "-T", "web", "sh", "-c", "echo $LEVEL; echo kept > /etc/mark; exit 3"); code != 3 || out != "2\n" {
 		t.Errorf("exec: exit %d, stdout %q, stderr %s", code, out, stderr)
 	}
+	// With a terminal, exec gives the process one, of the same size.
+	if _, err := exec.LookPath("script"); err == nil {
+		c := exec.Command("script", "-qec", "stty rows 30 cols 100; "+binary+" --progress quiet exec web sh -c 'tty; stty size'", "/dev/null")
+		c.Dir, c.Env = dir, append(os.Environ(), p.env...)
+		out, err := c.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "/dev/pts/") || !strings.Contains(string(out), "30 100") {
+			t.Errorf("exec with a terminal: %v, output %q", err, out)
+		}
+	}
 	if _, stderr, code := p.in(dir, "", "stop", "web"); code != 0 {
 		t.Fatalf("stop: %d %s", code, stderr)
 	}
