@@ -35,8 +35,9 @@ test: setup lint
 # baseline, the ratio measured in the same run.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 10x -timeout 60m ./planner
-	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./project ./cmd/vmcompose
+	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 60m ./project ./cmd/vmcompose
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 60m ./oci/...
+	$(GO) test -run '^$$' -bench . -benchtime 7x -timeout 60m ./vm/qemu
 
 clean:
 	rm -rf bin

@@ -27,7 +27,7 @@ import (
 // vmEnv is what a test that boots VMs needs: QEMU and the guest kernel
 // that `vmcompose setup` put into the user's store. CI runs setup first,
 // so there a missing piece fails the test.
-func vmEnv(t *testing.T) []string {
+func vmEnv(t testing.TB) []string {
 	t.Helper()
 	skip := func(format string, args ...any) {
 		t.Helper()
@@ -53,13 +53,13 @@ func vmEnv(t *testing.T) []string {
 // runProject is a project dir, a store and a state dir of its own, and a
 // registry serving the test images.
 type runProject struct {
-	t        *testing.T
+	t        testing.TB
 	dir, env []string
 	home     string
 	reg      string
 }
 
-func newRunProject(t *testing.T) *runProject {
+func newRunProject(t testing.TB) *runProject {
 	env := vmEnv(t)
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
