@@ -1,4 +1,40 @@
 // Package reconcile observes what runs, executes plans made by package
 // planner, waits for dependency conditions and applies restart policies.
 // It makes no decisions that belong to the planner.
+//
+// # The supervisor
+//
+// One Supervisor runs per project, as a detached process the CLI starts on
+// demand (`vmcompose supervise`, setsid, stdio to supervisor.log). It holds
+// the project's agent connections (the guest channel takes one client), so
+// every operation that needs a guest goes through it: up, down, start,
+// stop, restart, kill and exec. ps and logs read files and the VM driver
+// directly and need no supervisor.
+//
+// The project's state dir ($XDG_STATE_HOME/vmcompose/<project>) holds:
+//
+//	state.json        the instances as last seen (State), written atomically
+//	supervisor.lock   flock(2) of the running supervisor: one per project
+//	start.lock        flock(2) of a CLI starting a supervisor
+//	supervisor.sock   the CLI's socket (see protocol.go)
+//	supervisor.log    the supervisor's log (log/slog)
+//	logs/<vm>.log     each VM's service output, a timestamped line each
+//	vms/<vm>/         the VM driver's folder (spec, scratch disk, sockets)
+//
+// Operations that change VMs run one at a time: a second `up` waits for
+// the first, with a message, and then finds nothing left to do.
+//
+// # Level, not events
+//
+// Observe (ObserveVMs) trusts the VM driver over state.json: a recorded
+// instance whose VM is gone is dropped, a VM the record lacks is planned for
+// replacement, and running means the VMM process runs. A new supervisor
+// adopts the VMs that run (the driver checks pid and start time), re-attaches
+// their logs where the log file ends, and restarts the ones that died
+// unsupervised when their restart policy says so.
+//
+// # Imports
+//
+// reconcile uses the vm.Driver interface, never a backend: the CLI picks
+// the backend and hands it over in a Runtime.
 package reconcile

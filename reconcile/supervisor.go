@@ -52,9 +52,14 @@ type Supervisor struct {
 	ctx  context.Context
 	quit context.CancelFunc
 
-	mu    sync.Mutex
-	insts map[string]*instance // by VM name
-	name  string               // project name
+	// IdleExit ends the supervisor once no VM of the project has run and
+	// no request came for that long; zero never does.
+	IdleExit time.Duration
+
+	mu       sync.Mutex
+	insts    map[string]*instance // by VM name
+	name     string               // project name
+	lastUsed time.Time
 }
 
 // NewSupervisor returns the supervisor of the project whose state dir is
@@ -101,6 +106,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
+	s.touch()
+	if s.IdleExit > 0 {
+		go s.exitWhenIdle()
+	}
 	s.Log.Info("supervisor serving", "dir", s.Dir, "pid", os.Getpid())
 	err = srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -109,6 +118,54 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.detachAll()
 	s.Log.Info("supervisor exits")
 	return err
+}
+
+func (s *Supervisor) touch() {
+	s.mu.Lock()
+	s.lastUsed = s.Now()
+	s.mu.Unlock()
+}
+
+// exitWhenIdle quits once nothing runs and nobody asked for IdleExit: a
+// project whose services all ended needs no supervisor, and the next
+// command starts one.
+func (s *Supervisor) exitWhenIdle() {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.After(min(s.IdleExit, 30*time.Second)):
+		}
+		busy := len(s.ops) > 0
+		s.mu.Lock()
+		for _, in := range s.insts {
+			in.mu.Lock()
+			if in.rec.Phase == "running" || in.rec.Phase == "starting" || (in.done != nil && !isClosed(in.done)) {
+				busy = true
+			}
+			in.mu.Unlock()
+		}
+		idle := s.Now().Sub(s.lastUsed) >= s.IdleExit
+		s.mu.Unlock()
+		if busy {
+			s.touch()
+			continue
+		}
+		if idle {
+			s.Log.Info("nothing ran for a while: exiting", "idle", s.IdleExit)
+			s.quit()
+			return
+		}
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // detachAll ends every watcher; the VMs keep running.
@@ -298,6 +355,8 @@ func (s *Supervisor) stream(op func(context.Context, *Request, func(Event)) erro
 			http.Error(w, "request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
+		s.touch()
+		defer s.touch()
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		rc := http.NewResponseController(w)
 		enc := json.NewEncoder(w)

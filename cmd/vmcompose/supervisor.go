@@ -44,6 +44,7 @@ func runSupervise(c *cli.Context) error {
 	dir := c.String("state-dir")
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sup := reconcile.NewSupervisor(dir, log)
+	sup.IdleExit = 10 * time.Minute
 	rt, err := supervisorRuntime(dir, sup, log)
 	if err != nil {
 		return err
