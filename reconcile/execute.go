@@ -306,6 +306,9 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	in.mu.Unlock()
 	s.save()
 	if err := s.Runtime.Driver.Create(ctx, spec); err != nil {
+		if s.NetworkDetach != nil {
+			s.NetworkDetach(op.Instance)
+		}
 		s.forget(op.Instance)
 		s.save()
 		return serviceErr(op.Service, "creating %s: %w", op.Instance, err)

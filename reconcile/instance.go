@@ -431,6 +431,11 @@ func (s *Supervisor) removeInstance(ctx context.Context, in *instance, timeout i
 	if err := s.Runtime.Driver.Remove(ctx, r.VM); err != nil {
 		return serviceErr(r.Service, "removing %s: %w", r.VM, err)
 	}
+	if s.NetworkDetach != nil {
+		if err := s.NetworkDetach(r.VM); err != nil {
+			s.Log.Warn("detaching from the network", "vm", r.VM, "err", err)
+		}
+	}
 	os.Remove(LogPath(s.Dir, r.VM))
 	os.Remove(filepath.Join(LogDir(s.Dir), r.VM+".offsets"))
 	s.forget(r.VM)

@@ -44,6 +44,9 @@ type Supervisor struct {
 	Runtime *Runtime
 	Log     *slog.Logger
 	Network NetworkHook
+	// NetworkDetach, when set, disconnects an instance whose VM was
+	// removed (network.Manager's Detach, which also unpublishes its ports).
+	NetworkDetach func(instance string) error
 	// Now and After are the clock; tests may replace them.
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
