@@ -428,6 +428,18 @@ func TestUpAdoption(t *testing.T) {
 	if e := p.ps(dir)["b"]; e.Pid != ps["b"].Pid {
 		t.Errorf("b was restarted too: %+v", e)
 	}
+
+	// --scale adds a replica and leaves the first one alone.
+	if _, stderr, code := p.in(dir, "", "up", "-d", "--wait", "--scale", "b=2"); code != 0 {
+		t.Fatalf("up --scale b=2: %d %s", code, stderr)
+	}
+	out, _, _ := p.in(dir, "", "ps", "--format", "json")
+	if !strings.Contains(out, `"ID":"b-2"`) || strings.Count(out, `"State":"running"`) != 3 {
+		t.Errorf("ps after --scale b=2:\n%s", out)
+	}
+	if e := p.ps(dir)["b"]; e.ID == "b-1" && e.Pid != ps["b"].Pid {
+		t.Errorf("b-1 was restarted by the scale-up: %+v", e)
+	}
 }
 
 // TestUpForeground: foreground up prints prefixed logs, --exit-code-from
