@@ -15,6 +15,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/oci"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/vm"
 )
@@ -232,4 +233,21 @@ func Observe(dir string) (planner.Observed, error) {
 		out.Instances = append(out.Instances, in.Instance)
 	}
 	return out, nil
+}
+
+// LocalDigests returns the digest of every service image the store has,
+// without contacting a registry, so that a dry run plans with the same
+// hashes as up.
+func LocalDigests(ctx context.Context, store *oci.Store, services types.Services) map[string]string {
+	out := map[string]string{}
+	for name, svc := range services {
+		if svc.Image == "" {
+			continue
+		}
+		img, err := store.Pull(ctx, svc.Image, oci.WithPolicy(oci.PullNever), oci.WithPlatform(svc.Platform))
+		if err == nil {
+			out[name] = img.Digest.String()
+		}
+	}
+	return out
 }

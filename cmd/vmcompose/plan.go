@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -54,6 +55,12 @@ func runPlan(c *cli.Context) error {
 	}
 	observed := o.Observed()
 	desired := planner.Desired{Project: p.Project}
+	if store, err := openStore(); err == nil {
+		// The digests up would plan with, of the images already pulled.
+		svcs := maps.Clone(p.Services)
+		maps.Copy(svcs, p.DisabledServices)
+		desired.Digests = reconcile.LocalDigests(c.Context, store, svcs)
+	}
 	var plan *planner.Plan
 	if c.Bool("down") {
 		plan, err = planner.Down(desired, observed, planner.DownOptions{

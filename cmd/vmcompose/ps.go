@@ -122,6 +122,8 @@ func ago(t time.Time) string {
 	switch {
 	case d < time.Second:
 		return "Less than a second"
+	case d < 2*time.Second:
+		return "1 second"
 	case d < time.Minute:
 		return fmt.Sprintf("%d seconds", int(d.Seconds()))
 	case d < 2*time.Minute:

@@ -175,6 +175,14 @@ func TestUpLifecycle(t *testing.T) {
 		t.Errorf("web started at %s; job finished at %s, db started at %s", webStart, st["job"].FinishedAt, dbStart)
 	}
 
+	// plan sees what runs: the job, which has exited, would run again.
+	plan, _, _ := p.in(dir, "", "plan")
+	for _, want := range []string{"nothing  db-1", "nothing  web-1", "start    job-1"} {
+		if !strings.Contains(strings.Join(strings.Fields(plan), "  "), strings.Join(strings.Fields(want), "  ")) {
+			t.Errorf("plan after up lacks %q:\n%s", want, plan)
+		}
+	}
+
 	start = time.Now()
 	if _, stderr, code := p.in(dir, compose("1"), "up", "-d"); code != 0 {
 		t.Fatalf("second up -d: exit %d\n%s", code, stderr)
