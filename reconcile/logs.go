@@ -64,6 +64,7 @@ type serviceLog struct {
 	f       *os.File
 	offPath string
 	off     offsets
+	pos     map[string]int64 // how far into each stream the log has read
 	partial map[string][]byte
 	now     func() time.Time
 }
@@ -76,7 +77,7 @@ func openServiceLog(dir, vmName string, now func() time.Time) (*serviceLog, erro
 	if err != nil {
 		return nil, fmt.Errorf("log of %s: %w", vmName, err)
 	}
-	l := &serviceLog{f: f, offPath: filepath.Join(LogDir(dir), vmName+".offsets"), partial: map[string][]byte{}, now: now}
+	l := &serviceLog{f: f, offPath: filepath.Join(LogDir(dir), vmName+".offsets"), pos: map[string]int64{}, partial: map[string][]byte{}, now: now}
 	if b, err := os.ReadFile(l.offPath); err == nil {
 		json.Unmarshal(b, &l.off)
 	}
@@ -92,6 +93,7 @@ func (l *serviceLog) offset(boot time.Time, stream string) int64 {
 		l.off = offsets{Boot: boot, Offset: map[string]int64{}}
 		l.partial = map[string][]byte{}
 	}
+	l.pos[stream] = l.off.Offset[stream]
 	return l.off.Offset[stream]
 }
 
@@ -117,15 +119,10 @@ func (l *serviceLog) writer(stream string) io.Writer {
 				return 0, err
 			}
 		}
-		if l.off.Offset == nil {
-			l.off.Offset = map[string]int64{}
-		}
-		// Bytes of a partial line count as read: they are written out with
-		// the rest of their line, or by flush.
-		l.off.Offset[stream] += int64(len(p))
-		if b, err := json.Marshal(l.off); err == nil {
-			os.WriteFile(l.offPath, b, 0o600)
-		}
+		// The record says how far the log file goes: a partial line held
+		// here is read again by a supervisor that takes over.
+		l.pos[stream] += int64(len(p))
+		l.record(stream)
 		return len(p), nil
 	})
 }
@@ -137,6 +134,18 @@ func (l *serviceLog) flush(stream string) {
 	if p := l.partial[stream]; len(p) > 0 {
 		fmt.Fprintf(l.f, "%s %s %s\n", l.now().UTC().Format(time.RFC3339Nano), stream, p)
 		l.partial[stream] = nil
+		l.record(stream)
+	}
+}
+
+// record writes where the log file ends in the stream.
+func (l *serviceLog) record(stream string) {
+	if l.off.Offset == nil {
+		l.off.Offset = map[string]int64{}
+	}
+	l.off.Offset[stream] = l.pos[stream] - int64(len(l.partial[stream]))
+	if b, err := json.Marshal(l.off); err == nil {
+		os.WriteFile(l.offPath, b, 0o600)
 	}
 }
 

@@ -193,7 +193,15 @@ func TestServiceLogLines(t *testing.T) {
 	}
 	l.writer("stdout").Write([]byte("one\ntw"))
 	l.writer("stderr").Write([]byte("err\r\n"))
-	l.writer("stdout").Write([]byte("o\nthree"))
+	l.writer("stdout").Write([]byte("o\nthr"))
+	// A supervisor that dies now has "thr" only in memory: its successor
+	// reads it again.
+	l2, _ := openServiceLog(dir, "web-1", time.Now)
+	if off := l2.offset(boot, "stdout"); off != int64(len("one\ntwo\n")) {
+		t.Errorf("stdout offset with a partial line held: %d", off)
+	}
+	l2.Close()
+	l.writer("stdout").Write([]byte("ee"))
 	l.flush("stdout")
 	l.Close()
 	lines, _, err := ReadLog(dir, "web-1", 0)
