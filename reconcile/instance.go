@@ -330,10 +330,16 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 	return ended()
 }
 
+// healthChecker runs a healthcheck command in the guest; *agent.Client is
+// one.
+type healthChecker interface {
+	Health(ctx context.Context, argv []string, timeout time.Duration) (agent.HealthResult, error)
+}
+
 // healthLoop runs the healthcheck as docker does: every interval (every
 // start_interval during start_period), failures during start_period do not
 // count until the first success, retries failures in a row are unhealthy.
-func (s *Supervisor) healthLoop(ctx context.Context, in *instance, client *agent.Client) {
+func (s *Supervisor) healthLoop(ctx context.Context, in *instance, client healthChecker) {
 	h := in.health
 	begin := s.Now()
 	fails := 0
