@@ -398,11 +398,20 @@ func (s *Supervisor) stopInstance(ctx context.Context, in *instance, timeout int
 		return serviceErr(r.Service, "stopping %s: %w", r.VM, err)
 	}
 	in.mu.Lock()
-	done := in.done
+	done, cancel := in.done, in.cancel
 	in.mu.Unlock()
 	if done != nil {
 		select {
 		case <-done:
+		case <-time.After(2 * time.Second):
+			// The VM is off; a watcher still there waits out a restart
+			// backoff: end it.
+			cancel()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
