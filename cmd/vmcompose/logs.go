@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -86,16 +87,38 @@ func runLogs(c *cli.Context) error {
 	if !c.Bool("follow") {
 		return nil
 	}
-	var wg sync.WaitGroup
-	for _, name := range vms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			reconcile.FollowLog(c.Context, dir, name, next[name], func(l reconcile.LogLine) { printer.print(name, l) })
-		}()
-	}
-	wg.Wait()
+	followAll(c.Context, dir, c.Args().Slice(), next, printer)
 	return nil
+}
+
+// followAll prints what the services' logs get until ctx ends, from the
+// offsets in from (the end of what was printed) and from the start for
+// the VMs that appear meanwhile (a scale-up, a recreate).
+func followAll(ctx context.Context, dir string, services []string, from map[string]int64, printer *logPrinter) {
+	var wg sync.WaitGroup
+	following := map[string]bool{}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for _, name := range logVMs(dir, services) {
+			if following[name] {
+				continue
+			}
+			following[name] = true
+			printer.add(name)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				reconcile.FollowLog(ctx, dir, name, from[name], func(l reconcile.LogLine) { printer.print(name, l) })
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // logVMs lists the VMs with a log, of the named services or all.
@@ -144,6 +167,16 @@ func newLogPrinter(w io.Writer, vms []string, timestamps, color bool) *logPrinte
 		p.width = max(p.width, len(name))
 	}
 	return p
+}
+
+// add makes room for a VM that appeared after the printer was made.
+func (p *logPrinter) add(vm string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.width = max(p.width, len(vm))
+	if _, ok := p.colors[vm]; !ok && p.colors != nil {
+		p.colors[vm] = palette[len(p.colors)%len(palette)]
+	}
 }
 
 func (p *logPrinter) print(vm string, l reconcile.LogLine) {

@@ -128,9 +128,7 @@ func foreground(c *cli.Context, sup *supervisor, dir string, req *reconcile.Requ
 	lctx, stopLogs := context.WithCancel(context.WithoutCancel(c.Context))
 	defer stopLogs()
 	printer := newLogPrinter(c.App.Writer, vms, false, true)
-	for _, name := range vms {
-		go reconcile.FollowLog(lctx, dir, name, 0, func(l reconcile.LogLine) { printer.print(name, l) })
-	}
+	go followAll(lctx, dir, req.Services, nil, printer)
 	stopAll := func() error {
 		stop := *req
 		stop.Services = nil
