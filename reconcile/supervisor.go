@@ -55,6 +55,11 @@ type Supervisor struct {
 	ctx  context.Context
 	quit context.CancelFunc
 
+	// Version identifies the program; the CLI replaces a supervisor whose
+	// version differs from its own (a rebuilt or upgraded vmcompose).
+	Version string
+	// LockWait is how long Run waits for the project's lock.
+	LockWait time.Duration
 	// IdleExit ends the supervisor once no VM of the project has run and
 	// no request came for that long; zero never does.
 	IdleExit time.Duration
@@ -72,7 +77,7 @@ func NewSupervisor(dir string, log *slog.Logger) *Supervisor {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Supervisor{
-		Dir: dir, Log: log, Now: time.Now, After: time.After,
+		Dir: dir, Log: log, Now: time.Now, After: time.After, LockWait: 10 * time.Second,
 		ops: make(chan struct{}, 1), insts: map[string]*instance{}, name: filepath.Base(dir),
 	}
 }
@@ -84,12 +89,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("supervisor: %w", err)
 	}
-	unlock, ok, err := flock.TryLock(filepath.Join(s.Dir, LockName))
+	// A supervisor that is exiting may hold the lock a moment longer.
+	lctx, cancel := context.WithTimeout(ctx, s.LockWait)
+	unlock, err := flock.Lock(lctx, filepath.Join(s.Dir, LockName), false)
+	cancel()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ErrSupervisorRunning
+	}
 	if err != nil {
 		return fmt.Errorf("supervisor: %w", err)
-	}
-	if !ok {
-		return ErrSupervisorRunning
 	}
 	defer unlock()
 	s.ctx, s.quit = context.WithCancel(ctx)
@@ -321,6 +329,13 @@ func (s *Supervisor) load(ctx context.Context, req *Request) (*project.Project, 
 	return p, nil
 }
 
+// Ping is the supervisor's answer to GET /ping.
+type Ping struct {
+	Pid     int    `json:"pid"`
+	Project string `json:"project"`
+	Version string `json:"version"`
+}
+
 // ServiceError is an error of one service, so that the CLI can name it and
 // show its log.
 type ServiceError struct {
@@ -338,8 +353,19 @@ func serviceErr(service string, format string, args ...any) error {
 func (s *Supervisor) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{"pid": os.Getpid(), "project": s.name})
+		json.NewEncoder(w).Encode(Ping{Pid: os.Getpid(), Project: s.name, Version: s.Version})
 	})
+	mux.HandleFunc("POST /quit", s.stream(func(ctx context.Context, _ *Request, emit func(Event)) error {
+		// After the running operation; the VMs keep running.
+		unlock, err := s.lockOps(ctx, emit)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		s.Log.Info("asked to exit")
+		go s.quit()
+		return nil
+	}))
 	mux.HandleFunc("POST /up", s.stream(s.up))
 	mux.HandleFunc("POST /down", s.stream(s.down))
 	mux.HandleFunc("POST /start", s.stream(s.startServices))

@@ -43,6 +43,7 @@ func TestSupervisorIdleExit(t *testing.T) {
 	}
 	second := NewSupervisor(dir, nil)
 	second.Runtime = s.Runtime
+	second.LockWait = 100 * time.Millisecond
 	if err := second.Run(context.Background()); !errors.Is(err, ErrSupervisorRunning) {
 		t.Errorf("a second supervisor: %v, want ErrSupervisorRunning", err)
 	}

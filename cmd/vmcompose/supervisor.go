@@ -45,6 +45,7 @@ func runSupervise(c *cli.Context) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sup := reconcile.NewSupervisor(dir, log)
 	sup.IdleExit = 10 * time.Minute
+	sup.Version = programVersion()
 	rt, err := supervisorRuntime(dir, sup, log)
 	if err != nil {
 		return err
@@ -85,8 +86,48 @@ func (s *supervisor) ping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
+	var p reconcile.Ping
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		return fmt.Errorf("supervisor ping: %w", err)
+	}
+	if p.Version != programVersion() {
+		return errOtherVersion
+	}
 	return nil
+}
+
+// errOtherVersion: the supervisor runs another build of vmcompose.
+var errOtherVersion = errors.New("the supervisor runs another version of vmcompose")
+
+// programVersion identifies this build: the version, and the executable's
+// size and time, so that a rebuilt binary (same version string) counts as
+// another version.
+func programVersion() string {
+	v := versionString()
+	if exe, err := os.Executable(); err == nil {
+		if fi, err := os.Stat(exe); err == nil {
+			v += fmt.Sprintf(" %s %d %d", exe, fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return v
+}
+
+// replace asks a supervisor of another version to exit once its current
+// operation is done, and waits for its socket to go. The new one adopts
+// the VMs.
+func (s *supervisor) replace(ctx context.Context) error {
+	if err := s.call(ctx, "/quit", &reconcile.Request{}, nil); err != nil {
+		return fmt.Errorf("replacing the supervisor of another version: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(reconcile.SocketPath(s.dir)); err != nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("replacing the supervisor of another version: it did not exit within 30s")
 }
 
 // connect returns the project's supervisor, starting it when none runs
@@ -95,8 +136,14 @@ func (s *supervisor) ping(ctx context.Context) error {
 // would make the second exit anyway).
 func connect(ctx context.Context, dir string, start bool) (*supervisor, error) {
 	s := newSupervisorClient(dir)
-	if s.ping(ctx) == nil {
+	err := s.ping(ctx)
+	if err == nil {
 		return s, nil
+	}
+	if errors.Is(err, errOtherVersion) {
+		if err := s.replace(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if !start {
 		return nil, nil

@@ -448,6 +448,24 @@ func TestUpAdoption(t *testing.T) {
 	if e := p.ps(dir)["b"]; e.ID == "b-1" && e.Pid != ps["b"].Pid {
 		t.Errorf("b-1 was restarted by the scale-up: %+v", e)
 	}
+
+	// A rebuilt vmcompose replaces the supervisor, which adopts the VMs.
+	old := supervisors(state)
+	before := qemus(state)
+	future := time.Now().Add(time.Hour)
+	if err := os.Chtimes(binary, future, future); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := p.in(dir, "", "up", "-d", "--wait", "--scale", "b=2"); code != 0 {
+		t.Fatalf("up with a rebuilt vmcompose: %d %s", code, stderr)
+	}
+	now := supervisors(state)
+	if len(now) != 1 || len(old) != 1 || now[0] == old[0] {
+		t.Errorf("supervisors before %v, after %v: want one, replaced", old, now)
+	}
+	if after := qemus(state); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("qemu processes before %v, after %v: want the same", before, after)
+	}
 }
 
 // TestUpForeground: foreground up prints prefixed logs, --exit-code-from
