@@ -209,7 +209,7 @@ func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, 
 		say("Started")
 		return nil
 	case planner.Recreate:
-		say("Recreating")
+		say("Recreating (" + op.Reason + ")")
 		if in != nil {
 			if err := s.removeInstance(ctx, in, timeout); err != nil {
 				return err

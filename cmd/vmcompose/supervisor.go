@@ -164,6 +164,9 @@ func connect(ctx context.Context, dir string, start bool) (*supervisor, error) {
 		return nil, fmt.Errorf("starting the supervisor: %w", err)
 	}
 	logPath := filepath.Join(dir, "supervisor.log")
+	if fi, err := os.Stat(logPath); err == nil && fi.Size() > 4<<20 {
+		os.Rename(logPath, logPath+".1") // keep one older log
+	}
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("starting the supervisor: %w", err)
