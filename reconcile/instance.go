@@ -13,6 +13,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/vm"
 )
 
@@ -221,7 +222,7 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 		in.client = nil
 		in.mu.Unlock()
 		in.update(func(r *InstanceState) {
-			r.Phase, r.ExitCode, r.FinishedAt = "exited", code, fin.FinishedAt
+			r.Phase, r.ExitCode, r.FinishedAt, r.State = "exited", code, fin.FinishedAt, planner.Stopped
 			if r.FinishedAt.IsZero() {
 				r.FinishedAt = s.Now()
 			}
@@ -269,7 +270,7 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 	in.client = client
 	in.mu.Unlock()
 	in.update(func(r *InstanceState) {
-		r.Phase, r.StartedAt, r.Error = "running", st.StartedAt, ""
+		r.Phase, r.StartedAt, r.Error, r.State = "running", st.StartedAt, "", planner.Running
 		if in.health != nil && r.Health == "" {
 			r.Health = "starting"
 		}
