@@ -22,7 +22,11 @@
 //	vms/<vm>/         the VM driver's folder (spec, scratch disk, sockets)
 //
 // Operations that change VMs run one at a time: a second `up` waits for
-// the first, with a message, and then finds nothing left to do.
+// the first, with a message, and then finds nothing left to do. A
+// supervisor exits after a down that leaves no VM, after IdleExit with
+// nothing running, or when a CLI of another version asks it to (POST
+// /quit, after the running operation); the next command starts a new one,
+// which adopts the VMs.
 //
 // # Level, not events
 //
