@@ -370,12 +370,12 @@ func TestUpAdoption(t *testing.T) {
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Kill the supervisor while b boots: once the driver recorded b's qemu
-	// (killing it between qemu's fork and that record leaves a qemu that
-	// vm/qemu cannot adopt yet: see the report).
+	// Kill the supervisor as soon as b's qemu exists: before the driver
+	// may have recorded its pid, which the driver recovers from qemu's
+	// pidfile.
 	deadline := time.Now().Add(60 * time.Second)
-	for !fileExistsT(filepath.Join(state, "vms", "b-1", "run.json")) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	for len(qemus(filepath.Join(state, "vms", "b-1"))) == 0 && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
 	}
 	sups := supervisors(state)
 	if len(sups) != 1 {
