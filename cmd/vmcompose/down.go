@@ -18,7 +18,7 @@ func downCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "volumes", Aliases: []string{"v"}, Usage: "remove the project's named volumes too"},
 			&cli.BoolFlag{Name: "remove-orphans", Usage: "remove VMs of services no longer in the compose file"},
-			&cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, Usage: "`SECONDS` to wait for a service to stop (default: its stop_grace_period)"},
+			&cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, DefaultText: "its stop_grace_period", Usage: "`SECONDS` to wait for a service to stop"},
 		},
 		Action: runDown,
 	}

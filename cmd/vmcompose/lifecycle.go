@@ -13,7 +13,7 @@ import (
 
 func lifecycleCommands() []*cli.Command {
 	timeout := func() cli.Flag {
-		return &cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, Usage: "`SECONDS` to wait for a service to stop (default: its stop_grace_period)"}
+		return &cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, DefaultText: "its stop_grace_period", Usage: "`SECONDS` to wait for a service to stop"}
 	}
 	return []*cli.Command{{
 		Name: "start", Usage: "start the services' existing VMs", ArgsUsage: "[SERVICE...]",

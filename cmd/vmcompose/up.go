@@ -29,7 +29,7 @@ func upCommand() *cli.Command {
 			&cli.BoolFlag{Name: "abort-on-container-exit", Usage: "stop every service when one exits (foreground)"},
 			&cli.StringFlag{Name: "exit-code-from", Usage: "exit with the exit code of `SERVICE` (implies --abort-on-container-exit)"},
 			&cli.StringSliceFlag{Name: "scale", Usage: "run `SERVICE=NUM` replicas of a service"},
-			&cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, Usage: "`SECONDS` to wait for a service to stop (default: its stop_grace_period)"},
+			&cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, DefaultText: "its stop_grace_period", Usage: "`SECONDS` to wait for a service to stop"},
 		},
 		Action: runUp,
 	}
