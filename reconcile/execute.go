@@ -288,15 +288,16 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	}
 	spec, guest := prep.Spec, prep.Guest
 	spec.DieWithController = false
+	var netrec *NetworkRecord
 	if s.Network != nil {
-		if err := s.Network(ctx, op.Instance, svc, &spec, &guest); err != nil {
+		if netrec, err = s.Network(ctx, p.Project, op.Instance, svc, &spec, &guest); err != nil {
 			return &ServiceError{Service: op.Service, Err: fmt.Errorf("network: %w", err)}
 		}
 	}
 	rec := InstanceState{
 		Instance: planner.Instance{Service: op.Service, Number: op.Number, State: planner.Stopped, Hash: op.Hash, Fields: fields},
 		VM:       op.Instance, Phase: "created", Image: svc.Image, Command: svc.Command,
-		Guest: guest, Healthcheck: svc.HealthCheck, Restart: restart,
+		Guest: guest, Healthcheck: svc.HealthCheck, Restart: restart, Network: netrec,
 	}
 	// Record first: a supervisor that dies after Create finds the VM with
 	// its hash; one that dies before finds no VM and drops the record.

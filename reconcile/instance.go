@@ -160,6 +160,12 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 					r.Health = "starting"
 				}
 			})
+			if r, _ := in.snapshot(); r.Network != nil && s.NetworkReattach != nil {
+				if err := s.NetworkReattach(ctx, name, r.Network); err != nil {
+					in.update(func(r *InstanceState) { r.Phase, r.Error = "exited", "joining the network: "+err.Error() })
+					return
+				}
+			}
 			if err := d.Start(ctx, name); err != nil {
 				if ctx.Err() == nil {
 					in.update(func(r *InstanceState) { r.Phase, r.Error = "exited", "starting the VM: "+err.Error() })

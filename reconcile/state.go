@@ -52,6 +52,8 @@ type InstanceState struct {
 	// instance without the compose file (after it restarted).
 	Healthcheck *types.HealthCheckConfig `json:"healthcheck,omitempty"`
 	Restart     RestartPolicy            `json:"restart_policy"`
+	// Network joins the instance to the project's networks again.
+	Network *NetworkRecord `json:"network,omitempty"`
 }
 
 // StateDir returns the state dir of a project: $XDG_STATE_HOME/vmcompose/

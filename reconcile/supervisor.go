@@ -30,9 +30,10 @@ var ErrSupervisorRunning = errors.New("a supervisor already runs for this projec
 
 // NetworkHook connects an instance to the project's networks before its VM
 // is created: it adds NICs to spec.Networks, configures them in guest and
-// publishes the service's ports. nil runs VMs without a network. The
-// network/ package provides it once it lands.
-type NetworkHook func(ctx context.Context, instance string, svc types.ServiceConfig, spec *vm.Spec, guest *agent.Spec) error
+// publishes the service's ports, and returns what joining it again takes
+// (nil when it joins no network). nil runs VMs without a network.
+// Networks.Attach is the one vmcompose uses.
+type NetworkHook func(ctx context.Context, p *types.Project, instance string, svc types.ServiceConfig, spec *vm.Spec, guest *agent.Spec) (*NetworkRecord, error)
 
 // Supervisor is a project's long-lived process: it owns the project's VMs,
 // their agent connections, logs, healthchecks and restart policies, and
@@ -47,6 +48,10 @@ type Supervisor struct {
 	// NetworkDetach, when set, disconnects an instance whose VM was
 	// removed (network.Manager's Detach, which also unpublishes its ports).
 	NetworkDetach func(instance string) error
+	// NetworkReattach, when set, joins a recorded instance to the network
+	// again before its VM boots (a restart, or a VM of an earlier
+	// supervisor).
+	NetworkReattach func(ctx context.Context, instance string, rec *NetworkRecord) error
 	// Now and After are the clock; tests may replace them.
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
@@ -211,6 +216,18 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 		in := s.instance(rec)
 		st := o.VMs[rec.VM]
 		switch {
+		case st.State == vm.StateRunning && rec.Network != nil && s.NetworkReattach != nil:
+			// Its NICs were connected to the previous supervisor's
+			// network, which ended with it, and QEMU does not reconnect
+			// them: boot it again on this one, with the same addresses.
+			s.Log.Info("restarting VM to join the network again", "vm", rec.VM, "pid", st.Pid)
+			kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := s.Runtime.Driver.Kill(kctx, rec.VM)
+			cancel()
+			if err != nil {
+				return err
+			}
+			s.watchIf(in, true)
 		case st.State == vm.StateRunning:
 			s.Log.Info("adopting VM", "vm", rec.VM, "pid", st.Pid)
 			s.watchIf(in, false)

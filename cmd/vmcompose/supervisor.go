@@ -51,6 +51,9 @@ func runSupervise(c *cli.Context) error {
 		return err
 	}
 	sup.Runtime = rt
+	nets := reconcile.NewNetworks(c.Context, filepath.Join(dir, "net"), log)
+	defer nets.Close()
+	sup.Network, sup.NetworkReattach, sup.NetworkDetach = nets.Attach, nets.Reattach, nets.Detach
 	// Detached from any terminal; SIGTERM (and SIGINT) end the supervisor,
 	// never the VMs: a new supervisor adopts them. The signal-aware
 	// context of main does that.
