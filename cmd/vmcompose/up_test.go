@@ -449,7 +449,9 @@ func TestUpAdoption(t *testing.T) {
 		t.Errorf("b-1 was restarted by the scale-up: %+v", e)
 	}
 
-	// A rebuilt vmcompose replaces the supervisor, which adopts the VMs.
+	// A rebuilt vmcompose replaces the supervisor. Its VMs are on the
+	// project's network, which ended with the old supervisor, and QEMU's
+	// NICs cannot reconnect: the new one boots them again, one each.
 	old := supervisors(state)
 	before := qemus(state)
 	future := time.Now().Add(time.Hour)
@@ -463,8 +465,8 @@ func TestUpAdoption(t *testing.T) {
 	if len(now) != 1 || len(old) != 1 || now[0] == old[0] {
 		t.Errorf("supervisors before %v, after %v: want one, replaced", old, now)
 	}
-	if after := qemus(state); fmt.Sprint(after) != fmt.Sprint(before) {
-		t.Errorf("qemu processes before %v, after %v: want the same", before, after)
+	if after := qemus(state); len(after) != len(before) {
+		t.Errorf("qemu processes before %v, after %v: want as many", before, after)
 	}
 }
 
