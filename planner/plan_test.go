@@ -288,6 +288,32 @@ wave 3
   3  restart   web-1  dependency api is replaced (depends_on.api.restart: true) (after 2)
 `,
 	}, {
+		name:     "--force-recreate of a named service leaves its dependencies alone",
+		yaml:     chain,
+		observed: func(t testing.TB) planner.Observed { return running(t, load(t, chain)) },
+		opts:     planner.Options{Services: []string{"web"}, ForceRecreate: true},
+		want: `project demo (up): 3 operations in 3 waves: 1 recreate, 2 unchanged
+wave 1
+  1  nothing   db-1   up to date
+wave 2
+  2  nothing   api-1  up to date (after 1)
+wave 3
+  3  recreate  web-1  --force-recreate (after 2)
+`,
+	}, {
+		name:     "--always-recreate-deps recreates them too",
+		yaml:     chain,
+		observed: func(t testing.TB) planner.Observed { return running(t, load(t, chain)) },
+		opts:     planner.Options{Services: []string{"web"}, ForceRecreate: true, AlwaysRecreateDeps: true},
+		want: `project demo (up): 3 operations in 3 waves: 3 recreate
+wave 1
+  1  recreate  db-1   --force-recreate
+wave 2
+  2  recreate  api-1  --force-recreate (after 1)
+wave 3
+  3  recreate  web-1  --force-recreate (after 2)
+`,
+	}, {
 		name: "stopped VMs start; --no-deps leaves dependencies alone",
 		yaml: chain,
 		opts: planner.Options{Services: []string{"api"}, NoDeps: true},

@@ -53,7 +53,11 @@ type Desired struct {
 type Options struct {
 	Services      []string       // SERVICE... arguments; empty means all
 	NoDeps        bool           // --no-deps: leave dependencies alone
-	ForceRecreate bool           // --force-recreate
+	ForceRecreate bool           // --force-recreate: the named services (all when none are named)
+	// AlwaysRecreateDeps (--always-recreate-deps) extends ForceRecreate to
+	// the dependencies the named services pull in; docker compose leaves
+	// them alone otherwise.
+	AlwaysRecreateDeps bool
 	NoRecreate    bool           // --no-recreate
 	RemoveOrphans bool           // --remove-orphans
 	Scale         map[string]int // --scale SERVICE=N
@@ -124,7 +128,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 				op.Kind, op.Reason = Create, "new service"
 			case !ok:
 				op.Kind, op.Reason = Create, fmt.Sprintf("new replica (scale %d)", want)
-			case opts.ForceRecreate:
+			case opts.ForceRecreate && (len(opts.Services) == 0 || opts.AlwaysRecreateDeps || slices.Contains(opts.Services, name)):
 				op.Kind, op.Reason = Recreate, "--force-recreate"
 			case inst.Hash != hash && !opts.NoRecreate:
 				op.Kind, op.Reason, op.Changed = Recreate, "changed: "+strings.Join(changed, ", "), changed

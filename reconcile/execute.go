@@ -37,7 +37,7 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 		return err
 	}
 	plan, err := planner.Up(planner.Desired{Project: p.Project, Digests: digests}, o.Observed(), planner.Options{
-		Services: req.Services, NoDeps: req.NoDeps, ForceRecreate: req.ForceRecreate,
+		Services: req.Services, NoDeps: req.NoDeps, ForceRecreate: req.ForceRecreate, AlwaysRecreateDeps: req.AlwaysRecreateDeps,
 		NoRecreate: req.NoRecreate, RemoveOrphans: req.RemoveOrphans, Scale: req.Scale,
 	})
 	if err != nil {

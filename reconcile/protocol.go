@@ -32,12 +32,14 @@ type Request struct {
 	Load     project.Options `json:"load"`
 	Services []string        `json:"services,omitempty"`
 	// up
-	NoDeps        bool           `json:"no_deps,omitempty"`
-	ForceRecreate bool           `json:"force_recreate,omitempty"`
-	NoRecreate    bool           `json:"no_recreate,omitempty"`
-	RemoveOrphans bool           `json:"remove_orphans,omitempty"`
-	Scale         map[string]int `json:"scale,omitempty"`
-	Wait          bool           `json:"wait,omitempty"`
+	NoDeps        bool `json:"no_deps,omitempty"`
+	ForceRecreate bool `json:"force_recreate,omitempty"`
+	// AlwaysRecreateDeps extends ForceRecreate to dependencies.
+	AlwaysRecreateDeps bool           `json:"always_recreate_deps,omitempty"`
+	NoRecreate         bool           `json:"no_recreate,omitempty"`
+	RemoveOrphans      bool           `json:"remove_orphans,omitempty"`
+	Scale              map[string]int `json:"scale,omitempty"`
+	Wait               bool           `json:"wait,omitempty"`
 	// Timeout (seconds) bounds a stop; negative means the service's
 	// stop_grace_period.
 	Timeout int `json:"timeout"`

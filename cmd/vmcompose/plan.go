@@ -22,7 +22,8 @@ func planCommand() *cli.Command {
 			formatFlag("text", "json"),
 			&cli.BoolFlag{Name: "down", Usage: "show the teardown plan"},
 			&cli.BoolFlag{Name: "no-deps", Usage: "don't include the dependencies of the named services"},
-			&cli.BoolFlag{Name: "force-recreate", Usage: "plan to recreate every VM, changed or not"},
+			&cli.BoolFlag{Name: "force-recreate", Usage: "plan to recreate the VMs of the named services (all when none are named), changed or not"},
+			&cli.BoolFlag{Name: "always-recreate-deps", Usage: "with --force-recreate, the dependencies of the named services too"},
 			&cli.BoolFlag{Name: "no-recreate", Usage: "keep existing VMs even when their config changed"},
 			&cli.BoolFlag{Name: "remove-orphans", Usage: "remove VMs of services no longer in the compose file"},
 			&cli.StringSliceFlag{Name: "scale", Usage: "run `SERVICE=NUM` replicas of a service"},
@@ -69,12 +70,13 @@ func runPlan(c *cli.Context) error {
 		})
 	} else {
 		plan, err = planner.Up(desired, observed, planner.Options{
-			Services:      c.Args().Slice(),
-			NoDeps:        c.Bool("no-deps"),
-			ForceRecreate: c.Bool("force-recreate"),
-			NoRecreate:    c.Bool("no-recreate"),
-			RemoveOrphans: c.Bool("remove-orphans"),
-			Scale:         scale,
+			Services:           c.Args().Slice(),
+			NoDeps:             c.Bool("no-deps"),
+			ForceRecreate:      c.Bool("force-recreate"),
+			AlwaysRecreateDeps: c.Bool("always-recreate-deps"),
+			NoRecreate:         c.Bool("no-recreate"),
+			RemoveOrphans:      c.Bool("remove-orphans"),
+			Scale:              scale,
 		})
 	}
 	if err != nil {

@@ -23,7 +23,8 @@ func upCommand() *cli.Command {
 			&cli.BoolFlag{Name: "wait", Usage: "wait until the services are running or healthy (implies --detach)"},
 			&cli.IntFlag{Name: "wait-timeout", Usage: "give up waiting after `SECONDS`"},
 			&cli.BoolFlag{Name: "no-deps", Usage: "don't start the dependencies of the named services"},
-			&cli.BoolFlag{Name: "force-recreate", Usage: "recreate every VM, changed or not"},
+			&cli.BoolFlag{Name: "force-recreate", Usage: "recreate the VMs of the named services (all when none are named), changed or not"},
+			&cli.BoolFlag{Name: "always-recreate-deps", Usage: "with --force-recreate, recreate the dependencies of the named services too"},
 			&cli.BoolFlag{Name: "no-recreate", Usage: "keep existing VMs even when their config changed"},
 			&cli.BoolFlag{Name: "remove-orphans", Usage: "remove VMs of services no longer in the compose file"},
 			&cli.BoolFlag{Name: "abort-on-container-exit", Usage: "stop every service when one exits (foreground)"},
@@ -60,6 +61,7 @@ func runUp(c *cli.Context) error {
 	}
 	req.Services = c.Args().Slice()
 	req.NoDeps, req.ForceRecreate, req.NoRecreate = c.Bool("no-deps"), c.Bool("force-recreate"), c.Bool("no-recreate")
+	req.AlwaysRecreateDeps = c.Bool("always-recreate-deps")
 	req.RemoveOrphans, req.Scale, req.Wait, req.Timeout = c.Bool("remove-orphans"), scale, c.Bool("wait"), c.Int("timeout")
 
 	ctx := c.Context
