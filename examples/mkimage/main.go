@@ -149,12 +149,29 @@ func sharedLibraries(path string) ([]string, error) {
 	}
 	var libs []string
 	for _, m := range lddLine.FindAllStringSubmatch(string(out), -1) {
-		libs = append(libs, m[1])
-		if real, err := filepath.EvalSymlinks(m[1]); err == nil && real != m[1] {
-			libs = append(libs, real)
-		}
+		libs = append(libs, linkChain(m[1])...)
 	}
 	return libs, nil
+}
+
+// linkChain is path and, when it is a symlink, every path its chain of
+// links names: each must exist in the image for the loader to follow it
+// (Debian's /lib64/ld-linux-x86-64.so.2 points at /lib/..., while the
+// libraries are found through /usr/lib).
+func linkChain(path string) []string {
+	chain := []string{path}
+	for range 16 {
+		target, err := os.Readlink(path)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+		chain = append(chain, path)
+	}
+	return chain
 }
 
 // buildLayer writes the files (and the directories above them) and the

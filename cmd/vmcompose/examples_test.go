@@ -1,0 +1,126 @@
+package main_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// examplesDir is the repository's examples/, run in place.
+func examplesDir(t *testing.T, name string) string {
+	dir, err := filepath.Abs(filepath.Join("../../examples", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// importExampleImage packs an image from this host's Debian packages with
+// examples/mkimage and imports it into the test's store.
+func importExampleImage(t *testing.T, p *runProject, args ...string) {
+	t.Helper()
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	mk := exec.Command("go", append([]string{"run", "../../examples/mkimage", "-o", archive}, args...)...)
+	if out, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("mkimage %v: %v\n%s", args, err, out)
+	}
+	if _, stderr, code := p.in(t.TempDir(), "", "image", "import", archive); code != 0 {
+		t.Fatalf("image import: %s", stderr)
+	}
+}
+
+// TestHelloExample brings examples/hello up as the README's demo does:
+// the client's healthcheck fetches the web page by service name, the host
+// fetches it through the published port, and down removes everything.
+func TestHelloExample(t *testing.T) {
+	p := newRunProject(t)
+	importExampleImage(t, p, "-ref", "vmcompose.local/busybox:1", "-busybox")
+	dir := examplesDir(t, "hello")
+	defer p.in(dir, "", "down")
+	if _, stderr, code := p.in(dir, "", "up", "-d", "--wait"); code != 0 {
+		t.Fatalf("up -d --wait: exit %d\n%s", code, stderr)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://127.0.0.1:8080/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "hello from a vmcompose VM\n" {
+		t.Errorf("page: %q", body)
+	}
+	if e := p.ps(dir)["client"]; e.Health != "healthy" {
+		t.Errorf("client (whose healthcheck fetches http://web/): %+v", e)
+	}
+	if _, stderr, code := p.in(dir, "", "down"); code != 0 {
+		t.Fatalf("down: %s", stderr)
+	}
+	if qs := qemus(filepath.Join(p.home, "state")); len(qs) != 0 {
+		t.Errorf("qemu processes after down: %v", qs)
+	}
+	if _, err := net.DialTimeout("tcp", "127.0.0.1:8080", time.Second); err == nil {
+		t.Error("port 8080 still answers after down")
+	}
+}
+
+// TestRedisExample runs examples/redis: Debian's redis-server packed into
+// an image, a client VM that counts visits in it by service name, and the
+// host reading the count through the published port.
+func TestRedisExample(t *testing.T) {
+	server, err := filepath.EvalSymlinks("/usr/bin/redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server: %v (make setup installs it)", err)
+		}
+		t.Skipf("redis-server: %v (make setup installs it)", err)
+	}
+	p := newRunProject(t)
+	importExampleImage(t, p, "-ref", "vmcompose.local/redis:7", "-busybox", "-ldd",
+		"/usr/bin/redis-server", server, "/usr/bin/redis-cli")
+	dir := examplesDir(t, "redis")
+	defer p.in(dir, "", "down")
+	if _, stderr, code := p.in(dir, "", "up", "-d", "--wait"); code != 0 {
+		t.Fatalf("up -d --wait: exit %d\n%s", code, stderr)
+	}
+	get := func() string {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:6380", 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(c, "*2\r\n$3\r\nGET\r\n$6\r\nvisits\r\n")
+		r := bufio.NewReader(c)
+		head, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(head, "$-1") {
+			return ""
+		}
+		value, _ := r.ReadString('\n')
+		return strings.TrimSpace(value)
+	}
+	first := ""
+	deadline := time.Now().Add(20 * time.Second)
+	for first == "" && time.Now().Before(deadline) {
+		first = get()
+		time.Sleep(500 * time.Millisecond)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	second := get()
+	if first == "" || second == first {
+		t.Errorf("visits %q then %q: the counter service is not counting", first, second)
+	}
+	if _, stderr, code := p.in(dir, "", "down"); code != 0 {
+		t.Fatalf("down: %s", stderr)
+	}
+}
