@@ -51,16 +51,16 @@ type Desired struct {
 // Options are the up flags that change the plan, as docker compose has
 // them.
 type Options struct {
-	Services      []string       // SERVICE... arguments; empty means all
-	NoDeps        bool           // --no-deps: leave dependencies alone
-	ForceRecreate bool           // --force-recreate: the named services (all when none are named)
+	Services      []string // SERVICE... arguments; empty means all
+	NoDeps        bool     // --no-deps: leave dependencies alone
+	ForceRecreate bool     // --force-recreate: the named services (all when none are named)
 	// AlwaysRecreateDeps (--always-recreate-deps) extends ForceRecreate to
 	// the dependencies the named services pull in; docker compose leaves
 	// them alone otherwise.
 	AlwaysRecreateDeps bool
-	NoRecreate    bool           // --no-recreate
-	RemoveOrphans bool           // --remove-orphans
-	Scale         map[string]int // --scale SERVICE=N
+	NoRecreate         bool           // --no-recreate
+	RemoveOrphans      bool           // --remove-orphans
+	Scale              map[string]int // --scale SERVICE=N
 }
 
 // Up plans the operations that take observed to desired: every selected
