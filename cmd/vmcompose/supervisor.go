@@ -162,40 +162,56 @@ func connect(ctx context.Context, dir string, start bool) (*supervisor, error) {
 	if s.ping(ctx) == nil {
 		return s, nil
 	}
+	err = startDetached(ctx, "the supervisor", filepath.Join(dir, "supervisor.log"),
+		[]string{"supervise", "--state-dir", dir}, s.ping)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// startDetached starts this program with args as a daemon of the project:
+// in a session of its own (no terminal, no signal from the CLI's), in /,
+// writing to logPath (kept under 4 MiB plus one older file). It returns
+// once ready answers, or with the end of the log when the process exits
+// first.
+func startDetached(ctx context.Context, what, logPath string, args []string, ready func(context.Context) error) error {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("starting the supervisor: %w", err)
+		return fmt.Errorf("starting %s: %w", what, err)
 	}
-	logPath := filepath.Join(dir, "supervisor.log")
 	if fi, err := os.Stat(logPath); err == nil && fi.Size() > 4<<20 {
 		os.Rename(logPath, logPath+".1") // keep one older log
 	}
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("starting the supervisor: %w", err)
+		return fmt.Errorf("starting %s: %w", what, err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(exe, "supervise", "--state-dir", dir)
+	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the supervisor: %w", err)
+		return fmt.Errorf("starting %s: %w", what, err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.After(30 * time.Second)
 	for {
-		if s.ping(ctx) == nil {
-			return s, nil
+		if ready(ctx) == nil {
+			return nil
 		}
 		select {
 		case <-exited:
-			return nil, fmt.Errorf("the supervisor exited at start: %s (log: %s)", lastLines(logPath, 3), logPath)
+			if ready(ctx) == nil { // another one answers
+				return nil
+			}
+			return fmt.Errorf("%s exited at start: %s (log: %s)", what, lastLines(logPath, 3), logPath)
 		case <-deadline:
-			return nil, fmt.Errorf("the supervisor did not answer within 30s (log: %s)", logPath)
+			return fmt.Errorf("%s did not answer within 30s (log: %s)", what, logPath)
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
