@@ -52,6 +52,12 @@ type Supervisor struct {
 	// again before its VM boots (a restart, or a VM of an earlier
 	// supervisor).
 	NetworkReattach func(ctx context.Context, instance string, rec *NetworkRecord) error
+	// NetworkAttached, when set, reports whether the network still has a
+	// recorded instance attached with its recorded addresses, so that its
+	// running VM, whose NICs stay connected, is adopted as it runs
+	// (Networks.Attached: the network process outlived the previous
+	// supervisor). Unset, or false, boots the VM again on the network.
+	NetworkAttached func(ctx context.Context, instance string, rec *NetworkRecord) (bool, error)
 	// Now and After are the clock; tests may replace them.
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
@@ -216,9 +222,9 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 		in := s.instance(rec)
 		st := o.VMs[rec.VM]
 		switch {
-		case st.State == vm.StateRunning && rec.Network != nil && s.NetworkReattach != nil:
-			// Its NICs were connected to the previous supervisor's
-			// network, which ended with it, and QEMU does not reconnect
+		case st.State == vm.StateRunning && rec.Network != nil && s.NetworkReattach != nil && !s.networkKept(ctx, rec):
+			// Its NICs were connected to a network process that has
+			// ended (or no longer knows it), and QEMU does not reconnect
 			// them: boot it again on this one, with the same addresses.
 			s.Log.Info("restarting VM to join the network again", "vm", rec.VM, "pid", st.Pid)
 			kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -226,6 +232,9 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 			cancel()
 			if err != nil {
 				return err
+			}
+			if s.NetworkDetach != nil {
+				s.NetworkDetach(rec.VM) // attached otherwise, if at all
 			}
 			s.watchIf(in, true)
 		case st.State == vm.StateRunning:
@@ -241,6 +250,20 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 		}
 	}
 	return s.save()
+}
+
+// networkKept reports whether a running VM's network outlived the previous
+// supervisor with the VM attached.
+func (s *Supervisor) networkKept(ctx context.Context, rec InstanceState) bool {
+	if s.NetworkAttached == nil {
+		return false
+	}
+	ok, err := s.NetworkAttached(ctx, rec.VM, rec.Network)
+	if err != nil {
+		s.Log.Warn("asking the network about a VM", "vm", rec.VM, "err", err)
+		return false
+	}
+	return ok
 }
 
 // instance returns the in-memory instance of a record, creating it.

@@ -56,6 +56,7 @@ func newApp() *cli.App {
 			logsCommand(),
 			execCommand(),
 			superviseCommand(),
+			networkCommand(),
 		}, lifecycleCommands()...),
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}

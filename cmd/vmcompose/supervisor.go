@@ -51,9 +51,18 @@ func runSupervise(c *cli.Context) error {
 		return err
 	}
 	sup.Runtime = rt
-	nets := reconcile.NewNetworks(c.Context, filepath.Join(dir, "net"), log)
-	defer nets.Close()
+	// The network runs in a process of its own that outlives this one,
+	// so that a new supervisor adopts networked VMs as they run.
+	var nets *reconcile.Networks
+	nets = reconcile.NewNetworks(dir, log, func(ctx context.Context) error {
+		return startNetwork(ctx, dir, func(ctx context.Context) error {
+			_, err := nets.Ping(ctx)
+			return err
+		})
+	})
+	defer nets.Close() // asks it to exit only when nothing is attached
 	sup.Network, sup.NetworkReattach, sup.NetworkDetach = nets.Attach, nets.Reattach, nets.Detach
+	sup.NetworkAttached = nets.Attached
 	// Detached from any terminal; SIGTERM (and SIGINT) end the supervisor,
 	// never the VMs: a new supervisor adopts them. The signal-aware
 	// context of main does that.

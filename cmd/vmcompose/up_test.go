@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,13 +112,48 @@ func supervisors(dir string) []int {
 	return pids
 }
 
+// networkProcs lists the network processes of state dirs under dir.
+func networkProcs(dir string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && bytes.Contains(b, []byte("\x00network\x00--state-dir\x00")) && bytes.Contains(b, []byte(dir)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitGone waits up to 10 s for list(dir) to be empty and returns what is
+// left.
+func waitGone(list func(string) []int, dir string) []int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := list(dir)
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // cleanup takes the projects down and kills whatever a failed test left.
+// A down ends the project's network process.
 func (p *runProject) cleanup(dirs ...string) {
 	p.t.Cleanup(func() {
 		for _, d := range dirs {
 			p.in(d, "", "down", "-t", "0")
 		}
 		for _, pid := range supervisors(p.home) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		for _, pid := range waitGone(networkProcs, p.home) {
+			p.t.Errorf("network process %d left running", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		for _, pid := range qemus(p.home) {
@@ -356,7 +394,7 @@ func TestUpAdoption(t *testing.T) {
 	compose := `services:
   a:
     image: ` + ref + `
-    command: ["sh", "-c", "echo a; exec sleep 1000"]
+    command: ["sh", "-c", "mkdir -p /www && echo hello from a > /www/index.html && echo a && exec httpd -f -p 80 -h /www"]
     restart: always
   b:
     image: ` + ref + `
@@ -449,11 +487,12 @@ func TestUpAdoption(t *testing.T) {
 		t.Errorf("b-1 was restarted by the scale-up: %+v", e)
 	}
 
-	// A rebuilt vmcompose replaces the supervisor. Its VMs are on the
-	// project's network, which ended with the old supervisor, and QEMU's
-	// NICs cannot reconnect: the new one boots them again, one each.
+	// A rebuilt vmcompose replaces the supervisor, which adopts the VMs as
+	// they run: the network process outlives supervisors, so their NICs
+	// stay connected.
 	old := supervisors(state)
 	before := qemus(state)
+	nets := networkProcs(state)
 	future := time.Now().Add(time.Hour)
 	if err := os.Chtimes(binary, future, future); err != nil {
 		t.Fatal(err)
@@ -465,9 +504,122 @@ func TestUpAdoption(t *testing.T) {
 	if len(now) != 1 || len(old) != 1 || now[0] == old[0] {
 		t.Errorf("supervisors before %v, after %v: want one, replaced", old, now)
 	}
-	if after := qemus(state); len(after) != len(before) {
-		t.Errorf("qemu processes before %v, after %v: want as many", before, after)
+	if after := qemus(state); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("qemu processes before %v, after %v: want the same", before, after)
 	}
+	if after := networkProcs(state); len(nets) != 1 || fmt.Sprint(after) != fmt.Sprint(nets) {
+		t.Errorf("network processes before %v, after %v: want the same one", nets, after)
+	}
+	// b reaches a by its service name on the network kept.
+	if out, stderr, code := p.in(dir, "", "exec", "-T", "--index", "1", "b", "timeout", "10", "wget", "-q", "-O", "-", "http://a/"); code != 0 || out != "hello from a\n" {
+		t.Errorf("b fetching http://a/ after the supervisor was replaced: exit %d, %q, %s", code, out, stderr)
+	}
+}
+
+// TestUpSupervisorKilled: a supervisor killed with SIGKILL leaves the VMs
+// and their network running: a published port answers meanwhile, and the
+// next supervisor adopts the VMs without booting them again. A down ends
+// the network process and leaves no socket.
+func TestUpSupervisorKilled(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	dir := filepath.Join(p.home, "killed")
+	state := filepath.Join(p.home, "state", "vmcompose", "killed")
+	p.cleanup(dir)
+	port := freePort(t)
+	compose := `services:
+  web:
+    image: ` + ref + `
+    command: ["sh", "-c", "mkdir -p /www && echo hello from web > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: ["127.0.0.1:` + port + `:80"]
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"]
+      interval: 500ms
+      retries: 60
+  client:
+    image: ` + ref + `
+    command: [sleep, "1000"]
+    depends_on:
+      web: {condition: service_healthy}
+`
+	start := time.Now()
+	if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait"); code != 0 {
+		t.Fatalf("up -d --wait: exit %d\n%s", code, stderr)
+	}
+	t.Logf("up -d --wait of 2 networked services: %s", time.Since(start))
+	get := func(when string) {
+		t.Helper()
+		c := http.Client{Timeout: 10 * time.Second}
+		resp, err := c.Get("http://127.0.0.1:" + port + "/")
+		if err != nil {
+			t.Errorf("published port %s: %v", when, err)
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "hello from web\n" {
+			t.Errorf("published port %s: %q", when, b)
+		}
+	}
+	byName := func(when string) {
+		t.Helper()
+		if out, stderr, code := p.in(dir, "", "exec", "-T", "client", "timeout", "10", "wget", "-q", "-O", "-", "http://web/"); code != 0 || out != "hello from web\n" {
+			t.Errorf("client fetching http://web/ %s: exit %d, %q, %s", when, code, out, stderr)
+		}
+	}
+	get("after up")
+	byName("after up")
+
+	sups, before, nets := supervisors(state), qemus(state), networkProcs(state)
+	if len(sups) != 1 || len(before) != 2 || len(nets) != 1 {
+		t.Fatalf("supervisors %v, qemus %v, network processes %v: want 1, 2, 1", sups, before, nets)
+	}
+	syscall.Kill(sups[0], syscall.SIGKILL)
+	if left := waitGone(supervisors, state); len(left) != 0 {
+		t.Fatalf("supervisor %v survived SIGKILL", left)
+	}
+	get("with no supervisor")
+
+	start = time.Now()
+	if _, stderr, code := p.in(dir, "", "up", "-d", "--wait"); code != 0 {
+		t.Fatalf("up after the supervisor was killed: exit %d\n%s", code, stderr)
+	}
+	t.Logf("up -d --wait adopting 2 VMs: %s", time.Since(start))
+	if after := qemus(state); fmt.Sprint(after) != fmt.Sprint(before) {
+		b, _ := os.ReadFile(filepath.Join(state, "supervisor.log"))
+		t.Errorf("qemu processes before %v, after %v: want the same\nsupervisor log:\n%s", before, after, b)
+	}
+	if after := networkProcs(state); fmt.Sprint(after) != fmt.Sprint(nets) {
+		t.Errorf("network processes before %v, after %v: want the same", nets, after)
+	}
+	get("after adoption")
+	byName("after adoption")
+
+	start = time.Now()
+	if _, stderr, code := p.in(dir, "", "down", "-t", "0"); code != 0 {
+		t.Fatalf("down: exit %d\n%s", code, stderr)
+	}
+	if left := waitGone(networkProcs, state); len(left) != 0 {
+		t.Errorf("network process %v left after down", left)
+	}
+	t.Logf("down until the network process exited: %s", time.Since(start))
+	socks, _ := filepath.Glob(filepath.Join(state, "net", "*.sock"))
+	if fileExistsT(filepath.Join(state, "network.sock")) || len(socks) != 0 {
+		t.Errorf("after down: network.sock left: %v; NIC sockets %v", fileExistsT(filepath.Join(state, "network.sock")), socks)
+	}
+	if b, _ := os.ReadFile(filepath.Join(state, "network.log")); !bytes.Contains(b, []byte("network process exits")) {
+		t.Errorf("network.log:\n%s", b)
+	}
+}
+
+// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
 // TestUpForeground: foreground up prints prefixed logs, --exit-code-from
