@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vmcompose/vmcompose/network"
+	"github.com/vmcompose/vmcompose/vm"
 )
 
 // inProcess returns a Networks whose Start runs a NetworkServer of dir in
@@ -215,4 +216,37 @@ func TestNetworkProcessIdleExit(t *testing.T) {
 func fileExistsT(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// TestSupervisorReleasesNetwork: a supervisor that exits with no VM
+// running ends the network process, which no VM needs.
+func TestSupervisorReleasesNetwork(t *testing.T) {
+	dir := t.TempDir()
+	n, _, ended := inProcess(t, dir)
+	rec := webRecord()
+	if err := n.Reattach(context.Background(), "web-1", rec); err != nil {
+		t.Fatal(err)
+	}
+	s := NewSupervisor(dir, nil)
+	s.Runtime = &Runtime{Driver: &fakeDriver{vms: map[string]vm.State{"web-1": vm.StateExited}}}
+	s.NetworkRelease = n.Release
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !fileExistsT(SocketPath(dir)) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the network process outlived a supervisor that left no VM running")
+	}
+	if fileExistsT(NetworkSocketPath(dir)) {
+		t.Error("network.sock left")
+	}
 }

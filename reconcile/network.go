@@ -140,7 +140,7 @@ func (n *Networks) Detach(instance string) error {
 
 // Close ends the supervisor's use of the network. The network process
 // keeps running for the VMs that are attached; with none (after a down)
-// it is asked to exit.
+// it is asked to exit. See also Release.
 func (n *Networks) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -153,6 +153,21 @@ func (n *Networks) Close() error {
 		n.Log.Info("network process asked to exit: no instance attached")
 	}
 	return err
+}
+
+// Release ends the network process: the supervisor calls it when no VM
+// of the project runs any more.
+func (n *Networks) Release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := n.call(ctx, "POST", "/quit", NetworkQuit{}, &NetworkQuit{}, false)
+	switch {
+	case errors.Is(err, errNetworkDown):
+	case err != nil:
+		n.Log.Warn("ending the network process", "err", err)
+	default:
+		n.Log.Info("network process asked to exit: no VM runs")
+	}
 }
 
 // Ping asks the network process who it is.

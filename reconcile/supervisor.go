@@ -58,6 +58,11 @@ type Supervisor struct {
 	// (Networks.Attached: the network process outlived the previous
 	// supervisor). Unset, or false, boots the VM again on the network.
 	NetworkAttached func(ctx context.Context, instance string, rec *NetworkRecord) (bool, error)
+	// NetworkRelease, when set, is called as the supervisor exits, its
+	// lock still held, when none of the project's VMs runs: nothing needs
+	// the network then (Networks.Release ends the network process), and a
+	// VM booted later joins it again.
+	NetworkRelease func()
 	// Now and After are the clock; tests may replace them.
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
@@ -138,6 +143,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		err = nil
 	}
 	s.detachAll()
+	if s.NetworkRelease != nil && !s.anyRunning() {
+		s.NetworkRelease()
+	}
 	s.Log.Info("supervisor exits")
 	return err
 }
@@ -250,6 +258,23 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 		}
 	}
 	return s.save()
+}
+
+// anyRunning reports whether a VM of the project runs, or may.
+func (s *Supervisor) anyRunning() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o, err := ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+	if err != nil {
+		s.Log.Warn("observing VMs", "err", err)
+		return true
+	}
+	for _, st := range o.VMs {
+		if st.State == vm.StateRunning {
+			return true
+		}
+	}
+	return false
 }
 
 // networkKept reports whether a running VM's network outlived the previous

@@ -62,7 +62,7 @@ func runSupervise(c *cli.Context) error {
 	})
 	defer nets.Close() // asks it to exit only when nothing is attached
 	sup.Network, sup.NetworkReattach, sup.NetworkDetach = nets.Attach, nets.Reattach, nets.Detach
-	sup.NetworkAttached = nets.Attached
+	sup.NetworkAttached, sup.NetworkRelease = nets.Attached, nets.Release
 	// Detached from any terminal; SIGTERM (and SIGINT) end the supervisor,
 	// never the VMs: a new supervisor adopts them. The signal-aware
 	// context of main does that.
