@@ -25,6 +25,7 @@ demo: setup
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	GOOS=darwin $(GO) vet ./...
 
 # One package at a time: the VM tests of two packages at once oversubscribe
 # two cores and turn their timeouts into flakes.

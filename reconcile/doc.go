@@ -20,6 +20,16 @@
 //	supervisor.log    the supervisor's log (log/slog)
 //	logs/<vm>.log     each VM's service output, a timestamped line each
 //	vms/<vm>/         the VM driver's folder (spec, scratch disk, sockets)
+//	network.lock      flock(2) of the project's network process
+//	network.sock      its socket (see netproc.go)
+//	network.log       its log
+//	net/              the NICs' sockets, one per VM and network
+//
+// The project's virtual network runs in a process of its own (`vmcompose
+// network`), which the supervisor starts on demand: QEMU's stream NICs do
+// not reconnect, so the network must outlive a supervisor for a new one to
+// adopt networked VMs without booting them again. It ends after a down,
+// or when a supervisor exits with no VM running.
 //
 // Operations that change VMs run one at a time: a second `up` waits for
 // the first, with a message, and then finds nothing left to do. A
