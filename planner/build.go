@@ -17,7 +17,11 @@ type builder struct {
 }
 
 func newBuilder(project string, down bool) *builder {
-	return &builder{plan: &Plan{Project: project, Down: down, Ops: []Op{}}, bySvc: map[string][]int{}}
+	action := "up"
+	if down {
+		action = "down"
+	}
+	return &builder{plan: &Plan{Project: project, Action: action, Down: down, Ops: []Op{}}, bySvc: map[string][]int{}}
 }
 
 func (b *builder) add(op Op) {

@@ -43,7 +43,11 @@ type Op struct {
 // Plan is an ordered list of operations. Ops are sorted by wave, then
 // service, then instance number, and numbered in that order.
 type Plan struct {
-	Project  string   `json:"project"`
+	Project string `json:"project"`
+	// Action is what the plan is for: up, down, start or stop.
+	Action string `json:"action"`
+	// Down plans run in reverse dependency order: an operation waits for
+	// the operations of the services that depend on it.
 	Down     bool     `json:"down,omitempty"`
 	Ops      []Op     `json:"operations"`
 	Warnings []string `json:"warnings,omitempty"`
@@ -86,10 +90,7 @@ func (p *Plan) Blocked() error {
 // only on the plan, so it is stable across runs.
 func (p *Plan) String() string {
 	var b strings.Builder
-	verb := "up"
-	if p.Down {
-		verb = "down"
-	}
+	verb := p.Action
 	switch {
 	case len(p.Ops) == 0:
 		fmt.Fprintf(&b, "project %s (%s): nothing to do\n", p.Project, verb)

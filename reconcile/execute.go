@@ -472,16 +472,9 @@ func (s *Supervisor) startLocked(ctx context.Context, req *Request, emit func(Ev
 	if err != nil {
 		return err
 	}
-	// The up plan without recreating gives the order; only its starts are
-	// carried out: start never creates.
-	plan, err := planner.Up(planner.Desired{Project: p.Project}, o.Observed(), planner.Options{Services: req.Services, NoRecreate: true})
+	plan, err := planner.PlanStart(planner.Desired{Project: p.Project}, o.Observed(), planner.Options{Services: req.Services})
 	if err != nil {
 		return err
-	}
-	for i, op := range plan.Ops {
-		if op.Kind != planner.Start {
-			plan.Ops[i].Kind = planner.Nothing
-		}
 	}
 	return s.execute(ctx, p, plan, o, req.Timeout, emit)
 }
@@ -506,15 +499,9 @@ func (s *Supervisor) stopLocked(ctx context.Context, req *Request, emit func(Eve
 	if err != nil {
 		return err
 	}
-	plan, err := planner.Down(planner.Desired{Project: p.Project}, o.Observed(), planner.DownOptions{Services: req.Services})
+	plan, err := planner.PlanStop(planner.Desired{Project: p.Project}, o.Observed(), planner.DownOptions{Services: req.Services})
 	if err != nil {
 		return err
-	}
-	for i, op := range plan.Ops {
-		plan.Ops[i].Kind = planner.Stop
-		if st := o.VMs[op.Instance]; st.State != "running" {
-			plan.Ops[i].Kind = planner.Nothing
-		}
 	}
 	return s.execute(ctx, p, plan, o, req.Timeout, emit)
 }
