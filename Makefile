@@ -11,7 +11,7 @@ FUZZTIME ?= 20s
 # vmcompose finds the guest init, vminit, beside itself.
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/vmcompose ./cmd/vmcompose
-	CGO_ENABLED=0 $(GO) build -o bin/vminit ./cmd/vminit
+	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o bin/vminit ./cmd/vminit
 
 # Debian packages (QEMU, e2fsprogs, busybox-static, ...) and the guest
 # kernel, fetched into the store.

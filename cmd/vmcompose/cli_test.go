@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 		panic("building vmcompose: " + err.Error() + "\n" + string(out))
 	}
 	// vmcompose finds vminit beside itself, as make build lays them out.
-	vminit := exec.Command("go", "build", "-o", filepath.Join(dir, "vminit"), "../vminit")
+	vminit := exec.Command("go", "build", "-ldflags=-s -w", "-o", filepath.Join(dir, "vminit"), "../vminit")
 	vminit.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := vminit.CombinedOutput(); err != nil {
 		panic("building vminit: " + err.Error() + "\n" + string(out))
