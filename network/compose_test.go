@@ -3,8 +3,6 @@ package network_test
 import (
 	"fmt"
 	"net/netip"
-	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -58,26 +56,5 @@ func TestEndpointOf(t *testing.T) {
 	want := network.Endpoint{Instance: "web-2", Service: "web", Names: []string{"webby", "www1", "proj-web-2"}}
 	if fmt.Sprint(ep) != fmt.Sprint(want) {
 		t.Errorf("EndpointOf: %+v, want %+v", ep, want)
-	}
-}
-
-// TestImports keeps the package's import rules: no reconcile/, cmd/,
-// vm/ or guest/ (the supervisor does the mapping).
-func TestImports(t *testing.T) {
-	for _, goos := range []string{"linux", "darwin"} {
-		cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".")
-		cmd.Env = append(cmd.Environ(), "GOOS="+goos)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("go list (GOOS=%s): %v", goos, err)
-		}
-		const mod = "github.com/vmcompose/vmcompose/"
-		for _, p := range strings.Fields(string(out)) {
-			rest, ok := strings.CutPrefix(p, mod)
-			if !ok || rest == "network" || strings.HasPrefix(rest, "network/") {
-				continue
-			}
-			t.Errorf("network imports %s (GOOS=%s)", p, goos)
-		}
 	}
 }

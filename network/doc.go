@@ -58,7 +58,7 @@
 //
 // It owns addressing, DHCP, DNS, NAT and port publishing. It reads compose
 // types (compose-go) but must not import reconcile/, cmd/, vm/ or guest/
-// (TestImports): the supervisor maps NICs to vm.Network and
+// (internal/importrules): the supervisor maps NICs to vm.Network and
 // agent.Interface. It logs through the slog.Logger it is given, nothing
 // otherwise (gvisor-tap-vsock's gateway link endpoint logs at logrus
 // debug level only).

@@ -4,5 +4,6 @@
 // remove) with their reasons, grouped in waves that may run in parallel.
 //
 // The planner is a pure function. It must not import os, net, io/fs,
-// os/exec, or any package of this module that does; a test enforces it.
+// os/exec, or any package of this module that does; internal/importrules
+// enforces it.
 package planner

@@ -4,7 +4,7 @@ package main_test
 // vminit, a busybox image as the read-only root and a scratch disk, under
 // QEMU (TCG unless VMCOMPOSE_TEST_ACCEL says otherwise), and drive them
 // through the host-side agent client. Test files may import host packages;
-// the command itself must not (TestImportsNoHostPackages).
+// the command itself must not (internal/importrules).
 
 import (
 	"bytes"
@@ -32,23 +32,6 @@ import (
 	"github.com/vmcompose/vmcompose/vm/initramfs"
 	"github.com/vmcompose/vmcompose/vm/kernel/kerneltest"
 )
-
-func TestImportsNoHostPackages(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	const mod = "github.com/vmcompose/vmcompose/"
-	for _, p := range strings.Fields(string(out)) {
-		rest, ok := strings.CutPrefix(p, mod)
-		if !ok {
-			continue
-		}
-		if !strings.HasPrefix(rest, "guest/") && rest != "cmd/vminit" && rest != "vm/initramfs/modload" {
-			t.Errorf("vminit imports %s: the guest must not depend on host packages", p)
-		}
-	}
-}
 
 // fixture is what every guest of the test boots from, built once.
 type fixture struct {

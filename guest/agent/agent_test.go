@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -98,24 +96,6 @@ func TestGuestErrorsKeepTheirSentinel(t *testing.T) {
 		resp := Response{Error: "x: " + sentinel.Error(), Code: CodeOf(sentinel)}
 		if err := resp.err(); !errors.Is(err, sentinel) {
 			t.Errorf("%v came back as %v", sentinel, err)
-		}
-	}
-}
-
-// TestImportsNothingOfVmcompose: host packages on every OS import this
-// one, and so does the guest; it must stay a leaf.
-func TestImportsNothingOfVmcompose(t *testing.T) {
-	for _, goos := range []string{"linux", "darwin"} {
-		cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".")
-		cmd.Env = append(os.Environ(), "GOOS="+goos)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("go list (GOOS=%s): %v", goos, err)
-		}
-		for _, p := range strings.Fields(string(out)) {
-			if strings.HasPrefix(p, "github.com/vmcompose/vmcompose/") && p != "github.com/vmcompose/vmcompose/guest/agent" {
-				t.Errorf("GOOS=%s: guest/agent imports %s", goos, p)
-			}
 		}
 	}
 }
