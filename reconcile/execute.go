@@ -46,6 +46,9 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	if err := plan.Blocked(); err != nil {
 		return err
 	}
+	if err := CheckVolumes(p, req.Scale); err != nil {
+		return err
+	}
 	for _, w := range plan.Warnings {
 		emit(Event{Message: "warning: " + w})
 	}
@@ -270,7 +273,7 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	if !ok {
 		return serviceErr(op.Service, "not in the project")
 	}
-	prep, err := s.Runtime.Prepare(ctx, Service{Project: p, Name: op.Instance, Config: svc})
+	prep, err := s.Runtime.Prepare(ctx, Service{Project: p, Name: op.Instance, Config: svc, StateDir: s.Dir})
 	if err != nil {
 		return &ServiceError{Service: op.Service, Err: unwrapService(err)}
 	}
@@ -418,6 +421,12 @@ func (s *Supervisor) down(ctx context.Context, req *Request, emit func(Event)) e
 		return nil
 	}
 	left, err := ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+	if req.Volumes && err == nil && len(left.Instances) == 0 {
+		if err := RemoveVolumes(s.Dir); err != nil {
+			return err
+		}
+		emit(Event{Message: "Removed the project's volumes"})
+	}
 	if err == nil && len(left.Instances) == 0 {
 		os.Remove(s.Dir + "/" + StateFile)
 		os.RemoveAll(LogDir(s.Dir))

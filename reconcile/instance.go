@@ -460,6 +460,7 @@ func (s *Supervisor) removeInstance(ctx context.Context, in *instance, timeout i
 	}
 	os.Remove(LogPath(s.Dir, r.VM))
 	os.Remove(filepath.Join(LogDir(s.Dir), r.VM+".offsets"))
+	os.RemoveAll(AnonVolumeDir(s.Dir, r.VM))
 	s.forget(r.VM)
 	s.save()
 	return nil

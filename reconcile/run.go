@@ -38,6 +38,9 @@ type Service struct {
 	Project *project.Project
 	Name    string // the VM's name in the driver, e.g. "web-1" or "web-run-1a2b"
 	Config  types.ServiceConfig
+	// StateDir is the project's state dir, where its volumes live; empty
+	// means StateDir(Project.Name).
+	StateDir string
 	// Override applies `run` arguments to the guest spec before it starts.
 	Env        []string
 	Entrypoint string
@@ -93,6 +96,17 @@ func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 	if err := Override(&guest, s.Env, s.Entrypoint, s.Command); err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
+	dir := s.StateDir
+	if dir == "" {
+		if dir, err = StateDir(s.Project.Name); err != nil {
+			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
+		}
+	}
+	disks, mounts, err := Volumes(ctx, s.Project, svc, dir, s.Name)
+	if err != nil {
+		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
+	}
+	guest.Mounts = append(guest.Mounts, mounts...)
 	return &Prepared{
 		Service: svc.Name, Image: img, Rootfs: fs, Kernel: k, Initramfs: initrd, Guest: guest,
 		Spec: vm.Spec{
@@ -102,7 +116,7 @@ func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 			Kernel:      k.Image,
 			Initramfs:   initrd,
 			Cmdline:     vmcfg.KernelArgs,
-			Disks:       []vm.Disk{{Path: fs, Serial: "rootfs", ReadOnly: true}},
+			Disks:       append([]vm.Disk{{Path: fs, Serial: "rootfs", ReadOnly: true}}, disks...),
 			ScratchSize: vmcfg.Disk,
 		},
 	}, nil

@@ -39,7 +39,12 @@ func runDown(c *cli.Context) error {
 			return err
 		}
 		if len(o.Instances) == 0 {
-			return nil // nothing was ever started, or down already ran
+			// Nothing was ever started, or down already ran; the
+			// volumes outlive both.
+			if c.Bool("volumes") && c.Args().Len() == 0 {
+				return reconcile.RemoveVolumes(dir)
+			}
+			return nil
 		}
 		if sup, err = connect(c.Context, dir, true); err != nil {
 			return err

@@ -1,0 +1,150 @@
+package main_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmcompose/vmcompose/internal/testimage"
+)
+
+// TestVolumes: a named volume keeps its data across down and up, and down
+// -v removes it; :ro volumes cannot be written; tmpfs entries and tmpfs
+// volumes are tmpfs; two writers of one volume, and bind mounts, are
+// refused before anything boots.
+func TestVolumes(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	dir := filepath.Join(p.home, "vols")
+	bad := filepath.Join(p.home, "bad")
+	p.cleanup(dir, bad)
+	state := filepath.Join(p.home, "state", "vmcompose", "vols")
+
+	const script = `m() { awk -v t="$1" '$2 == t {print $3, $4}' /proc/mounts | cut -d, -f1; }
+echo "before=$(cat /data/f 2>/dev/null || echo none)"
+echo hello > /data/f && sync
+echo "data=$(m /data)"
+echo "ro=$(m /ro) $(touch /ro/x 2>/dev/null && echo writable || echo refused)"
+echo "anon=$(m /anon) $(touch /anon/x && echo writable)"
+echo "t1=$(m /t1) t2=$(m /t2)"
+`
+	compose := `services:
+  app:
+    image: ` + ref + `
+    command: ["sh", "-c", ` + quote(script) + `]
+    tmpfs: ["/t1:size=1m"]
+    volumes:
+      - data:/data
+      - seed:/ro:ro
+      - /anon
+      - type: tmpfs
+        target: /t2
+        tmpfs: {size: 2m}
+volumes:
+  data:
+    driver_opts: {size: 64m}
+  seed: {}
+`
+	upLogs := func(what string) string {
+		t.Helper()
+		start := time.Now()
+		if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait"); code != 0 {
+			t.Fatalf("%s: up -d --wait: exit %d\n%s", what, code, stderr)
+		}
+		// --wait does not wait for a job nothing depends on: wait for
+		// it to exit.
+		for deadline := time.Now().Add(60 * time.Second); p.ps(dir)["app"].State != "exited"; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: app did not exit: %+v", what, p.ps(dir))
+			}
+		}
+		out, stderr, code := p.in(dir, "", "logs", "--no-log-prefix", "app")
+		if code != 0 {
+			t.Fatalf("%s: logs: exit %d\n%s", what, code, stderr)
+		}
+		t.Logf("%s: up -d --wait and logs: %s", what, time.Since(start))
+		return out
+	}
+	down := func(args ...string) {
+		t.Helper()
+		if _, stderr, code := p.in(dir, "", append([]string{"down", "-t", "0"}, args...)...); code != 0 {
+			t.Fatalf("down %v: exit %d\n%s", args, code, stderr)
+		}
+	}
+
+	out := upLogs("first up")
+	for _, want := range []string{"before=none", "data=ext4 rw", "ro=ext4 ro refused", "anon=ext4 rw writable", "t1=tmpfs rw t2=tmpfs rw"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("first up: logs lack %q:\n%s", want, out)
+		}
+	}
+	img := filepath.Join(state, "volumes", "data.img")
+	if fi, err := os.Stat(img); err != nil || fi.Size() != 64<<20 {
+		t.Fatalf("volume image %s: %v %v", img, fi, err)
+	}
+	anon, _ := filepath.Glob(filepath.Join(state, "volumes", "anonymous", "app-1", "*.img"))
+	if len(anon) != 1 {
+		t.Errorf("anonymous volumes of app-1: %v", anon)
+	}
+
+	down()
+	if _, err := os.Stat(img); err != nil {
+		t.Fatalf("down removed the volume: %v", err)
+	}
+	if anon, _ := filepath.Glob(filepath.Join(state, "volumes", "anonymous", "*")); len(anon) != 0 {
+		t.Errorf("down left anonymous volumes: %v", anon)
+	}
+	if out := upLogs("up after down"); !strings.Contains(out, "before=hello\n") {
+		t.Errorf("the volume lost its data across down and up:\n%s", out)
+	}
+
+	down("-v")
+	if _, err := os.Stat(img); !os.IsNotExist(err) {
+		t.Fatalf("down -v left %s: %v", img, err)
+	}
+	if out := upLogs("up after down -v"); !strings.Contains(out, "before=none\n") {
+		t.Errorf("up after down -v: the volume is not empty:\n%s", out)
+	}
+	down("-v")
+	// down -v once nothing runs still removes the volumes.
+	if _, err := os.Stat(img); !os.IsNotExist(err) {
+		t.Fatalf("down -v left %s: %v", img, err)
+	}
+
+	// Two writers of one volume, and a bind mount: refused, naming what.
+	two := `services:
+  a:
+    image: ` + ref + `
+    volumes: ["shared:/s"]
+  b:
+    image: ` + ref + `
+    volumes: ["shared:/s"]
+  c:
+    image: ` + ref + `
+    volumes: ["shared:/s:ro"]
+volumes:
+  shared: {}
+`
+	_, stderr, code := p.in(bad, two, "up", "-d")
+	if code == 0 || !strings.Contains(stderr, `"shared"`) || !strings.Contains(stderr, `"a"`) || !strings.Contains(stderr, `"b"`) {
+		t.Errorf("two writers of a volume: exit %d\n%s", code, stderr)
+	}
+	bind := `services:
+  a:
+    image: ` + ref + `
+    volumes: ["./src:/src"]
+`
+	_, stderr, code = p.in(bad, bind, "up", "-d")
+	if code == 0 || !strings.Contains(stderr, "bind mounts are not supported yet") || !strings.Contains(stderr, "/src") || !strings.Contains(stderr, `"a"`) {
+		t.Errorf("bind mount: exit %d\n%s", code, stderr)
+	}
+}
+
+// quote makes s a YAML double-quoted string that compose does not
+// interpolate.
+func quote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "$", "$$")
+	return `"` + r.Replace(s) + `"`
+}

@@ -1,0 +1,222 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/docker/go-units"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/vm"
+)
+
+// DefaultVolumeSize is the size of a volume's disk image when its
+// driver_opts has no size: the image is sparse, so it only takes the host
+// space its data does.
+const DefaultVolumeSize = 4 << 30
+
+// VolumeDir is where the disk images of the named volumes of the project
+// whose state dir is dir live: <dir>/volumes/<name>.img. `down -v` removes
+// it; `down` keeps it.
+func VolumeDir(dir string) string { return filepath.Join(dir, "volumes") }
+
+// AnonVolumeDir holds the anonymous volumes of one VM; they are removed
+// with the VM.
+func AnonVolumeDir(dir, vmName string) string {
+	return filepath.Join(VolumeDir(dir), "anonymous", vmName)
+}
+
+// ExternalVolumeDir is where `external: true` volumes are looked up by
+// name (<name>.img) unless the name is an absolute path to an image:
+// $XDG_STATE_HOME/vmcompose/_volumes (no project name starts with "_").
+func ExternalVolumeDir() (string, error) {
+	d, err := StateDir("_volumes")
+	if err != nil {
+		return "", err
+	}
+	return d, nil
+}
+
+// volumeSerial is the short serial under which a volume's disk shows in
+// the guest: "v-" and 8 hex digits of the image's path.
+func volumeSerial(path string) string {
+	h := sha256.Sum256([]byte(path))
+	return "v-" + hex.EncodeToString(h[:4])
+}
+
+// CheckVolumes refuses named volumes that two services (or two replicas
+// of one) would mount read-write at once: ext4 is not a cluster file
+// system. One writer and any number of read-only mounts are fine.
+func CheckVolumes(p *project.Project, scale map[string]int) error {
+	type user struct {
+		service string
+		rw      bool
+	}
+	users := map[string][]user{}
+	for _, name := range p.ServiceNames() {
+		svc := p.Services[name]
+		n := 1
+		if svc.Deploy != nil && svc.Deploy.Replicas != nil {
+			n = *svc.Deploy.Replicas
+		}
+		if svc.Scale != nil {
+			n = *svc.Scale
+		}
+		if s, ok := scale[name]; ok {
+			n = s
+		}
+		for _, v := range svc.Volumes {
+			if v.Type != types.VolumeTypeVolume || v.Source == "" {
+				continue
+			}
+			for i := 0; i < n; i++ {
+				users[v.Source] = append(users[v.Source], user{name, !v.ReadOnly})
+			}
+		}
+	}
+	vols := make([]string, 0, len(users))
+	for v := range users {
+		vols = append(vols, v)
+	}
+	sort.Strings(vols)
+	for _, v := range vols {
+		var rw []string
+		for _, u := range users[v] {
+			if u.rw {
+				rw = append(rw, u.service)
+			}
+		}
+		if len(rw) < 2 {
+			continue
+		}
+		if rw[0] == rw[1] {
+			return &ServiceError{Service: rw[0], Err: fmt.Errorf("volume %q is mounted read-write by more than one replica: a volume disk can have only one writer (ext4 is not a cluster file system)", v)}
+		}
+		return &ServiceError{Service: rw[1], Err: fmt.Errorf("volume %q is mounted read-write by services %q and %q: a volume disk can have only one writer (ext4 is not a cluster file system); mount it :ro in all but one", v, rw[0], rw[1])}
+	}
+	return nil
+}
+
+// Volumes maps a service's volumes and tmpfs entries to the disks its VM
+// gets and the mounts its guest makes, creating the disk images of named
+// and anonymous volumes on first use. dir is the project's state dir and
+// vmName the instance's VM. Bind mounts are refused: they need virtiofs.
+func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, dir, vmName string) ([]vm.Disk, []agent.Mount, error) {
+	var disks []vm.Disk
+	var mounts []agent.Mount
+	for _, t := range svc.Tmpfs {
+		target, opts, _ := strings.Cut(t, ":")
+		mounts = append(mounts, agent.Mount{Type: agent.MountTmpfs, Target: target, Options: opts})
+	}
+	for i, v := range svc.Volumes {
+		switch v.Type {
+		case types.VolumeTypeTmpfs:
+			var opts []string
+			if v.Tmpfs != nil {
+				if v.Tmpfs.Size > 0 {
+					opts = append(opts, "size="+strconv.FormatInt(int64(v.Tmpfs.Size), 10))
+				}
+				if v.Tmpfs.Mode != 0 {
+					opts = append(opts, "mode="+strconv.FormatUint(uint64(v.Tmpfs.Mode), 8))
+				}
+			}
+			mounts = append(mounts, agent.Mount{Type: agent.MountTmpfs, Target: v.Target, ReadOnly: v.ReadOnly, Options: strings.Join(opts, ",")})
+		case types.VolumeTypeVolume:
+			path, err := volumeImage(ctx, p, v, dir, vmName, i)
+			if err != nil {
+				return nil, nil, err
+			}
+			serial := volumeSerial(path)
+			disks = append(disks, vm.Disk{Path: path, Serial: serial, ReadOnly: v.ReadOnly})
+			m := agent.Mount{Type: agent.MountDisk, Source: serial, Target: v.Target, ReadOnly: v.ReadOnly}
+			if v.Volume != nil {
+				if v.Volume.Subpath != "" {
+					return nil, nil, fmt.Errorf("volume %q: subpath is not supported yet", v.Source)
+				}
+				m.NoCopy = v.Volume.NoCopy
+			}
+			mounts = append(mounts, m)
+		case types.VolumeTypeBind:
+			return nil, nil, fmt.Errorf("bind mount of %s at %s: bind mounts are not supported yet (use a named volume)", v.Source, v.Target)
+		default:
+			return nil, nil, fmt.Errorf("volume at %s: type %q is not supported", v.Target, v.Type)
+		}
+	}
+	return disks, mounts, nil
+}
+
+// volumeImage returns the disk image of a service volume of type volume,
+// creating it when it is the project's (or anonymous) and missing.
+func volumeImage(ctx context.Context, p *project.Project, v types.ServiceVolumeConfig, dir, vmName string, index int) (string, error) {
+	if v.Source == "" {
+		d := AnonVolumeDir(dir, vmName)
+		path := filepath.Join(d, fmt.Sprintf("%d.img", index))
+		return path, ensureImage(ctx, d, path, DefaultVolumeSize)
+	}
+	cfg, ok := p.Volumes[v.Source]
+	if !ok {
+		return "", fmt.Errorf("volume %q is not declared in the top-level volumes", v.Source)
+	}
+	if cfg.Driver != "" && cfg.Driver != "local" {
+		return "", fmt.Errorf("volume %q: driver %q is not supported (only local disk images)", v.Source, cfg.Driver)
+	}
+	if cfg.External {
+		name := cfg.Name
+		if name == "" {
+			name = v.Source
+		}
+		path := name
+		if !filepath.IsAbs(path) {
+			d, err := ExternalVolumeDir()
+			if err != nil {
+				return "", err
+			}
+			path = filepath.Join(d, name+".img")
+		}
+		if _, err := os.Stat(path); err != nil {
+			return "", fmt.Errorf("external volume %q: no disk image %s: create it (an ext4 image) first", name, path)
+		}
+		return path, nil
+	}
+	size := int64(DefaultVolumeSize)
+	if s, ok := cfg.DriverOpts["size"]; ok {
+		n, err := units.RAMInBytes(s)
+		if err != nil || n <= 0 {
+			return "", fmt.Errorf("volume %q: driver_opts.size %q: want a size such as 10g", v.Source, s)
+		}
+		size = n
+	}
+	path := filepath.Join(VolumeDir(dir), v.Source+".img")
+	return path, ensureImage(ctx, VolumeDir(dir), path, size)
+}
+
+// ensureImage creates the ext4 image path (in d) unless it exists.
+func ensureImage(ctx context.Context, d, path string, size int64) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	if err := vm.CreateScratch(ctx, path, size); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("volume: %w", err)
+	}
+	return nil
+}
+
+// RemoveVolumes removes the disk images of the project's named volumes
+// (and what is left of anonymous ones); external volumes are not the
+// project's and stay.
+func RemoveVolumes(dir string) error {
+	return os.RemoveAll(VolumeDir(dir))
+}
