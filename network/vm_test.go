@@ -129,7 +129,7 @@ func (g *guest) start(ctx context.Context, t *testing.T) error {
 	if err != nil {
 		return err
 	}
-	c, err := dialAgent(ctx, st.Agent)
+	c, err := agent.DialSocket(ctx, st.Agent)
 	if err != nil {
 		return fmt.Errorf("%s: %w", g.name, err)
 	}
@@ -139,25 +139,6 @@ func (g *guest) start(ctx context.Context, t *testing.T) error {
 	}
 	g.c = c
 	return nil
-}
-
-func dialAgent(ctx context.Context, path string) (*agent.Client, error) {
-	var d net.Dialer
-	for {
-		conn, err := d.DialContext(ctx, "unix", path)
-		if err == nil {
-			c, err := agent.Dial(ctx, conn)
-			if err == nil {
-				return c, nil
-			}
-			conn.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("dialling agent %s: %w (last: %v)", path, ctx.Err(), err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // sh runs a shell script in the guest and returns its exit code and

@@ -472,22 +472,6 @@ func (s *Supervisor) startServices(ctx context.Context, req *Request, emit func(
 	return s.startLocked(ctx, req, emit)
 }
 
-func (s *Supervisor) startLocked(ctx context.Context, req *Request, emit func(Event)) error {
-	p, err := s.load(ctx, req)
-	if err != nil {
-		return err
-	}
-	_, o, err := s.selected(ctx, p, req.Services)
-	if err != nil {
-		return err
-	}
-	plan, err := planner.PlanStart(planner.Desired{Project: p.Project}, o.Observed(), planner.Options{Services: req.Services})
-	if err != nil {
-		return err
-	}
-	return s.execute(ctx, p, plan, o, req.Timeout, emit)
-}
-
 // stopServices stops the running instances of the named services, the
 // ones that depend on others first.
 func (s *Supervisor) stopServices(ctx context.Context, req *Request, emit func(Event)) error {
@@ -499,7 +483,21 @@ func (s *Supervisor) stopServices(ctx context.Context, req *Request, emit func(E
 	return s.stopLocked(ctx, req, emit)
 }
 
+func (s *Supervisor) startLocked(ctx context.Context, req *Request, emit func(Event)) error {
+	return s.planAndExecute(ctx, req, emit, func(d planner.Desired, o planner.Observed) (*planner.Plan, error) {
+		return planner.PlanStart(d, o, planner.Options{Services: req.Services})
+	})
+}
+
 func (s *Supervisor) stopLocked(ctx context.Context, req *Request, emit func(Event)) error {
+	return s.planAndExecute(ctx, req, emit, func(d planner.Desired, o planner.Observed) (*planner.Plan, error) {
+		return planner.PlanStop(d, o, planner.DownOptions{Services: req.Services})
+	})
+}
+
+// planAndExecute observes the named services, asks the planner and
+// carries the plan out.
+func (s *Supervisor) planAndExecute(ctx context.Context, req *Request, emit func(Event), plan func(planner.Desired, planner.Observed) (*planner.Plan, error)) error {
 	p, err := s.load(ctx, req)
 	if err != nil {
 		return err
@@ -508,11 +506,11 @@ func (s *Supervisor) stopLocked(ctx context.Context, req *Request, emit func(Eve
 	if err != nil {
 		return err
 	}
-	plan, err := planner.PlanStop(planner.Desired{Project: p.Project}, o.Observed(), planner.DownOptions{Services: req.Services})
+	pl, err := plan(planner.Desired{Project: p.Project}, o.Observed())
 	if err != nil {
 		return err
 	}
-	return s.execute(ctx, p, plan, o, req.Timeout, emit)
+	return s.execute(ctx, p, pl, o, req.Timeout, emit)
 }
 
 // restartServices stops, then starts the named services.

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vmcompose/vmcompose/internal/flock"
 	"github.com/vmcompose/vmcompose/network"
 )
 
@@ -128,12 +127,7 @@ func (ns *NetworkServer) Run(ctx context.Context) error {
 	if err := os.MkdirAll(ns.Dir, 0o700); err != nil {
 		return fmt.Errorf("network process: %w", err)
 	}
-	lctx, cancel := context.WithTimeout(ctx, ns.LockWait)
-	unlock, err := flock.Lock(lctx, filepath.Join(ns.Dir, NetworkLockName), false)
-	cancel()
-	if errors.Is(err, context.DeadlineExceeded) {
-		return ErrNetworkRunning
-	}
+	unlock, err := takeLock(ctx, filepath.Join(ns.Dir, NetworkLockName), ns.LockWait, ErrNetworkRunning)
 	if err != nil {
 		return fmt.Errorf("network process: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -196,23 +195,12 @@ func (r *Runtime) Boot(ctx context.Context, p *Prepared) (_ *Attached, err error
 	return &Attached{Name: name, Client: client, driver: r.Driver}, nil
 }
 
-// dialAgent connects to the VM's agent socket, retrying while QEMU has
-// not created it yet, and waits for vminit to answer.
+// dialAgent connects to the VM's agent, waiting up to a minute for vminit
+// to answer.
 func dialAgent(ctx context.Context, st vm.Status) (*agent.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	var d net.Dialer
-	for {
-		conn, err := d.DialContext(ctx, "unix", st.Agent)
-		if err == nil {
-			return agent.Dial(ctx, conn)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting to the guest agent at %s: %w", st.Agent, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return agent.DialSocket(ctx, st.Agent)
 }
 
 // Stream copies the service's stdout and stderr to the writers until the

@@ -105,13 +105,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("supervisor: %w", err)
 	}
-	// A supervisor that is exiting may hold the lock a moment longer.
-	lctx, cancel := context.WithTimeout(ctx, s.LockWait)
-	unlock, err := flock.Lock(lctx, filepath.Join(s.Dir, LockName), false)
-	cancel()
-	if errors.Is(err, context.DeadlineExceeded) {
-		return ErrSupervisorRunning
-	}
+	unlock, err := takeLock(ctx, filepath.Join(s.Dir, LockName), s.LockWait, ErrSupervisorRunning)
 	if err != nil {
 		return fmt.Errorf("supervisor: %w", err)
 	}
@@ -473,4 +467,17 @@ func (s *Supervisor) stream(op func(context.Context, *Request, func(Event)) erro
 		}
 		emit(final)
 	}
+}
+
+// takeLock takes the one-per-project lock at path. A process that is
+// exiting may hold it a moment longer, so it waits up to wait; a lock still
+// held then is a process that runs: running.
+func takeLock(ctx context.Context, path string, wait time.Duration, running error) (func(), error) {
+	lctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	unlock, err := flock.Lock(lctx, path, false)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, running
+	}
+	return unlock, err
 }

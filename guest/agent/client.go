@@ -57,6 +57,28 @@ func Dial(ctx context.Context, conn net.Conn) (*Client, error) {
 	return c, nil
 }
 
+// DialSocket connects to the unix socket at path, the host end of a VM's
+// channel, and runs Dial on it. It retries until ctx ends while the VMM has
+// not created the socket yet, refuses the connection for a moment after
+// creating it, or the guest has not answered.
+func DialSocket(ctx context.Context, path string) (*Client, error) {
+	var d net.Dialer
+	for {
+		conn, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			c, err := Dial(ctx, conn)
+			if err == nil {
+				return c, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connecting to the guest agent at %s: %w (last: %v)", path, ctx.Err(), err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // Close ends the connection. The guest keeps running.
 func (c *Client) Close() error {
 	c.session.Close()

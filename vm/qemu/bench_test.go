@@ -90,7 +90,7 @@ func BenchmarkBoot(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		c, err := dialAgent(ctx, st.Agent)
+		c, err := agent.DialSocket(ctx, st.Agent)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -170,7 +170,7 @@ func idleMemory(b *testing.B, d *qemu.Driver, f guestFixture) memFigures {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := dialAgent(ctx, st.Agent)
+	c, err := agent.DialSocket(ctx, st.Agent)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,8 +4,6 @@ package qemu_test
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -74,27 +72,6 @@ func (f guestFixture) serviceSpec(name string) vm.Spec {
 	}
 }
 
-// dialAgent connects to the guest's control channel, retrying while qemu
-// has not yet created the socket or the guest has not answered.
-func dialAgent(ctx context.Context, path string) (*agent.Client, error) {
-	var d net.Dialer
-	for {
-		conn, err := d.DialContext(ctx, "unix", path)
-		if err == nil {
-			c, err := agent.Dial(ctx, conn)
-			if err == nil {
-				return c, nil
-			}
-			conn.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("dialling agent %s: %w (last: %v)", path, ctx.Err(), err)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
 // TestVminitServiceStop boots vminit with a long-running service and stops
 // it through the guest shutdown hook (the agent's Shutdown), the first
 // step of Stop, with ACPI and kill left unused.
@@ -133,7 +110,7 @@ func TestVminitServiceStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := dialAgent(ctx, st.Agent)
+	c, err := agent.DialSocket(ctx, st.Agent)
 	if err != nil {
 		t.Fatal(err)
 	}

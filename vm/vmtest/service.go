@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -55,27 +54,6 @@ func (a *agents) shutdown(ctx context.Context, name, _ string) error {
 	return err
 }
 
-// DialAgent connects to a VM's agent socket, retrying while the VMM has
-// not created it or the guest has not answered yet.
-func DialAgent(ctx context.Context, path string) (*agent.Client, error) {
-	var d net.Dialer
-	for {
-		conn, err := d.DialContext(ctx, "unix", path)
-		if err == nil {
-			c, err := agent.Dial(ctx, conn)
-			if err == nil {
-				return c, nil
-			}
-			conn.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("dialling agent %s: %w (last: %v)", path, ctx.Err(), err)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
 // counter is the service of the writable-layer check: it counts its runs
 // in a file of the overlay root, whose upper layer is the scratch disk.
 const counter = `n=$(cat /var/lib/runs 2>/dev/null || echo 0); n=$((n+1)); mkdir -p /var/lib; echo $n > /var/lib/runs; sync; echo runs=$n`
@@ -114,7 +92,7 @@ func (s *suite) serviceLayer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := DialAgent(ctx, st.Agent)
+		c, err := agent.DialSocket(ctx, st.Agent)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +127,7 @@ func (s *suite) serviceLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ := d.Inspect(ctx, "svc")
-	c, err := DialAgent(ctx, st.Agent)
+	c, err := agent.DialSocket(ctx, st.Agent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +152,7 @@ func (s *suite) serviceLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ = plain.Inspect(ctx, "svc")
-	c, err = DialAgent(ctx, st.Agent)
+	c, err = agent.DialSocket(ctx, st.Agent)
 	if err != nil {
 		t.Fatal(err)
 	}
