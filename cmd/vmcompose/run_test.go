@@ -171,6 +171,11 @@ func TestRunServices(t *testing.T) {
 		compose: base,
 		args:    []string{"svc", "sh -c 'sleep 0.2 & exec true' ; sleep 1; ps -o stat | grep -c '^Z' || true"},
 		stdout:  "0\n",
+	}, {
+		name:    "a VM without a NIC loads no NIC driver",
+		compose: base,
+		args:    []string{"svc", "test -d /sys/module/virtio_blk && test ! -e /sys/module/virtio_net && echo ok"},
+		stdout:  "ok\n",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := tc.args

@@ -33,6 +33,15 @@ func main() {
 		log.Debug("modules loaded", "modules", mods)
 		bootErr = err
 	}
+	if bootErr == nil {
+		// The virtio devices were probed as virtio_mmio loaded: now the
+		// drivers only some VMs need (NICs, shared folders).
+		mods, err := modload.LoadForDevices(modload.OnDemandPath, modload.Modaliases("virtio"))
+		if len(mods) > 0 {
+			log.Debug("modules loaded for the devices", "modules", mods)
+		}
+		bootErr = err
+	}
 	serve, chanErr := channel()
 	if bootErr == nil {
 		bootErr = boot.SetupRoot(log)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vmcompose/vmcompose/vm/initramfs/modload"
@@ -46,6 +47,7 @@ const (
 
 type options struct {
 	modules     []string
+	onDemand    []string
 	compression Compression
 	keepSigs    bool
 	logger      *slog.Logger
@@ -65,6 +67,23 @@ func WithModules(names ...string) Option {
 			}
 		}
 		o.modules = names
+		return nil
+	}
+}
+
+// WithOnDemand packs modules (with their dependencies) that the guest loads
+// only when a device wants them: vminit matches each virtio device's
+// modalias against the modules' aliases (modload.LoadForDevices). Modules
+// that WithModules loads anyway, or that are built in or missing, are left
+// out.
+func WithOnDemand(names ...string) Option {
+	return func(o *options) error {
+		for _, n := range names {
+			if n == "" || strings.ContainsAny(n, "/ \t\n") {
+				return fmt.Errorf("module name %q", n)
+			}
+		}
+		o.onDemand = names
 		return nil
 	}
 }
@@ -115,6 +134,7 @@ func WithLogger(l *slog.Logger) Option {
 //	/dev /proc /sys /run /tmp            empty mount points
 //	/lib/modules/<version>/kernel/...    the modules the guest needs, with their dependencies
 //	/etc/vmcompose/modules               those modules' paths in load order (modload.ManifestPath)
+//	/etc/vmcompose/modules.ondemand      the WithOnDemand modules by device pattern (modload.OnDemandPath)
 //
 // Its name is a hash of the format, the init binary's content, the kernel
 // version and the modules' paths, sizes and times, so a changed init or
@@ -143,6 +163,10 @@ func build(ctx context.Context, k *kernel.Kernel, initBinary, cacheDir string, o
 	if err != nil {
 		return "", err
 	}
+	rules, err := onDemandRules(k, mods, o.onDemand)
+	if err != nil {
+		return "", err
+	}
 	if !o.keepSigs {
 		cfg, err := k.Config()
 		if err != nil {
@@ -150,7 +174,7 @@ func build(ctx context.Context, k *kernel.Kernel, initBinary, cacheDir string, o
 		}
 		o.keepSigs = cfg["CONFIG_MODULE_SIG_FORCE"] == "y"
 	}
-	key, err := cacheKey(k, initBinary, mods, o)
+	key, err := cacheKey(k, initBinary, mods, rules, o)
 	if err != nil {
 		return "", err
 	}
@@ -179,7 +203,7 @@ func build(ctx context.Context, k *kernel.Kernel, initBinary, cacheDir string, o
 		return "", err
 	}
 	defer os.Remove(tmp.Name())
-	if err := write(ctx, tmp, k, initBinary, mods, o); err != nil {
+	if err := write(ctx, tmp, k, initBinary, mods, rules, o); err != nil {
 		tmp.Close()
 		return "", err
 	}
@@ -216,7 +240,7 @@ func checkStatic(p string) error {
 	return nil
 }
 
-func cacheKey(k *kernel.Kernel, initBinary string, mods []kernel.Module, o options) (string, error) {
+func cacheKey(k *kernel.Kernel, initBinary string, mods []kernel.Module, rules []onDemandRule, o options) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\ncompression %d\nsignatures %v\nkernel %s\n", format, o.compression, o.keepSigs, k.Version)
 	f, err := os.Open(initBinary)
@@ -227,18 +251,24 @@ func cacheKey(k *kernel.Kernel, initBinary string, mods []kernel.Module, o optio
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("init binary: %w", err)
 	}
-	for _, m := range mods {
+	for _, m := range append(mods, onDemandModules(rules)...) {
 		fi, err := os.Stat(filepath.Join(k.ModulesDir, m.Path))
 		if err != nil {
 			return "", err
 		}
 		fmt.Fprintf(h, "\nmodule %s %d %d", m.Path, fi.Size(), fi.ModTime().UnixNano())
 	}
+	for _, r := range rules {
+		fmt.Fprintf(h, "\non demand %s:", r.alias)
+		for _, m := range r.mods {
+			fmt.Fprintf(h, " %s", m.Path)
+		}
+	}
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
 }
 
 // write writes the archive to w.
-func write(ctx context.Context, w io.Writer, k *kernel.Kernel, initBinary string, mods []kernel.Module, o options) error {
+func write(ctx context.Context, w io.Writer, k *kernel.Kernel, initBinary string, mods []kernel.Module, rules []onDemandRule, o options) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	out := io.Writer(bw)
 	var zw *gzip.Writer
@@ -268,12 +298,12 @@ func write(ctx context.Context, w io.Writer, k *kernel.Kernel, initBinary string
 		cw.Dir(d, 0o755)
 	}
 	modRoot := path.Join("lib", "modules", k.Version)
-	for _, m := range mods {
+	dst := func(m kernel.Module) string { return path.Join(modRoot, filepath.ToSlash(m.Path)) }
+	for i, m := range append(mods, onDemandModules(rules)...) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		dst := path.Join(modRoot, filepath.ToSlash(m.Path))
-		mkdirs(path.Dir(dst))
+		mkdirs(path.Dir(dst(m)))
 		b, err := os.ReadFile(filepath.Join(k.ModulesDir, m.Path))
 		if err != nil {
 			return err
@@ -281,13 +311,27 @@ func write(ctx context.Context, w io.Writer, k *kernel.Kernel, initBinary string
 		if !o.keepSigs {
 			b = stripSignature(b)
 		}
-		cw.File(dst, 0o644, int64(len(b)), bytes.NewReader(b))
+		cw.File(dst(m), 0o644, int64(len(b)), bytes.NewReader(b))
 		if cw.err != nil {
 			return cw.err
 		}
-		manifest.WriteString("/" + dst + "\n")
+		if i < len(mods) {
+			manifest.WriteString("/" + dst(m) + "\n")
+		}
 	}
 	cw.File(strings.TrimPrefix(modload.ManifestPath, "/"), 0o644, int64(manifest.Len()), &manifest)
+	if len(rules) > 0 {
+		var od bytes.Buffer
+		od.WriteString("# device pattern, then the modules it wants, dependencies first\n")
+		for _, r := range rules {
+			od.WriteString(r.alias)
+			for _, m := range r.mods {
+				od.WriteString(" /" + dst(m))
+			}
+			od.WriteString("\n")
+		}
+		cw.File(strings.TrimPrefix(modload.OnDemandPath, "/"), 0o644, int64(od.Len()), &od)
+	}
 	if err := cw.Close(); err != nil {
 		return err
 	}
@@ -303,6 +347,56 @@ func write(ctx context.Context, w io.Writer, k *kernel.Kernel, initBinary string
 // struct module_signature (12 bytes, the signature's length big-endian in
 // the last four), then this.
 const moduleSigMagic = "~Module signature appended~\n"
+
+// onDemandRule is one line of the on-demand manifest: the modules (in load
+// order) that a device matching alias wants.
+type onDemandRule struct {
+	alias string
+	mods  []kernel.Module
+}
+
+// onDemandRules resolves the on-demand modules names, leaving out those
+// that boot (the modules loaded at boot) already loads.
+func onDemandRules(k *kernel.Kernel, boot []kernel.Module, names []string) ([]onDemandRule, error) {
+	loaded := map[string]bool{}
+	for _, m := range boot {
+		loaded[m.Name] = true
+	}
+	var rules []onDemandRule
+	for _, n := range names {
+		mods, err := k.Resolve([]string{n}, true)
+		if err != nil {
+			return nil, err
+		}
+		mods = slices.DeleteFunc(mods, func(m kernel.Module) bool { return loaded[m.Name] })
+		if len(mods) == 0 {
+			continue // built in, missing, or loaded at boot
+		}
+		aliases, err := k.Aliases(mods[len(mods)-1])
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range aliases {
+			rules = append(rules, onDemandRule{alias: a, mods: mods})
+		}
+	}
+	return rules, nil
+}
+
+// onDemandModules returns the modules the rules name, each once.
+func onDemandModules(rules []onDemandRule) []kernel.Module {
+	var out []kernel.Module
+	seen := map[string]bool{}
+	for _, r := range rules {
+		for _, m := range r.mods {
+			if !seen[m.Name] {
+				seen[m.Name] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
 
 // stripSignature returns the module without its appended signature.
 func stripSignature(b []byte) []byte {

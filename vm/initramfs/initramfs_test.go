@@ -183,6 +183,57 @@ func TestBuildIsCachedAndReadable(t *testing.T) {
 	}
 }
 
+// TestOnDemand packs modules that only some devices want outside the boot
+// manifest, under the device patterns of their .modinfo.
+func TestOnDemand(t *testing.T) {
+	if _, err := exec.LookPath("cpio"); err != nil {
+		t.Skip("no cpio on this host")
+	}
+	k := kerneltest.Kernel(t)
+	p, err := initramfs.Build(context.Background(), k, testInit(t), t.TempDir(),
+		initramfs.WithModules("virtio_mmio", "virtio_blk"),
+		initramfs.WithOnDemand("virtio_net", "virtiofs", "virtio_blk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := modload.Parse(bytes.NewReader(cpioExtract(t, p, "etc/vmcompose/modules")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := modload.ParseOnDemand(bytes.NewReader(cpioExtract(t, p, "etc/vmcompose/modules.ondemand")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(paths []string) (out []string) {
+		for _, p := range paths {
+			out = append(out, modload.Name(p))
+		}
+		return out
+	}
+	if got := names(boot); slices.Contains(got, "virtio_net") || !slices.Contains(got, "virtio_blk") {
+		t.Errorf("boot manifest: %q", got)
+	}
+	// A NIC wants virtio_net after what it needs beyond the boot modules
+	// (virtio and virtio_ring come with virtio_mmio at boot); a virtiofs
+	// device wants fuse and virtiofs; virtio_blk loads at boot already.
+	for _, c := range []struct{ modalias, want string }{
+		{"virtio:d00000001v00001AF4", "failover net_failover virtio_net"},
+		{"virtio:d0000001Av00001AF4", "fuse virtiofs"},
+		{"virtio:d00000002v00001AF4", ""},
+	} {
+		paths := modload.Match(rules, []string{c.modalias})
+		if got := strings.Join(names(paths), " "); got != c.want {
+			t.Errorf("modules for %s: %q, want %q", c.modalias, got, c.want)
+		}
+		list := cpioList(t, p)
+		for _, mp := range paths {
+			if _, ok := list[strings.TrimPrefix(mp, "/")]; !ok {
+				t.Errorf("%s is not in the archive", mp)
+			}
+		}
+	}
+}
+
 func TestBuildRefusesDynamicInit(t *testing.T) {
 	k := &kernel.Kernel{Version: "test"}
 	_, err := initramfs.Build(context.Background(), k, "/bin/sh", t.TempDir())

@@ -189,10 +189,11 @@ func ScanModules(dir string) (map[string]Module, error) {
 		if err != nil {
 			return err
 		}
-		n, deps, err := readModinfo(p)
+		info, err := readModinfo(p)
 		if err != nil {
 			return err
 		}
+		n, deps := info.name, info.depends
 		if _, dup := paths[n]; dup {
 			return nil // first one wins, as with depmod's search order
 		}
@@ -245,37 +246,56 @@ func closureOf(n string, direct map[string][]string, state map[string]int) ([]st
 	return order[:len(order)-1], nil // without n itself
 }
 
-// readModinfo returns a module's name and direct dependencies.
-func readModinfo(path string) (string, []string, error) {
+// modinfo is what a module's .modinfo section says about it.
+type modinfo struct {
+	name    string
+	depends []string // direct dependencies
+	aliases []string // device patterns, e.g. "virtio:d00000001v*"
+}
+
+// readModinfo reads a module file's .modinfo section.
+func readModinfo(path string) (modinfo, error) {
 	f, err := elf.Open(path)
 	if err != nil {
-		return "", nil, fmt.Errorf("module %s: %w", path, err)
+		return modinfo{}, fmt.Errorf("module %s: %w", path, err)
 	}
 	defer f.Close()
 	s := f.Section(".modinfo")
 	if s == nil {
-		return "", nil, fmt.Errorf("module %s: no .modinfo section", path)
+		return modinfo{}, fmt.Errorf("module %s: no .modinfo section", path)
 	}
 	b, err := s.Data()
 	if err != nil {
-		return "", nil, fmt.Errorf("module %s: %w", path, err)
+		return modinfo{}, fmt.Errorf("module %s: %w", path, err)
 	}
-	name := ModuleName(path)
-	var deps []string
+	info := modinfo{name: ModuleName(path)}
 	for _, kv := range bytes.Split(b, []byte{0}) {
 		k, v, _ := strings.Cut(string(kv), "=")
 		switch k {
 		case "name":
-			name = ModuleName(v)
+			info.name = ModuleName(v)
 		case "depends":
 			for _, d := range strings.Split(v, ",") {
 				if d != "" {
-					deps = append(deps, ModuleName(d))
+					info.depends = append(info.depends, ModuleName(d))
 				}
 			}
+		case "alias":
+			info.aliases = append(info.aliases, v)
 		}
 	}
-	return name, deps, nil
+	return info, nil
+}
+
+// Aliases returns the device patterns module m serves, as its .modinfo
+// lists them ("virtio:d00000001v*" for virtio_net): a device whose
+// modalias matches one of them wants the module.
+func (k *Kernel) Aliases(m Module) ([]string, error) {
+	info, err := readModinfo(filepath.Join(k.ModulesDir, m.Path))
+	if err != nil {
+		return nil, err
+	}
+	return info.aliases, nil
 }
 
 // WriteModulesDep writes dir/modules.dep in depmod's format from the

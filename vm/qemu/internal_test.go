@@ -43,7 +43,7 @@ func TestBuildArgs(t *testing.T) {
 		"-global virtio-mmio.force-legacy=false -sandbox on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny",
 		"-qmp unix:qmp.sock,server=on,wait=off",
 		"-chardev file,id=console,append=on,path=/logs/web,,1.log -serial chardev:console",
-		"-device virtio-serial-device -chardev socket,id=agent,server=on,wait=off,path=agent.sock -device virtserialport,chardev=agent,name=vmcompose.agent",
+		"-device virtio-serial-device,max_ports=2 -chardev socket,id=agent,server=on,wait=off,path=agent.sock -device virtserialport,chardev=agent,name=vmcompose.agent",
 		// The scratch disk comes first, writable; commas in paths doubled.
 		"-drive if=none,id=disk0,format=raw,file=scratch.img,discard=unmap -device virtio-blk-device,drive=disk0,serial=scratch",
 		"-drive if=none,id=disk1,format=raw,file=/store/rootfs/a,,b.ext4,readonly=on -device virtio-blk-device,drive=disk1,serial=rootfs",

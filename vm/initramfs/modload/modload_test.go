@@ -27,3 +27,37 @@ func TestParse(t *testing.T) {
 		t.Errorf("Read of a missing manifest: %v, %v", mods, err)
 	}
 }
+
+func TestOnDemand(t *testing.T) {
+	rules, err := modload.ParseOnDemand(strings.NewReader(
+		"# pattern, then modules, dependencies first\n" +
+			"virtio:d00000001v* /m/failover.ko /m/net_failover.ko /m/virtio_net.ko\n" +
+			"virtio:d0000001Av* /m/fuse.ko /m/virtiofs.ko\n" +
+			"virtio:d0000001Av0000ABCD /m/virtiofs.ko\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		devices []string
+		want    []string
+	}{
+		{nil, nil},
+		{[]string{"virtio:d00000002v00001AF4", "virtio:d00000003v00001AF4"}, nil}, // disks and the console
+		{[]string{"virtio:d00000001v00001AF4"}, []string{"/m/failover.ko", "/m/net_failover.ko", "/m/virtio_net.ko"}},
+		{[]string{"virtio:d00000001v00001AF4", "virtio:d00000001v00001AF4"}, []string{"/m/failover.ko", "/m/net_failover.ko", "/m/virtio_net.ko"}},
+		{[]string{"virtio:d0000001Av0000ABCD"}, []string{"/m/fuse.ko", "/m/virtiofs.ko"}},
+		{[]string{"virtio:d0000001av00001AF4"}, nil}, // patterns are case-sensitive, as in the kernel
+	} {
+		if got := modload.Match(rules, c.devices); !slices.Equal(got, c.want) {
+			t.Errorf("Match(%q) = %q, want %q", c.devices, got, c.want)
+		}
+	}
+	for _, bad := range []string{"virtio:d1\n", "virtio:[ /m/a.ko\n", "virtio:d1 m/a.ko\n"} {
+		if _, err := modload.ParseOnDemand(strings.NewReader(bad)); err == nil {
+			t.Errorf("ParseOnDemand(%q) took it", bad)
+		}
+	}
+	if mods, err := modload.LoadForDevices("/nonexistent/manifest", []string{"virtio:d00000001v00001AF4"}); err != nil || mods != nil {
+		t.Errorf("LoadForDevices with a missing manifest: %v, %v", mods, err)
+	}
+}
