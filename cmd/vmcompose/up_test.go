@@ -667,34 +667,3 @@ func TestUpForeground(t *testing.T) {
 		t.Errorf("idle after Ctrl-C: %+v", e)
 	}
 }
-
-// TestUpBenchmark measures up -d --wait of 1, 2, 4 and 8 services and a
-// no-op up; set VMCOMPOSE_BENCH=1 to run it.
-func TestUpBenchmark(t *testing.T) {
-	if os.Getenv("VMCOMPOSE_BENCH") == "" {
-		t.Skip("set VMCOMPOSE_BENCH=1 to measure")
-	}
-	p := newRunProject(t)
-	ref := p.push("busybox", testimage.Busybox(t))
-	for _, n := range []int{1, 2, 4, 8} {
-		dir := filepath.Join(p.home, fmt.Sprintf("bench%d", n))
-		p.cleanup(dir)
-		compose := "services:\n"
-		for i := range n {
-			compose += fmt.Sprintf("  s%d:\n    image: %s\n    command: [sleep, '1000']\n    stop_grace_period: 1s\n", i, ref)
-		}
-		start := time.Now()
-		if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait"); code != 0 {
-			t.Fatalf("up of %d: %s", n, stderr)
-		}
-		up := time.Since(start)
-		start = time.Now()
-		if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait"); code != 0 {
-			t.Fatalf("no-op up of %d: %s", n, stderr)
-		}
-		noop := time.Since(start)
-		start = time.Now()
-		p.in(dir, "", "down", "-t", "1")
-		t.Logf("%d services: up -d --wait %s, no-op up %s, down %s", n, up.Round(10*time.Millisecond), noop.Round(time.Millisecond), time.Since(start).Round(10*time.Millisecond))
-	}
-}
