@@ -41,7 +41,6 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 60m ./project ./cmd/vmcompose
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 60m ./oci/...
 	$(GO) test -run '^$$' -bench . -benchtime 7x -timeout 60m ./vm/qemu
-	VMCOMPOSE_BENCH=1 $(GO) test -run TestUpBenchmark -v -timeout 60m ./cmd/vmcompose
 
 clean:
 	rm -rf bin
