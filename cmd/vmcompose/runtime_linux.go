@@ -1,6 +1,8 @@
 package main
 
 import (
+	"path/filepath"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcompose/vmcompose/oci"
@@ -18,7 +20,7 @@ func newRuntime(c *cli.Context, projectName string) (*reconcile.Runtime, error) 
 	if err != nil {
 		return nil, err
 	}
-	driver, err := qemu.New(root)
+	driver, err := qemu.New(root, qemu.WithTemplates(filepath.Join(store.Dir(), "templates")))
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"path/filepath"
+
 	"log/slog"
 
 	"github.com/vmcompose/vmcompose/reconcile"
@@ -16,7 +18,8 @@ func supervisorRuntime(dir string, sup *reconcile.Supervisor, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	driver, err := qemu.New(reconcile.VMRoot(dir), qemu.WithGuestShutdown(sup.GuestShutdown), qemu.WithLogger(log))
+	driver, err := qemu.New(reconcile.VMRoot(dir), qemu.WithGuestShutdown(sup.GuestShutdown), qemu.WithLogger(log),
+		qemu.WithTemplates(filepath.Join(store.Dir(), "templates")))
 	if err != nil {
 		return nil, err
 	}

@@ -33,35 +33,42 @@ func main() {
 		log.Debug("modules loaded", "modules", mods)
 		bootErr = err
 	}
-	if bootErr == nil {
-		// The virtio devices were probed as virtio_mmio loaded: now the
-		// drivers only some VMs need (NICs, shared folders).
-		mods, err := modload.LoadForDevices(modload.OnDemandPath, modload.Modaliases("virtio"))
-		if len(mods) > 0 {
-			log.Debug("modules loaded for the devices", "modules", mods)
-		}
-		bootErr = err
+	// A template waits for its devices: it is saved before it has any,
+	// and each copy restored from it gets its own (see agent.PhaseTemplate).
+	template := bootErr == nil && boot.KernelFlag("vminit.template")
+	if bootErr == nil && !template {
+		bootErr = setupDevices(log)
 	}
 	serve, chanErr := channel()
-	if bootErr == nil {
-		bootErr = boot.SetupRoot(log)
-	}
-	if bootErr == nil {
-		if err := boot.LoopbackUp(); err != nil {
-			log.Warn("loopback", "err", err)
-		}
-	}
-	if bootErr != nil {
-		log.Error("boot", "err", bootErr)
-	} else {
-		log.Info("root ready")
-	}
 	if chanErr != nil {
 		// Nobody can be told anything: stop here.
 		log.Error("control channel", "err", chanErr)
 		boot.Poweroff(log)
 	}
-	srv := agentd.New(log, bootErr)
+	var srv *agentd.Server
+	switch {
+	case template:
+		srv = agentd.NewTemplate(log, func(r agent.Resume) error {
+			if err := boot.Reseed(r.Entropy); err != nil {
+				return err
+			}
+			if err := boot.SetClock(r.Time); err != nil {
+				log.Warn("clock", "err", err)
+			}
+			n, err := boot.ProbeVirtioMMIO()
+			log.Debug("restored from a template", "devices", n)
+			if err != nil {
+				return err
+			}
+			return setupDevices(log)
+		})
+	case bootErr != nil:
+		log.Error("boot", "err", bootErr)
+		srv = agentd.New(log, bootErr)
+	default:
+		log.Info("root ready")
+		srv = agentd.New(log, nil)
+	}
 	srv.HandleSignals()
 	boot.WatchPowerButton(log, srv.PowerButton)
 	go func() {
@@ -69,8 +76,33 @@ func main() {
 		log.Error("control channel", "err", err)
 		boot.Poweroff(log)
 	}()
+	if template {
+		// The VMM saves the guest once it reads this line.
+		log.Info("template ready")
+	}
 	srv.WaitPoweroff()
 	boot.Poweroff(log)
+}
+
+// setupDevices loads the drivers of the VM's devices (NICs, shared folders),
+// sets up the root from its disks and brings the loopback interface up.
+func setupDevices(log *slog.Logger) error {
+	// The virtio devices were probed as virtio_mmio loaded: now the drivers
+	// only some VMs need.
+	mods, err := modload.LoadForDevices(modload.OnDemandPath, modload.Modaliases("virtio"))
+	if len(mods) > 0 {
+		log.Debug("modules loaded for the devices", "modules", mods)
+	}
+	if err != nil {
+		return err
+	}
+	if err := boot.SetupRoot(log); err != nil {
+		return err
+	}
+	if err := boot.LoopbackUp(); err != nil {
+		log.Warn("loopback", "err", err)
+	}
+	return nil
 }
 
 // channel finds the control channel: vsock when the VM has a virtio vsock

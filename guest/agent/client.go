@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -54,7 +55,34 @@ func Dial(ctx context.Context, conn net.Conn) (*Client, error) {
 		return nil, fmt.Errorf("agent protocol version %d, want %d: rebuild the initramfs", v, ProtocolVersion)
 	}
 	c.status = *resp.Status
+	if c.status.Phase == PhaseTemplate {
+		if err := c.resume(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// resume finishes the boot of a guest restored from a template: it gives
+// the guest fresh entropy and the time, and the guest sets up its devices
+// and root. A guest whose root could not be set up is resumed too: its
+// status says why (PhaseFailed).
+func (c *Client) resume(ctx context.Context) error {
+	r := Resume{Entropy: make([]byte, 64), Time: time.Now()}
+	if _, err := rand.Read(r.Entropy); err != nil {
+		return fmt.Errorf("resuming the guest: %w", err)
+	}
+	err := c.roundTrip(ctx, Request{Op: opResume, Resume: &r}, &Response{})
+	if err != nil && !errors.Is(err, ErrBootFailed) {
+		return fmt.Errorf("resuming the guest: %w", err)
+	}
+	var resp Response
+	if err := c.roundTrip(ctx, Request{Op: opHello}, &resp); err != nil {
+		return err
+	}
+	c.status = *resp.Status
+	return nil
 }
 
 // DialSocket connects to the unix socket at path, the host end of a VM's

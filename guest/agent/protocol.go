@@ -44,6 +44,7 @@ const (
 	opShutdown = "shutdown"
 	opExec     = "exec"
 	opHealth   = "health"
+	opResume   = "resume"
 )
 
 // Spec is what the service process is, as the image config says and compose
@@ -255,6 +256,12 @@ type ExitStatus struct {
 type Phase string
 
 const (
+	// PhaseTemplate: the guest booted as a template (vminit.template on
+	// the kernel command line): its kernel and vminit are up, its disks
+	// and NICs are not. The VMM saves it in this phase and restores copies
+	// of it with their own devices; Resume, which Dial sends, finishes the
+	// boot of each copy.
+	PhaseTemplate Phase = "template"
 	// PhaseBooting: vminit has not finished setting up the root yet.
 	PhaseBooting Phase = "booting"
 	// PhaseReady: waiting for Start.
@@ -291,6 +298,20 @@ type Request struct {
 	Exec    *ExecSpec     `json:"exec,omitempty"`
 	Argv    []string      `json:"argv,omitempty"`    // health
 	Timeout time.Duration `json:"timeout,omitempty"` // health
+	Resume  *Resume       `json:"resume,omitempty"`
+}
+
+// Resume is what a guest restored from a template takes from the host
+// before it sets up its devices and root: what every copy of one saved
+// template would otherwise share.
+type Resume struct {
+	// Entropy is mixed into the guest's random number generator, which is
+	// then reseeded: copies of a template would otherwise draw the same
+	// numbers.
+	Entropy []byte `json:"entropy"`
+	// Time is the host's clock: a copy's clock shows the time its
+	// template was saved.
+	Time time.Time `json:"time"`
 }
 
 // Response is a stream's first header, guest to host. It is exported for

@@ -51,6 +51,21 @@ type Server struct {
 	offOnce  sync.Once
 
 	attaches atomic.Int32 // attach streams still sending
+
+	// resume finishes the boot of a guest restored from a template; set
+	// in PhaseTemplate only.
+	resume func(agent.Resume) error
+}
+
+// NewTemplate returns a Server for a guest booted as a template: it is in
+// agent.PhaseTemplate until a host sends Resume, which runs resume (the
+// rest of the boot: devices, root) and leaves the guest ready, or failed
+// with resume's error.
+func NewTemplate(log *slog.Logger, resume func(agent.Resume) error) *Server {
+	s := New(log, nil)
+	s.phase = agent.PhaseTemplate
+	s.resume = resume
+	return s
 }
 
 // New returns a Server. bootErr is the reason the root could not be set up,
@@ -169,6 +184,8 @@ func (s *Server) handle(st net.Conn) {
 		err = s.handleExec(st, req.Exec)
 	case "health":
 		err = s.handleHealth(st, req)
+	case "resume":
+		err = s.handleResume(st, req.Resume)
 	default:
 		err = s.reply(st, errResponse(fmt.Errorf("%w: unknown operation %q", agent.ErrInvalid, req.Op)))
 	}
@@ -208,6 +225,42 @@ func uptime() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
+// bootError is why the guest could not boot, or nil.
+func (s *Server) bootError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bootErr
+}
+
+func (s *Server) handleResume(st net.Conn, r *agent.Resume) error {
+	if r == nil {
+		return s.reply(st, errResponse(fmt.Errorf("%w: resume without its fields", agent.ErrInvalid)))
+	}
+	s.mu.Lock()
+	if s.phase != agent.PhaseTemplate {
+		s.mu.Unlock()
+		return s.reply(st, errResponse(fmt.Errorf("%w: not a template waiting to be resumed", agent.ErrInvalid)))
+	}
+	s.phase = agent.PhaseBooting
+	resume := s.resume
+	s.mu.Unlock()
+
+	err := resume(*r)
+	s.mu.Lock()
+	if err != nil {
+		s.bootErr, s.phase = err, agent.PhaseFailed
+	} else {
+		s.phase = agent.PhaseReady
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Error("boot", "err", err)
+		return s.reply(st, errResponse(fmt.Errorf("%w: %v", agent.ErrBootFailed, err)))
+	}
+	s.log.Info("root ready")
+	return s.reply(st, agent.Response{})
+}
+
 func (s *Server) handleStart(st net.Conn, spec *agent.Spec) error {
 	if spec == nil {
 		return s.reply(st, errResponse(fmt.Errorf("%w: start without a spec", agent.ErrInvalid)))
@@ -229,8 +282,8 @@ func (s *Server) handleAttach(st net.Conn, req agent.Request) error {
 	default:
 		return s.reply(st, errResponse(fmt.Errorf("%w: attach to %q: want stdout or stderr", agent.ErrInvalid, req.Stream)))
 	}
-	if s.bootErr != nil {
-		return s.reply(st, errResponse(fmt.Errorf("%w: %v", agent.ErrBootFailed, s.bootErr)))
+	if err := s.bootError(); err != nil {
+		return s.reply(st, errResponse(fmt.Errorf("%w: %v", agent.ErrBootFailed, err)))
 	}
 	s.attaches.Add(1)
 	defer s.attaches.Add(-1)
@@ -284,8 +337,8 @@ func (s *Server) handleWait(st net.Conn, shutdown bool) error {
 			return nil
 		}
 	} else {
-		if s.bootErr != nil {
-			return s.reply(st, errResponse(fmt.Errorf("%w: %v", agent.ErrBootFailed, s.bootErr)))
+		if err := s.bootError(); err != nil {
+			return s.reply(st, errResponse(fmt.Errorf("%w: %v", agent.ErrBootFailed, err)))
 		}
 		select {
 		case <-s.started:

@@ -159,13 +159,21 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool)
 		// One port for the agent (port 0 is kept for a console): the
 		// default of 31 ports costs the guest 64 virtqueues to set up,
 		// about 20 ms of each boot under TCG.
-		"-device", "virtio-serial-device,max_ports=2",
+		"-device", fmt.Sprintf("virtio-serial-device,max_ports=2,bus=virtio-mmio-bus.%d", agentTransport),
 		"-chardev", "socket,id=agent,server=on,wait=off,path="+agentSock,
 		"-device", "virtserialport,chardev=agent,name=vmcompose.agent",
 	)
 	disks := spec.Disks
 	if spec.ScratchSize > 0 {
 		disks = append([]vm.Disk{{Path: scratchFile, Serial: vm.ScratchSerial}}, disks...)
+	}
+	// Each device on its own transport, from the top down, so that a VM
+	// restored from a template finds its control channel where the
+	// template had it.
+	transport := agentTransport
+	bus := func() string {
+		transport--
+		return ",bus=virtio-mmio-bus." + strconv.Itoa(transport)
 	}
 	for i, d := range disks {
 		id := fmt.Sprintf("disk%d", i)
@@ -176,7 +184,7 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool)
 			drive += ",discard=unmap"
 		}
 		a = append(a, "-drive", drive,
-			"-device", "virtio-blk-device,drive="+id+",serial="+d.Serial)
+			"-device", "virtio-blk-device,drive="+id+",serial="+d.Serial+bus())
 	}
 	for i, n := range spec.Networks {
 		id := fmt.Sprintf("net%d", i)
@@ -186,7 +194,7 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool)
 		}
 		a = append(a,
 			"-netdev", "stream,id="+id+",server=off,addr.type=unix,addr.path="+escape(n.Socket),
-			"-device", "virtio-net-device,netdev="+id+",mac="+mac)
+			"-device", "virtio-net-device,netdev="+id+",mac="+mac+bus())
 	}
 	cmdline := append([]string(nil), baseCmdline...)
 	if tsc > 0 && accel != AccelKVM { // KVM guests calibrate fine

@@ -3,8 +3,11 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -43,12 +46,14 @@ func TestBuildArgs(t *testing.T) {
 		"-global virtio-mmio.force-legacy=false -sandbox on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny",
 		"-qmp unix:qmp.sock,server=on,wait=off",
 		"-chardev file,id=console,append=on,path=/logs/web,,1.log -serial chardev:console",
-		"-device virtio-serial-device,max_ports=2 -chardev socket,id=agent,server=on,wait=off,path=agent.sock -device virtserialport,chardev=agent,name=vmcompose.agent",
+		// The control channel on the top transport, the other devices
+		// below it in order.
+		"-device virtio-serial-device,max_ports=2,bus=virtio-mmio-bus.23 -chardev socket,id=agent,server=on,wait=off,path=agent.sock -device virtserialport,chardev=agent,name=vmcompose.agent",
 		// The scratch disk comes first, writable; commas in paths doubled.
-		"-drive if=none,id=disk0,format=raw,file=scratch.img,discard=unmap -device virtio-blk-device,drive=disk0,serial=scratch",
-		"-drive if=none,id=disk1,format=raw,file=/store/rootfs/a,,b.ext4,readonly=on -device virtio-blk-device,drive=disk1,serial=rootfs",
-		"-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/run/net.sock -device virtio-net-device,netdev=net0,mac=" + macFor("web-1", 0),
-		"-device virtio-net-device,netdev=net1,mac=52:54:00:aa:bb:cc",
+		"-drive if=none,id=disk0,format=raw,file=scratch.img,discard=unmap -device virtio-blk-device,drive=disk0,serial=scratch,bus=virtio-mmio-bus.22",
+		"-drive if=none,id=disk1,format=raw,file=/store/rootfs/a,,b.ext4,readonly=on -device virtio-blk-device,drive=disk1,serial=rootfs,bus=virtio-mmio-bus.21",
+		"-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/run/net.sock -device virtio-net-device,netdev=net0,mac=" + macFor("web-1", 0) + ",bus=virtio-mmio-bus.20",
+		"-device virtio-net-device,netdev=net1,mac=52:54:00:aa:bb:cc,bus=virtio-mmio-bus.19",
 		"-kernel /store/kernel/vmlinux -initrd /store/initramfs/x.cpio",
 	} {
 		if !strings.Contains(got, want) {
@@ -299,5 +304,34 @@ func TestUnrecordedQemuIsAdopted(t *testing.T) {
 	}
 	if st, _ := d.Inspect(ctx, "lost"); st.State != vm.StateExited {
 		t.Errorf("after Kill: %+v, want exited", st)
+	}
+}
+
+// TestTransportsSSDT checks the table's frame: a guest kernel that finds a
+// bad checksum or length ignores it, and templates' copies would not find
+// their disks. (Its contents were checked byte for byte against QEMU's
+// own description of the transports it has devices on.)
+func TestTransportsSSDT(t *testing.T) {
+	b := transportsSSDT()
+	if string(b[:4]) != "SSDT" || int(binary.LittleEndian.Uint32(b[4:])) != len(b) {
+		t.Fatalf("header %q, length field %d, table %d bytes", b[:4], binary.LittleEndian.Uint32(b[4:]), len(b))
+	}
+	var sum byte
+	for _, c := range b {
+		sum += c
+	}
+	if sum != 0 {
+		t.Errorf("checksum: bytes add up to %d, want 0", sum)
+	}
+	if n := bytes.Count(b, []byte("LNRO0005")); n != agentTransport {
+		t.Errorf("%d transports described, want %d", n, agentTransport)
+	}
+	for i := range agentTransport {
+		if !bytes.Contains(b, fmt.Appendf(nil, "XR%02d", i)) {
+			t.Errorf("no device XR%02d", i)
+		}
+	}
+	if len(b) != 1606 {
+		t.Errorf("%d bytes, want 1606", len(b))
 	}
 }

@@ -39,11 +39,12 @@ const (
 )
 
 type options struct {
-	binary   string
-	accel    string
-	tbSize   int
-	shutdown vm.GuestShutdownFunc
-	log      *slog.Logger
+	templates string // where templates are kept; "" boots every VM cold
+	binary    string
+	accel     string
+	tbSize    int
+	shutdown  vm.GuestShutdownFunc
+	log       *slog.Logger
 }
 
 // Option configures a Driver.
@@ -224,6 +225,13 @@ func (d *Driver) Create(ctx context.Context, spec vm.Spec) (err error) {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
+	devices := len(spec.Disks) + len(spec.Networks)
+	if spec.ScratchSize > 0 {
+		devices++
+	}
+	if devices > maxDevices {
+		return fmt.Errorf("creating VM %s: %d disks and NICs: QEMU's microvm machine has room for %d", spec.Name, devices, maxDevices)
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("creating VM %s: %w", spec.Name, err)
 	}
@@ -382,8 +390,35 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 		}
 	}
 	accel := d.accel(ctx, spec.Kernel)
-	args := buildArgs(spec, accel, tscKHz(), d.o.tbSize, d.sandbox)
+	if t := d.template(ctx, spec, accel); t != nil {
+		err := d.launch(ctx, name, spec, accel, t)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		// A template that does not restore is dropped: the next VM
+		// builds a new one, this one boots cold.
+		d.o.log.Warn("restoring from a template failed: booting cold", "vm", name, "template", t.snap, "err", err)
+		t.remove()
+	}
+	return d.launch(ctx, name, spec, accel, nil)
+}
+
+// launch starts qemu for the VM, restoring it from t when t is not nil,
+// and returns once qemu got through its set-up (its QMP socket answers;
+// a restored VM runs).
+func (d *Driver) launch(ctx context.Context, name string, spec vm.Spec, accel string, t *template) error {
 	dir := d.dir(name)
+	var extra []*os.File
+	args := buildArgs(spec, accel, tscKHz(), d.o.tbSize, d.sandbox)
+	if t != nil {
+		snap, err := os.Open(t.snap)
+		if err != nil {
+			return err
+		}
+		defer snap.Close()
+		extra = append(extra, snap)
+		args = append(buildArgs(restoreSpec(spec, t), accel, tscKHz(), d.o.tbSize, d.sandbox), "-incoming", "fd:3")
+	}
 	for _, f := range []string{qmpSock, agentSock, pidFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
@@ -394,7 +429,7 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 	}
 	defer logf.Close()
 
-	c, err := d.spawn(dir, args, logf, spec.DieWithController)
+	c, err := d.spawn(dir, args, logf, spec.DieWithController, extra...)
 	if err != nil {
 		return fmt.Errorf("starting VM %s: %w", name, err)
 	}
@@ -404,15 +439,25 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 		<-c.done
 		return fmt.Errorf("starting VM %s: recording its process: %w", name, err)
 	}
-	d.o.log.Debug("VM starting", "vm", name, "pid", c.pid, "accel", accel)
+	d.o.log.Debug("VM starting", "vm", name, "pid", c.pid, "accel", accel, "restored", t != nil)
 
 	// Started means qemu got through its set-up: the QMP socket answers.
 	wctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
+	fail := func(err error) error {
+		unix.Kill(c.pid, unix.SIGKILL)
+		<-c.done
+		return fmt.Errorf("starting VM %s: %w", name, err)
+	}
 	for {
 		q, err := dialQMP(wctx, filepath.Join(dir, qmpSock))
 		if err == nil {
-			q.close()
+			defer q.close()
+			if t != nil {
+				if err := resumeIncoming(wctx, q); err != nil {
+					return fail(err)
+				}
+			}
 			return nil
 		}
 		select {
@@ -420,9 +465,7 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 			b, _ := os.ReadFile(filepath.Join(dir, qemuLog))
 			return fmt.Errorf("starting VM %s: qemu exited: %s", name, lastLine(b))
 		case <-wctx.Done():
-			unix.Kill(c.pid, unix.SIGKILL)
-			<-c.done
-			return fmt.Errorf("starting VM %s: waiting for qemu's QMP socket: %w", name, wctx.Err())
+			return fail(fmt.Errorf("waiting for qemu's QMP socket: %w", wctx.Err()))
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
@@ -431,7 +474,7 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 // spawn starts qemu in dir and returns once its pid and start time are
 // known. A goroutine locked to the forking thread reaps it and marks the
 // run's end.
-func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithController bool) (*child, error) {
+func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithController bool, extra ...*os.File) (*child, error) {
 	type result struct {
 		c   *child
 		err error
@@ -445,6 +488,7 @@ func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithControll
 		cmd := exec.Command(d.o.binary, args...)
 		cmd.Dir = dir
 		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.ExtraFiles = extra
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if dieWithController {
 			cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL

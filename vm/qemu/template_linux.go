@@ -1,0 +1,408 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmcompose/vmcompose/internal/flock"
+	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/vm/initramfs"
+)
+
+// Templates
+//
+// Under TCG most of a VM's boot is the kernel's: about 1.2 s before the
+// init runs. A template is a VM that booted the kernel and the initramfs
+// with its control channel only, then was saved (QMP stop + migrate to a
+// file) while vminit waited (agent.PhaseTemplate). Each VM of the same
+// machine (kernel, initramfs, kernel command line, vCPUs, memory,
+// accelerator, QEMU) is restored from it with its own disks and NICs on
+// the transports the template left empty, and vminit, resumed by the
+// host's agent client, probes them and carries on from there. The guest
+// must be vminit: the kernel command line of templates has
+// vminit.template.
+//
+// What copies share, and how it is undone: the random number generator
+// state (the host's entropy is mixed in and the generator reseeded before
+// anything else runs), the clock (set from the host), the kernel's own
+// address layout (not undone: every copy of one template has the same
+// KASLR offset, as clones of any VM snapshot do).
+
+// WithTemplates makes the driver boot VMs from templates kept in dir (see
+// above), building each the first time a VM needs it. A VM whose template
+// cannot be built or restored boots cold.
+func WithTemplates(dir string) Option {
+	return func(o *options) error {
+		if dir == "" {
+			return errors.New("templates: no directory")
+		}
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return fmt.Errorf("templates: %w", err)
+		}
+		o.templates = abs
+		return nil
+	}
+}
+
+const (
+	// templateFormat is part of every template's key: change it when what
+	// a template holds changes in a way its inputs do not show.
+	templateFormat = "vmcompose template 1"
+	// templateFlag on the kernel command line makes vminit wait as a
+	// template.
+	templateFlag = "vminit.template"
+	// templateReady is the line vminit logs when the template can be
+	// saved.
+	templateReady = `msg="template ready"`
+	// templateTimeout bounds building a template.
+	templateTimeout = 2 * time.Minute
+	// templateRetry is how long after a failed build VMs boot cold
+	// before the next attempt.
+	templateRetry = 10 * time.Minute
+)
+
+// template is a saved VM and the initramfs it booted from, which its
+// copies boot with too.
+type template struct {
+	key    string
+	snap   string
+	initrd string
+	meta   string
+	failed string
+}
+
+func (d *Driver) templateFiles(key string) *template {
+	p := filepath.Join(d.o.templates, key)
+	return &template{key: key, snap: p + ".snap", initrd: p + ".initrd", meta: p + ".json", failed: p + ".failed"}
+}
+
+// remove deletes the template's files.
+func (t *template) remove() {
+	for _, f := range []string{t.snap, t.initrd, t.meta} {
+		os.Remove(f)
+	}
+}
+
+// templateMeta is a template's .json: what it was built from, so that
+// templates of kernels and initramfs that are gone can be removed.
+type templateMeta struct {
+	Created   time.Time `json:"created"`
+	Binary    string    `json:"binary"`
+	Kernel    string    `json:"kernel"`
+	Initramfs string    `json:"initramfs"`
+	Memory    int64     `json:"memory"`
+	VCPUs     int       `json:"vcpus"`
+}
+
+// templateSpec is spec as its template boots: the same machine with its
+// control channel only.
+func templateSpec(spec vm.Spec, t *template) vm.Spec {
+	return vm.Spec{
+		Name:      "template",
+		VCPUs:     spec.VCPUs,
+		Memory:    spec.Memory,
+		Kernel:    spec.Kernel,
+		Initramfs: t.initrd,
+		Cmdline:   append(append([]string(nil), spec.Cmdline...), templateFlag),
+	}
+}
+
+// restoreSpec is spec as it is restored from t.
+func restoreSpec(spec vm.Spec, t *template) vm.Spec {
+	spec.Initramfs = t.initrd
+	spec.Cmdline = append(append([]string(nil), spec.Cmdline...), templateFlag)
+	return spec
+}
+
+// template returns the template spec boots from, building it first if
+// needed, or nil when spec boots cold: templates are off, the VM has no
+// initramfs (so no vminit) or too many devices, or its template failed to
+// build less than templateRetry ago.
+func (d *Driver) template(ctx context.Context, spec vm.Spec, accel string) *template {
+	if d.o.templates == "" || spec.Initramfs == "" || os.Getenv("VMCOMPOSE_TEMPLATES") == "0" {
+		return nil
+	}
+	key, err := d.templateKey(spec, accel)
+	if err != nil {
+		d.o.log.Warn("template key", "err", err)
+		return nil
+	}
+	t := d.templateFiles(key)
+	if _, err := os.Stat(t.snap); err == nil {
+		return t
+	}
+	if fi, err := os.Stat(t.failed); err == nil && time.Since(fi.ModTime()) < templateRetry {
+		return nil
+	}
+	if err := os.MkdirAll(d.o.templates, 0o755); err != nil {
+		d.o.log.Warn("templates", "err", err)
+		return nil
+	}
+	unlock, err := flock.Lock(ctx, filepath.Join(d.o.templates, key+".lock"), false)
+	if err != nil {
+		return nil
+	}
+	defer unlock()
+	if _, err := os.Stat(t.snap); err == nil {
+		return t // built by another process while we waited
+	}
+	start := time.Now()
+	if err := d.buildTemplate(ctx, spec, accel, t); err != nil {
+		if ctx.Err() == nil {
+			d.o.log.Warn("building a template failed: VMs of this machine boot cold for now", "template", t.snap, "err", err)
+			os.WriteFile(t.failed, []byte(err.Error()+"\n"), 0o644)
+		}
+		t.remove()
+		return nil
+	}
+	os.Remove(t.failed)
+	d.o.log.Info("template built", "template", t.snap, "took", time.Since(start).Round(time.Millisecond))
+	d.removeStaleTemplates()
+	return t
+}
+
+// templateKey names the template of spec's machine: a hash of everything
+// the template's qemu command line says and of the files it reads.
+func (d *Driver) templateKey(spec vm.Spec, accel string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintln(h, templateFormat)
+	for _, f := range []string{d.o.binary, spec.Kernel, spec.Initramfs} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintln(h, f, fi.Size(), fi.ModTime().UnixNano())
+	}
+	args := buildArgs(templateSpec(spec, &template{initrd: "initrd"}), accel, tscKHz(), d.o.tbSize, d.sandbox)
+	fmt.Fprintln(h, strings.Join(args, "\x00"))
+	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// buildTemplate boots spec's machine as a template in a directory of its
+// own, waits for vminit to say it is ready and saves it to t.snap.
+func (d *Driver) buildTemplate(ctx context.Context, spec vm.Spec, accel string, t *template) error {
+	ctx, cancel := context.WithTimeout(ctx, templateTimeout)
+	defer cancel()
+	if err := writeTemplateInitrd(spec.Initramfs, t.initrd); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(d.o.templates, ".build-"+t.key[:12]+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	logf, err := os.Create(filepath.Join(dir, qemuLog))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	args := buildArgs(templateSpec(spec, t), accel, tscKHz(), d.o.tbSize, d.sandbox)
+	c, err := d.spawn(dir, args, logf, true)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		unix.Kill(c.pid, unix.SIGKILL)
+		<-c.done
+	}()
+	console := filepath.Join(dir, consoleLog)
+	for {
+		b, _ := os.ReadFile(console)
+		if bytes.Contains(b, []byte(templateReady)) {
+			break
+		}
+		select {
+		case <-c.done:
+			out, _ := os.ReadFile(filepath.Join(dir, qemuLog))
+			return fmt.Errorf("the template VM ended before it was ready: %s%s", lastLine(out), consoleTail(b))
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the template VM: %w%s", ctx.Err(), consoleTail(b))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	q, err := dialQMP(ctx, filepath.Join(dir, qmpSock))
+	if err != nil {
+		return err
+	}
+	defer q.close()
+	tmp := t.snap + ".tmp"
+	defer os.Remove(tmp)
+	if err := saveVM(ctx, q, tmp); err != nil {
+		return err
+	}
+	f, err := os.Open(tmp)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return err
+	}
+	meta := templateMeta{Created: time.Now().UTC(), Binary: d.o.binary, Kernel: spec.Kernel, Initramfs: spec.Initramfs, Memory: spec.Memory, VCPUs: spec.VCPUs}
+	if err := writeJSON(t.meta, meta); err != nil {
+		return err
+	}
+	return os.Rename(tmp, t.snap)
+}
+
+// writeTemplateInitrd writes the initramfs templates boot from: the ACPI
+// table that describes every virtio-mmio transport, then the VM's own
+// initramfs.
+func writeTemplateInitrd(initrd, path string) error {
+	ssdt, err := initramfs.ACPITables(map[string][]byte{"vmcompose-transports.aml": transportsSSDT()})
+	if err != nil {
+		return err
+	}
+	src, err := os.Open(initrd)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".initrd-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(ssdt)
+	if err == nil {
+		_, err = io.Copy(tmp, src)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("template initramfs: %w", err)
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// saveVM writes the VM's state to path. The VM is saved running (QEMU
+// stops it for the last pass only), so that its copies start running as
+// soon as they are loaded, with no "cont" that a host dying at the wrong
+// moment would leave unsent.
+func saveVM(ctx context.Context, q *qmp, path string) error {
+	// Migration is throttled to 32 MiB/s by default: a file takes all
+	// it can.
+	if _, err := q.exec(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(10 << 30)}); err != nil {
+		return err
+	}
+	if _, err := q.exec(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(path)}); err != nil {
+		return err
+	}
+	for {
+		raw, err := q.exec(ctx, "query-migrate", nil)
+		if err != nil {
+			return err
+		}
+		var st struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		json.Unmarshal(raw, &st)
+		switch st.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("saving the template VM: migration %s: %s", st.Status, st.ErrorDesc)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("saving the template VM: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// resumeIncoming waits for a qemu started with -incoming to load the saved
+// state and run; a VM saved stopped is let run.
+func resumeIncoming(ctx context.Context, q *qmp) error {
+	for {
+		raw, err := q.exec(ctx, "query-status", nil)
+		if err != nil {
+			return fmt.Errorf("restoring from the template: %w", err)
+		}
+		var st struct {
+			Status string `json:"status"`
+		}
+		json.Unmarshal(raw, &st)
+		switch st.Status {
+		case "inmigrate":
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("restoring from the template: %w", ctx.Err())
+			case <-time.After(2 * time.Millisecond):
+			}
+			continue
+		case "paused", "postmigrate", "prelaunch":
+			if _, err := q.exec(ctx, "cont", nil); err != nil {
+				return fmt.Errorf("restoring from the template: %w", err)
+			}
+			return nil
+		case "running":
+			return nil
+		default:
+			return fmt.Errorf("restoring from the template: the VM is %s", st.Status)
+		}
+	}
+}
+
+// removeStaleTemplates removes the templates built from a kernel,
+// initramfs or qemu that is gone, and builds that were interrupted.
+func (d *Driver) removeStaleTemplates() {
+	metas, _ := filepath.Glob(filepath.Join(d.o.templates, "*.json"))
+	for _, m := range metas {
+		var meta templateMeta
+		if readJSON(m, &meta) != nil {
+			continue
+		}
+		for _, f := range []string{meta.Binary, meta.Kernel, meta.Initramfs} {
+			if _, err := os.Stat(f); errors.Is(err, os.ErrNotExist) {
+				t := d.templateFiles(strings.TrimSuffix(filepath.Base(m), ".json"))
+				d.o.log.Info("removing a template whose inputs are gone", "template", t.snap, "missing", f)
+				t.remove()
+				os.Remove(filepath.Join(d.o.templates, t.key+".lock"))
+				break
+			}
+		}
+	}
+	builds, _ := filepath.Glob(filepath.Join(d.o.templates, ".build-*"))
+	for _, b := range builds {
+		if fi, err := os.Stat(b); err == nil && time.Since(fi.ModTime()) > 2*templateTimeout {
+			os.RemoveAll(b)
+		}
+	}
+}
+
+// consoleTail is the end of a console log, for error messages.
+func consoleTail(b []byte) string {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return ""
+	}
+	if len(b) > 600 {
+		b = b[len(b)-600:]
+	}
+	return "\nlast boot messages:\n" + string(b)
+}
+
+// shellQuote quotes s for /bin/sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,119 @@
+//go:build linux
+
+package qemu_test
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/vm/qemu"
+)
+
+// TestTemplate boots two VMs of one machine: the first builds the template
+// and both are restored from it with their own disks. The copies must not
+// share their random numbers or boot id, must have the host's time, and
+// stop through the ACPI power button like any VM. A template that does not
+// restore is dropped and the VM boots cold.
+func TestTemplate(t *testing.T) {
+	f := realGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	templates := t.TempDir()
+	d, err := qemu.New(t.TempDir(), qemu.WithLogger(logger(t)), qemu.WithTemplates(templates))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /proc/sys/kernel/random/boot_id; date +%s; cat /proc/cmdline; for f in /sys/block/*/serial; do cat $f; echo; done | sort | tr '\\n' ' '; echo; exec sleep 1000"
+	outputs := map[string][]string{}
+	for _, name := range []string{"a", "b", "c"} {
+		if name == "c" {
+			// Break the template: c must boot cold, and the broken
+			// template goes.
+			snaps, _ := filepath.Glob(filepath.Join(templates, "*.snap"))
+			if len(snaps) != 1 {
+				t.Fatalf("templates: %v, want one", snaps)
+			}
+			if err := os.Truncate(snaps[0], 1<<20); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := d.Create(ctx, f.serviceSpec(name)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Kill(context.Background(), name) })
+		t0 := time.Now()
+		if err := d.Start(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		st, err := d.Inspect(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := agent.DialSocket(ctx, st.Agent)
+		if err != nil {
+			t.Fatalf("VM %s: %v (console: %s)", name, err, console(st.Console))
+		}
+		if err := c.Start(ctx, agent.Spec{Command: []string{"sh", "-c", report}}); err != nil {
+			t.Fatalf("VM %s: %v (console: %s)", name, err, console(st.Console))
+		}
+		r, _, err := c.Attach(ctx, agent.Stdout, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		br := bufio.NewReader(r)
+		for len(lines) < 5 {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("VM %s printed %q: %v", name, lines, err)
+			}
+			lines = append(lines, strings.TrimSpace(l))
+		}
+		r.Close()
+		c.Close()
+		t.Logf("VM %s: service reported %v after Start", name, time.Since(t0))
+		outputs[name] = lines
+		if sec, _ := strconv.ParseInt(lines[2], 10, 64); time.Since(time.Unix(sec, 0)).Abs() > 10*time.Second {
+			t.Errorf("VM %s: guest time %s, host %s", name, time.Unix(sec, 0), time.Now())
+		}
+		if lines[4] != "rootfs scratch" {
+			t.Errorf("VM %s: disks %q, want rootfs and scratch", name, lines[4])
+		}
+		restored := strings.Contains(lines[3], "vminit.template")
+		if restored != (name != "c") {
+			t.Errorf("VM %s: restored from the template: %v (command line %q)", name, restored, lines[3])
+		}
+		// Nobody asks the agent: Stop presses the ACPI power button.
+		t1 := time.Now()
+		if err := d.Stop(ctx, name, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("VM %s: Stop took %v", name, time.Since(t1))
+		if b, _ := os.ReadFile(st.Console); !strings.Contains(string(b), `msg="power off"`) {
+			t.Errorf("VM %s did not power off cleanly: %s", name, console(st.Console))
+		}
+	}
+	for i, what := range []string{"random bytes", "boot id"} {
+		if outputs["a"][i] == outputs["b"][i] {
+			t.Errorf("VMs restored from one template share their %s: %s", what, outputs["a"][i])
+		}
+	}
+	if snaps, _ := filepath.Glob(filepath.Join(templates, "*.snap")); len(snaps) != 0 {
+		t.Errorf("the broken template is still there: %v", snaps)
+	}
+}
+
+func console(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
