@@ -434,7 +434,7 @@ func (s *Supervisor) stopInstance(ctx context.Context, in *instance, timeout int
 // startInstance boots a created or stopped VM and returns once its service
 // runs (or has already ended).
 func (s *Supervisor) startInstance(ctx context.Context, in *instance) error {
-	in.update(func(r *InstanceState) { r.Stopped, r.Restarts = false, 0 })
+	in.update(func(r *InstanceState) { r.Stopped, r.Restarts, r.NetworkLost = false, 0, nil })
 	r, _ := in.snapshot()
 	if st, err := s.Runtime.Driver.Inspect(ctx, r.VM); err == nil && st.State == vm.StateRunning {
 		s.watchIf(in, false)

@@ -52,9 +52,12 @@ var ErrNetworkRunning = errors.New("a network process already runs for this proj
 
 // NetworkPing is the network process's answer to GET /ping.
 type NetworkPing struct {
-	Pid      int    `json:"pid"`
-	Version  string `json:"version"`
-	Protocol int    `json:"protocol"`
+	Pid int `json:"pid"`
+	// Started is when it began serving: with Pid, it tells one network
+	// process from the next.
+	Started  time.Time `json:"started,omitzero"`
+	Version  string    `json:"version"`
+	Protocol int       `json:"protocol"`
 	// Instances are the attached instances, sorted.
 	Instances []string `json:"instances"`
 }
@@ -105,6 +108,7 @@ type NetworkServer struct {
 	mu       sync.Mutex
 	m        *network.Manager
 	insts    map[string]bool
+	started  time.Time
 	idleFrom time.Time
 	quitting bool
 	ctx      context.Context
@@ -149,7 +153,8 @@ func (ns *NetworkServer) Run(ctx context.Context) error {
 		srv.Shutdown(sctx)
 	}()
 	ns.mu.Lock()
-	ns.idleFrom = time.Now()
+	ns.started = time.Now()
+	ns.idleFrom = ns.started
 	ns.mu.Unlock()
 	if ns.IdleExit > 0 {
 		go ns.exitWhenIdle()
@@ -195,7 +200,7 @@ func (ns *NetworkServer) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
 		ns.mu.Lock()
-		p := NetworkPing{Pid: os.Getpid(), Version: ns.Version, Protocol: NetworkProtocol, Instances: []string{}}
+		p := NetworkPing{Pid: os.Getpid(), Started: ns.started, Version: ns.Version, Protocol: NetworkProtocol, Instances: []string{}}
 		for name := range ns.insts {
 			p.Instances = append(p.Instances, name)
 		}
