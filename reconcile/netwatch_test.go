@@ -266,3 +266,39 @@ func macOf(t *testing.T, n *Networks, instance string) string {
 	}
 	return nics[0].MAC
 }
+
+// TestNetworkErrorsAcrossProcess: an error the network process answers
+// keeps its message and matches the network package's sentinel with
+// errors.Is.
+func TestNetworkErrorsAcrossProcess(t *testing.T) {
+	dir := t.TempDir()
+	n := processNetworks(t, dir)
+	ctx := context.Background()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := taken.Addr().(*net.TCPAddr).Port
+
+	err = n.Reattach(ctx, "web-1", record("web-1", "web", "10.77.0.10", port))
+	if !errors.Is(err, network.ErrPortInUse) {
+		t.Errorf("publishing a taken port: %v; want it to match network.ErrPortInUse", err)
+	}
+	if err == nil || !strings.Contains(err.Error(), `service "web"`) || !strings.Contains(err.Error(), strconv.Itoa(port)) || !strings.Contains(err.Error(), "free it or publish another port") {
+		t.Errorf("publishing a taken port: %v; want the service, the port and the fix", err)
+	}
+	if errors.Is(err, network.ErrUnknownNetwork) {
+		t.Errorf("%v matches ErrUnknownNetwork too", err)
+	}
+
+	other := record("db-1", "db", "10.77.0.11", 0)
+	other.Attachments[0].Network = "backend"
+	err = n.Reattach(ctx, "db-1", other)
+	if !errors.Is(err, network.ErrUnknownNetwork) || !strings.Contains(err.Error(), `"backend"`) {
+		t.Errorf("attaching to a network the project lacks: %v; want ErrUnknownNetwork naming it", err)
+	}
+	if errors.Is(err, network.ErrPortInUse) {
+		t.Errorf("%v matches ErrPortInUse too", err)
+	}
+}
