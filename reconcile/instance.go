@@ -460,7 +460,9 @@ func (s *Supervisor) removeInstance(ctx context.Context, in *instance, timeout i
 	}
 	os.Remove(LogPath(s.Dir, r.VM))
 	os.Remove(filepath.Join(LogDir(s.Dir), r.VM+".offsets"))
-	os.RemoveAll(AnonVolumeDir(s.Dir, r.VM))
+	if err := RemoveAnonVolumes(s.Dir, r.VM); err != nil {
+		s.Log.Warn("removing a VM's volumes", "vm", r.VM, "err", err)
+	}
 	s.forget(r.VM)
 	s.save()
 	return nil
