@@ -284,6 +284,10 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 // does while its max_retries allow (the restart counts); no leaves it
 // exited until the next up, start or restart. ps shows what happened
 // (InstanceState.NetworkLost).
+//
+// A VM that boots in the instant between the death and this call may
+// already be on the new process and is ended all the same: the safe side,
+// since one left running on a dead NIC would stay broken.
 func (s *Supervisor) networkLost(loss NetworkLoss) {
 	s.Log.Warn("ending the running VMs whose network process died: their NICs are dead", "pid", loss.Pid, "instances", loss.Instances)
 	note := loss
