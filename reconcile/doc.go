@@ -31,6 +31,17 @@
 // adopt networked VMs without booting them again. It ends after a down,
 // or when a supervisor exits with no VM running.
 //
+// The supervisor watches the network process it started or adopted (a
+// pidfd on Linux: its parent may have been an earlier supervisor). When it
+// dies unasked, killed or crashed, the supervisor logs which and how
+// (the exit status, when it was its parent), starts the next one with
+// every instance that was attached attached again (networks, addresses,
+// published ports), and ends the running VMs whose NICs were connected to
+// the dead one: QEMU does not reconnect them. Their restart policies then
+// decide, as for a container that its runtime killed (networkLost); ps
+// shows the loss. A VM whose network died while no supervisor ran is
+// treated the same way when the next supervisor adopts it.
+//
 // Operations that change VMs run one at a time: a second `up` waits for
 // the first, with a message, and then finds nothing left to do. A
 // supervisor exits after a down that leaves no VM, after IdleExit with

@@ -434,7 +434,7 @@ func (s *Supervisor) stopInstance(ctx context.Context, in *instance, timeout int
 // startInstance boots a created or stopped VM and returns once its service
 // runs (or has already ended).
 func (s *Supervisor) startInstance(ctx context.Context, in *instance) error {
-	in.update(func(r *InstanceState) { r.Stopped, r.Restarts = false, 0 })
+	in.update(func(r *InstanceState) { r.Stopped, r.Restarts, r.NetworkLost = false, 0, nil })
 	r, _ := in.snapshot()
 	if st, err := s.Runtime.Driver.Inspect(ctx, r.VM); err == nil && st.State == vm.StateRunning {
 		s.watchIf(in, false)
@@ -460,7 +460,9 @@ func (s *Supervisor) removeInstance(ctx context.Context, in *instance, timeout i
 	}
 	os.Remove(LogPath(s.Dir, r.VM))
 	os.Remove(filepath.Join(LogDir(s.Dir), r.VM+".offsets"))
-	os.RemoveAll(AnonVolumeDir(s.Dir, r.VM))
+	if err := RemoveAnonVolumes(s.Dir, r.VM); err != nil {
+		s.Log.Warn("removing a VM's volumes", "vm", r.VM, "err", err)
+	}
 	s.forget(r.VM)
 	s.save()
 	return nil

@@ -29,7 +29,9 @@ import (
 //	GET  /instances/{name}  the instance's []network.NIC, 404 when unknown
 //	POST /quit              NetworkQuit -> NetworkQuit (whether it quits)
 //
-// Errors are answered with a status other than 200 and NetworkError.
+// Errors are answered with a status other than 200 and NetworkError,
+// whose Code names the network package's sentinel the error wraps, so
+// that the client's error matches it with errors.Is (see errorCodes).
 //
 // /ping and /quit stay as they are across versions. NetworkProtocol counts
 // changes of the rest: a supervisor keeps using a network process of
@@ -52,9 +54,12 @@ var ErrNetworkRunning = errors.New("a network process already runs for this proj
 
 // NetworkPing is the network process's answer to GET /ping.
 type NetworkPing struct {
-	Pid      int    `json:"pid"`
-	Version  string `json:"version"`
-	Protocol int    `json:"protocol"`
+	Pid int `json:"pid"`
+	// Started is when it began serving: with Pid, it tells one network
+	// process from the next.
+	Started  time.Time `json:"started,omitzero"`
+	Version  string    `json:"version"`
+	Protocol int       `json:"protocol"`
 	// Instances are the attached instances, sorted.
 	Instances []string `json:"instances"`
 }
@@ -78,9 +83,53 @@ type NetworkQuit struct {
 	Quitting bool `json:"quitting,omitempty"`
 }
 
-// NetworkError is the body of a failed request.
+// NetworkError is the body of a failed request: the error's message, and
+// the code of the sentinel it wraps, if any.
 type NetworkError struct {
 	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
+}
+
+// errorCodes are the sentinels of package network that an error answered
+// by the network process may wrap, by their code on the wire. Add new
+// codes at will: a client that does not know a code keeps the message.
+var errorCodes = []struct {
+	code string
+	err  error
+}{
+	{"port_in_use", network.ErrPortInUse},
+	{"unknown_network", network.ErrUnknownNetwork},
+	{"closed", network.ErrClosed},
+}
+
+// errorCode returns the code of the sentinel err wraps, or "".
+func errorCode(err error) string {
+	for _, c := range errorCodes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return ""
+}
+
+// remoteError is an error the network process answered: its message, and
+// the sentinel its code names, for errors.Is.
+type remoteError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// fromWire rebuilds an answered error.
+func fromWire(e NetworkError) error {
+	for _, c := range errorCodes {
+		if c.code == e.Code {
+			return &remoteError{msg: e.Error, sentinel: c.err}
+		}
+	}
+	return errors.New(e.Error)
 }
 
 // NetworkSocketPath is the network process's socket of the project whose
@@ -105,6 +154,7 @@ type NetworkServer struct {
 	mu       sync.Mutex
 	m        *network.Manager
 	insts    map[string]bool
+	started  time.Time
 	idleFrom time.Time
 	quitting bool
 	ctx      context.Context
@@ -149,7 +199,8 @@ func (ns *NetworkServer) Run(ctx context.Context) error {
 		srv.Shutdown(sctx)
 	}()
 	ns.mu.Lock()
-	ns.idleFrom = time.Now()
+	ns.started = time.Now()
+	ns.idleFrom = ns.started
 	ns.mu.Unlock()
 	if ns.IdleExit > 0 {
 		go ns.exitWhenIdle()
@@ -195,7 +246,7 @@ func (ns *NetworkServer) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
 		ns.mu.Lock()
-		p := NetworkPing{Pid: os.Getpid(), Version: ns.Version, Protocol: NetworkProtocol, Instances: []string{}}
+		p := NetworkPing{Pid: os.Getpid(), Started: ns.started, Version: ns.Version, Protocol: NetworkProtocol, Instances: []string{}}
 		for name := range ns.insts {
 			p.Instances = append(p.Instances, name)
 		}
@@ -348,7 +399,7 @@ func answer(w http.ResponseWriter, v any, err error) {
 			status = http.StatusServiceUnavailable
 		}
 		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(NetworkError{Error: err.Error()})
+		json.NewEncoder(w).Encode(NetworkError{Error: err.Error(), Code: errorCode(err)})
 		return
 	}
 	json.NewEncoder(w).Encode(v)

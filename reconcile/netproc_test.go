@@ -23,7 +23,7 @@ import (
 func inProcess(t *testing.T, dir string) (n *Networks, starts *atomic.Int64, ended chan error) {
 	starts = new(atomic.Int64)
 	ended = make(chan error, 10)
-	n = NewNetworks(dir, nil, func(ctx context.Context) error {
+	n = NewNetworks(dir, nil, func(ctx context.Context) (*Child, error) {
 		starts.Add(1)
 		ns := NewNetworkServer(dir, nil)
 		ns.Version = "test"
@@ -31,11 +31,11 @@ func inProcess(t *testing.T, dir string) (n *Networks, starts *atomic.Int64, end
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
 			if _, err := n.Ping(ctx); err == nil {
-				return nil
+				return nil, nil
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		return errors.New("no answer")
+		return nil, errors.New("no answer")
 	})
 	return n, starts, ended
 }
@@ -72,7 +72,7 @@ func TestNetworkProcess(t *testing.T) {
 		t.Errorf("starts: %d, want 1", starts.Load())
 	}
 	var nics []network.NIC
-	if err := n.call(ctx, "GET", "/instances/web-1", nil, &nics, false); err != nil || len(nics) != 1 ||
+	if err := n.do(ctx, "GET", "/instances/web-1", nil, &nics); err != nil || len(nics) != 1 ||
 		nics[0].Address.Addr() != netip.MustParseAddr("10.77.0.2") || !fileExistsT(nics[0].Socket) {
 		t.Fatalf("NICs of web-1: %+v, %v", nics, err)
 	}

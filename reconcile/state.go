@@ -54,6 +54,25 @@ type InstanceState struct {
 	Restart     RestartPolicy            `json:"restart_policy"`
 	// Network joins the instance to the project's networks again.
 	Network *NetworkRecord `json:"network,omitempty"`
+	// NetworkLost is set when the network process its VM's NICs were
+	// connected to ended under the running VM, which was then ended too
+	// and restarted or not by its restart policy (see
+	// Supervisor.networkLost). ps shows it; start, restart and up clear
+	// it.
+	NetworkLost *NetworkLoss `json:"network_lost,omitempty"`
+}
+
+// NetworkLoss is a network process that ended, killed or crashed, while
+// instances were attached to it.
+type NetworkLoss struct {
+	Pid int `json:"pid,omitempty"`
+	// Status is how it ended ("signal: killed", "exit status 2"), as its
+	// parent learnt it, or why that is unknown.
+	Status string    `json:"status"`
+	At     time.Time `json:"at"`
+	// Instances were attached to it, sorted: the NICs of their running
+	// VMs were connected to it and stay dead.
+	Instances []string `json:"-"`
 }
 
 // StateDir returns the state dir of a project: $XDG_STATE_HOME/vmcompose/

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/internal/flock"
+	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/vm"
 )
@@ -63,6 +64,12 @@ type Supervisor struct {
 	// the network then (Networks.Release ends the network process), and a
 	// VM booted later joins it again.
 	NetworkRelease func()
+	// NetworkWatch, when set, runs while the supervisor does and calls
+	// lost each time the network process ends under attached instances
+	// without having been asked to, once another runs with them attached
+	// again (Networks.Watch). The supervisor ends their running VMs, whose
+	// NICs cannot reconnect, and restart policies decide (networkLost).
+	NetworkWatch func(ctx context.Context, lost func(NetworkLoss))
 	// Now and After are the clock; tests may replace them.
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
@@ -117,6 +124,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	defer os.Remove(SocketPath(s.Dir))
+	if s.NetworkWatch != nil {
+		go s.NetworkWatch(s.ctx, s.networkLost)
+	}
 	if err := s.adopt(s.ctx); err != nil {
 		s.Log.Error("adopting VMs", "err", err)
 	}
@@ -227,8 +237,10 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 		case st.State == vm.StateRunning && rec.Network != nil && s.NetworkReattach != nil && !s.networkKept(ctx, rec):
 			// Its NICs were connected to a network process that has
 			// ended (or no longer knows it), and QEMU does not reconnect
-			// them: boot it again on this one, with the same addresses.
-			s.Log.Info("restarting VM to join the network again", "vm", rec.VM, "pid", st.Pid)
+			// them: as networkLost does, end the VM and let its restart
+			// policy decide whether it boots again on this one, with
+			// the same addresses.
+			s.Log.Warn("VM lost its network while no supervisor ran: ending it; its restart policy decides", "vm", rec.VM, "pid", st.Pid, "restart", rec.Restart.Mode)
 			kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := s.Runtime.Driver.Kill(kctx, rec.VM)
 			cancel()
@@ -238,7 +250,15 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 			if s.NetworkDetach != nil {
 				s.NetworkDetach(rec.VM) // attached otherwise, if at all
 			}
-			s.watchIf(in, true)
+			loss := &NetworkLoss{Status: "unknown: it ended while no supervisor ran", At: s.Now()}
+			if rec.Restart.Restarts(nil, rec.Restarts, rec.Stopped) {
+				in.update(func(r *InstanceState) { r.NetworkLost, r.Restarts = loss, r.Restarts+1 })
+				s.watchIf(in, true)
+			} else {
+				in.update(func(r *InstanceState) {
+					r.NetworkLost, r.Phase, r.ExitCode, r.FinishedAt, r.State = loss, "exited", nil, s.Now(), planner.Stopped
+				})
+			}
 		case st.State == vm.StateRunning:
 			s.Log.Info("adopting VM", "vm", rec.VM, "pid", st.Pid)
 			s.watchIf(in, false)
@@ -252,6 +272,45 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 		}
 	}
 	return s.save()
+}
+
+// networkLost ends the running VMs whose NICs were connected to a network
+// process that died (Networks.Watch has started the next one and attached
+// their instances to it again). QEMU's stream NICs do not reconnect, and a
+// VM left running would show as up with a dead network, which no up
+// repairs. So the VM is treated as a container that its runtime killed:
+// it ends with no exit status and its restart policy decides. always and
+// unless-stopped boot it again on the new network process, as on-failure
+// does while its max_retries allow (the restart counts); no leaves it
+// exited until the next up, start or restart. ps shows what happened
+// (InstanceState.NetworkLost).
+//
+// A VM that boots in the instant between the death and this call may
+// already be on the new process and is ended all the same: the safe side,
+// since one left running on a dead NIC would stay broken.
+func (s *Supervisor) networkLost(loss NetworkLoss) {
+	s.Log.Warn("ending the running VMs whose network process died: their NICs are dead", "pid", loss.Pid, "instances", loss.Instances)
+	note := loss
+	note.Instances = nil
+	for _, name := range loss.Instances {
+		in := s.lookup(name)
+		if in == nil {
+			continue
+		}
+		st, err := s.Runtime.Driver.Inspect(s.ctx, name)
+		if err != nil || st.State != vm.StateRunning {
+			continue // it joins the new network process when it boots
+		}
+		r, _ := in.snapshot()
+		s.Log.Warn("VM lost its network: ending it; its restart policy decides", "vm", name, "restart", r.Restart.Mode)
+		in.update(func(r *InstanceState) { r.NetworkLost = &note })
+		kctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		if err := s.Runtime.Driver.Kill(kctx, name); err != nil {
+			s.Log.Error("ending a VM that lost its network", "vm", name, "err", err)
+		}
+		cancel()
+		s.watchIf(in, false) // its watcher sees it end and applies the policy
+	}
 }
 
 // anyRunning reports whether a VM of the project runs, or may.

@@ -31,9 +31,20 @@ const DefaultVolumeSize = 4 << 30
 func VolumeDir(dir string) string { return filepath.Join(dir, "volumes") }
 
 // AnonVolumeDir holds the anonymous volumes of one VM; they are removed
-// with the VM.
+// with the VM (RemoveAnonVolumes).
 func AnonVolumeDir(dir, vmName string) string {
 	return filepath.Join(VolumeDir(dir), "anonymous", vmName)
+}
+
+// RemoveAnonVolumes removes the anonymous volumes of the VM vmName of the
+// project whose state dir is dir, as docker removes a container's with
+// it: call it once the VM is removed. Named volumes stay.
+func RemoveAnonVolumes(dir, vmName string) error {
+	if err := os.RemoveAll(AnonVolumeDir(dir, vmName)); err != nil {
+		return fmt.Errorf("removing the anonymous volumes of %s: %w", vmName, err)
+	}
+	os.Remove(filepath.Dir(AnonVolumeDir(dir, vmName))) // when it was the last
+	return nil
 }
 
 // ExternalVolumeDir is where `external: true` volumes are looked up by

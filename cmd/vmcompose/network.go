@@ -49,7 +49,7 @@ func runNetwork(c *cli.Context) error {
 
 // startNetwork starts the network process of the project whose state dir
 // is dir and waits until ping answers.
-func startNetwork(ctx context.Context, dir string, ping func(context.Context) error) error {
+func startNetwork(ctx context.Context, dir string, ping func(context.Context) error) (*reconcile.Child, error) {
 	return startDetached(ctx, "the network process", filepath.Join(dir, reconcile.NetworkLogName),
 		[]string{"network", "--state-dir", dir}, ping)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -67,12 +68,16 @@ func runPs(c *cli.Context) error {
 		if !st.StartedAt.IsZero() {
 			row.StartedAt = st.StartedAt.UTC().Format(time.RFC3339Nano)
 		}
+		var notes []string
 		switch {
 		case st.State == "running":
 			row.State, row.Pid = "running", st.Pid
 			row.Status = "Up " + ago(st.StartedAt)
 			if in.Health != "" {
-				row.Status += " (" + in.Health + ")"
+				notes = append(notes, in.Health)
+			}
+			if l := in.NetworkLost; l != nil {
+				notes = append(notes, "restarted: its network process died "+ago(l.At)+" ago")
 			}
 		case st.State == "exited" || in.Phase == "exited":
 			row.State, row.Health = "exited", ""
@@ -82,8 +87,14 @@ func runPs(c *cli.Context) error {
 				row.ExitCode = -1
 			}
 			row.Status = fmt.Sprintf("Exited (%d) %s ago", row.ExitCode, ago(st.FinishedAt))
+			if l := in.NetworkLost; l != nil {
+				notes = append(notes, "ended: its network process died; restart: "+cmp.Or(in.Restart.Mode, "no"))
+			}
 		default:
 			row.State, row.Status = "created", "Created"
+		}
+		if len(notes) > 0 {
+			row.Status += " (" + strings.Join(notes, ", ") + ")"
 		}
 		if !c.Bool("all") && row.State != "running" {
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -59,12 +60,27 @@ func runRun(c *cli.Context) error {
 	if vmName == "" {
 		vmName = name + "-run-" + randomHex(3)
 	}
+	dir, err := reconcile.StateDir(p.Name)
+	if err != nil {
+		return err
+	}
 	prep, err := rt.Prepare(c.Context, reconcile.Service{
-		Project: p, Name: vmName, Config: svc,
+		Project: p, Name: vmName, Config: svc, StateDir: dir,
 		Env: c.StringSlice("env"), Entrypoint: c.String("entrypoint"), Command: c.Args().Tail(),
 	})
 	if err != nil {
+		if _, ierr := rt.Driver.Inspect(c.Context, vmName); errors.Is(ierr, vm.ErrNotFound) {
+			reconcile.RemoveAnonVolumes(dir, vmName) // made for no VM
+		}
 		return err
+	}
+	// remove removes the VM and, as docker compose run --rm does with the
+	// container, its anonymous volumes; named volumes stay.
+	remove := func(ctx context.Context) error {
+		if err := rt.Driver.Remove(ctx, vmName); err != nil {
+			return err
+		}
+		return reconcile.RemoveAnonVolumes(dir, vmName)
 	}
 	// The VM lives as long as this command: if vmcompose dies, so does it.
 	prep.Spec.DieWithController = true
@@ -78,7 +94,7 @@ func runRun(c *cli.Context) error {
 
 	att, err := rt.Boot(ctx, prep)
 	if err != nil {
-		rt.Driver.Remove(ctx, vmName)
+		remove(ctx)
 		return err
 	}
 	go func() {
@@ -100,7 +116,7 @@ func runRun(c *cli.Context) error {
 	}
 	cancel()
 	if c.Bool("rm") {
-		if rerr := rt.Driver.Remove(ctx, vmName); rerr != nil && err == nil {
+		if rerr := remove(ctx); rerr != nil && err == nil {
 			err = rerr
 		}
 	}

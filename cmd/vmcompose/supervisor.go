@@ -54,7 +54,7 @@ func runSupervise(c *cli.Context) error {
 	// The network runs in a process of its own that outlives this one,
 	// so that a new supervisor adopts networked VMs as they run.
 	var nets *reconcile.Networks
-	nets = reconcile.NewNetworks(dir, log, func(ctx context.Context) error {
+	nets = reconcile.NewNetworks(dir, log, func(ctx context.Context) (*reconcile.Child, error) {
 		return startNetwork(ctx, dir, func(ctx context.Context) error {
 			_, err := nets.Ping(ctx)
 			return err
@@ -62,7 +62,7 @@ func runSupervise(c *cli.Context) error {
 	})
 	defer nets.Close() // asks it to exit only when nothing is attached
 	sup.Network, sup.NetworkReattach, sup.NetworkDetach = nets.Attach, nets.Reattach, nets.Detach
-	sup.NetworkAttached, sup.NetworkRelease = nets.Attached, nets.Release
+	sup.NetworkAttached, sup.NetworkRelease, sup.NetworkWatch = nets.Attached, nets.Release, nets.Watch
 	// Detached from any terminal; SIGTERM (and SIGINT) end the supervisor,
 	// never the VMs: a new supervisor adopts them. The signal-aware
 	// context of main does that.
@@ -171,7 +171,7 @@ func connect(ctx context.Context, dir string, start bool) (*supervisor, error) {
 	if s.ping(ctx) == nil {
 		return s, nil
 	}
-	err = startDetached(ctx, "the supervisor", filepath.Join(dir, "supervisor.log"),
+	_, err = startDetached(ctx, "the supervisor", filepath.Join(dir, "supervisor.log"),
 		[]string{"supervise", "--state-dir", dir}, s.ping)
 	if err != nil {
 		return nil, err
@@ -182,19 +182,20 @@ func connect(ctx context.Context, dir string, start bool) (*supervisor, error) {
 // startDetached starts this program with args as a daemon of the project:
 // in a session of its own (no terminal, no signal from the CLI's), in /,
 // writing to logPath (kept under 4 MiB plus one older file). It returns
-// once ready answers, or with the end of the log when the process exits
-// first.
-func startDetached(ctx context.Context, what, logPath string, args []string, ready func(context.Context) error) error {
+// once ready answers, with the process it started, whose exit status this
+// process, its parent, learns; or with the end of the log when the process
+// exits first.
+func startDetached(ctx context.Context, what, logPath string, args []string, ready func(context.Context) error) (*reconcile.Child, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("starting %s: %w", what, err)
+		return nil, fmt.Errorf("starting %s: %w", what, err)
 	}
 	if fi, err := os.Stat(logPath); err == nil && fi.Size() > 4<<20 {
 		os.Rename(logPath, logPath+".1") // keep one older log
 	}
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("starting %s: %w", what, err)
+		return nil, fmt.Errorf("starting %s: %w", what, err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(exe, args...)
@@ -202,25 +203,30 @@ func startDetached(ctx context.Context, what, logPath string, args []string, rea
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", what, err)
+		return nil, fmt.Errorf("starting %s: %w", what, err)
 	}
 	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	status := make(chan error, 1)
+	go func() {
+		status <- cmd.Wait()
+		close(exited)
+	}()
+	child := &reconcile.Child{Pid: cmd.Process.Pid, Exited: status}
 	deadline := time.After(30 * time.Second)
 	for {
 		if ready(ctx) == nil {
-			return nil
+			return child, nil
 		}
 		select {
 		case <-exited:
 			if ready(ctx) == nil { // another one answers
-				return nil
+				return nil, nil
 			}
-			return fmt.Errorf("%s exited at start: %s (log: %s)", what, lastLines(logPath, 3), logPath)
+			return nil, fmt.Errorf("%s exited at start: %s (log: %s)", what, lastLines(logPath, 3), logPath)
 		case <-deadline:
-			return fmt.Errorf("%s did not answer within 30s (log: %s)", what, logPath)
+			return nil, fmt.Errorf("%s did not answer within 30s (log: %s)", what, logPath)
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

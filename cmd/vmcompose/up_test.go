@@ -21,9 +21,9 @@ import (
 
 // psEntry is the part of a `ps --format json` line the tests read.
 type psEntry struct {
-	ID, Name, Service, State, Health, StartedAt string
-	ExitCode                                    int
-	Pid                                         int
+	ID, Name, Service, State, Health, StartedAt, Status string
+	ExitCode                                            int
+	Pid                                                 int
 }
 
 // in runs vmcompose in the project directory dir (made with compose as its

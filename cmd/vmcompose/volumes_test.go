@@ -148,3 +148,52 @@ func quote(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "$", "$$")
 	return `"` + r.Replace(s) + `"`
 }
+
+// TestRunVolumes: a run VM keeps its anonymous volume while it exists;
+// run --rm removes it with the VM, as docker compose run --rm does, and
+// keeps the named volume.
+func TestRunVolumes(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	state := filepath.Join(p.home, "state", "vmcompose", "project")
+	compose := `services:
+  svc:
+    image: ` + ref + `
+    volumes: ["data:/data", "/anon"]
+volumes:
+  data:
+    driver_opts: {size: 16m}
+`
+	anon := func(vm string) []string {
+		files, _ := filepath.Glob(filepath.Join(state, "volumes", "anonymous", vm, "*.img"))
+		return files
+	}
+	data := filepath.Join(state, "volumes", "data.img")
+	steps := []struct {
+		args   []string
+		stdout string
+		anon   int // images of keep's anonymous volume after the step
+	}{
+		{[]string{"run", "--name", "keep", "svc", "sh", "-c", "echo a > /anon/f; echo d > /data/f; sync; cat /anon/f /data/f"}, "a\nd\n", 1},
+		{[]string{"run", "--rm", "--name", "keep", "svc", "cat", "/anon/f", "/data/f"}, "a\nd\n", 0},
+		{[]string{"run", "--rm", "--name", "keep", "svc", "sh", "-c", "cat /anon/f 2>/dev/null || echo empty; cat /data/f"}, "empty\nd\n", 0},
+	}
+	for i, s := range steps {
+		stdout, stderr, code := p.run(compose, s.args...)
+		if code != 0 || stdout != s.stdout {
+			t.Fatalf("step %d: exit %d, stdout %q, want %q\nstderr: %s", i, code, stdout, s.stdout, stderr)
+		}
+		if got := anon("keep"); len(got) != s.anon {
+			t.Errorf("step %d (%v): anonymous volume images of keep: %v, want %d", i, s.args, got, s.anon)
+		}
+		if _, err := os.Stat(data); err != nil {
+			t.Errorf("step %d: the named volume is gone: %v", i, err)
+		}
+	}
+	if _, stderr, code := p.run(compose, "run", "--rm", "svc", "true"); code != 0 {
+		t.Fatalf("run --rm svc true: exit %d\n%s", code, stderr)
+	}
+	if left, _ := filepath.Glob(filepath.Join(state, "volumes", "anonymous", "*")); len(left) != 0 {
+		t.Errorf("anonymous volumes left after run --rm: %v", left)
+	}
+}
