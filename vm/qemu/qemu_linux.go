@@ -39,11 +39,12 @@ const (
 )
 
 type options struct {
-	binary   string
-	accel    string
-	tbSize   int
-	shutdown vm.GuestShutdownFunc
-	log      *slog.Logger
+	binary    string
+	virtiofsd string
+	accel     string
+	tbSize    int
+	shutdown  vm.GuestShutdownFunc
+	log       *slog.Logger
 }
 
 // Option configures a Driver.
@@ -57,6 +58,19 @@ func WithBinary(path string) Option {
 			return errors.New("qemu binary: empty path")
 		}
 		o.binary = path
+		return nil
+	}
+}
+
+// WithVirtiofsd sets the virtiofs daemon that serves a VM's shares
+// (default DefaultVirtiofsd). It must take the options of QEMU's C daemon
+// (--fd, -o source=, -o cache=, -o sandbox=).
+func WithVirtiofsd(path string) Option {
+	return func(o *options) error {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("virtiofsd %q: want an absolute path", path)
+		}
+		o.virtiofsd = path
 		return nil
 	}
 }
@@ -135,7 +149,7 @@ type child struct {
 
 // New returns a driver whose VMs live under root, which it creates.
 func New(root string, opts ...Option) (*Driver, error) {
-	o := options{binary: "qemu-system-x86_64", tbSize: 64, log: slog.New(slog.DiscardHandler)}
+	o := options{binary: "qemu-system-x86_64", virtiofsd: DefaultVirtiofsd, tbSize: 64, log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("qemu driver: %w", err)
@@ -158,7 +172,9 @@ func New(root string, opts ...Option) (*Driver, error) {
 		abs = real
 	}
 	removeStale(abs, o.log)
-	return &Driver{root: abs, o: o, sandbox: hasSandbox(bin), children: map[string]*child{}}, nil
+	d := &Driver{root: abs, o: o, sandbox: hasSandbox(bin), children: map[string]*child{}}
+	d.reapOrphanDaemons()
+	return d, nil
 }
 
 var sandboxes sync.Map // qemu binary -> bool
@@ -369,6 +385,9 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 			return fmt.Errorf("starting VM %s: network %d (%s): %w (start the network first)", name, i, n.Socket, err)
 		}
 	}
+	if err := d.checkShares(spec); err != nil {
+		return fmt.Errorf("starting VM %s: %w", name, err)
+	}
 	// A previous qemu of ours that ended may not be reaped yet: let its
 	// goroutine finish before the files are reused.
 	d.mu.Lock()
@@ -394,8 +413,27 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 	}
 	defer logf.Close()
 
-	c, err := d.spawn(dir, args, logf, spec.DieWithController)
+	shares := len(spec.Shares) > 0
+	if shares {
+		// Daemons left by a Start that died before its qemu ran wait
+		// for a connection for ever; the lock keeps other Starts out.
+		reapDaemons(dir, 0, 0)
+		vlog, err := os.OpenFile(filepath.Join(dir, virtiofsdLog), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("starting VM %s: %w", name, err)
+		}
+		err = d.startDaemons(dir, spec, vlog)
+		vlog.Close()
+		if err != nil {
+			reapDaemons(dir, 0, 0)
+			return fmt.Errorf("starting VM %s: %w", name, err)
+		}
+	}
+	c, err := d.spawn(dir, args, logf, spec.DieWithController, shares)
 	if err != nil {
+		if shares {
+			reapDaemons(dir, 0, 0)
+		}
 		return fmt.Errorf("starting VM %s: %w", name, err)
 	}
 	r := run{Pid: c.pid, PidStart: c.start, BootID: bootID(), Accel: accel, StartedAt: time.Now().UTC(), Args: args}
@@ -418,7 +456,11 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 		select {
 		case <-c.done:
 			b, _ := os.ReadFile(filepath.Join(dir, qemuLog))
-			return fmt.Errorf("starting VM %s: qemu exited: %s", name, lastLine(b))
+			why := lastLine(b)
+			if v, _ := os.ReadFile(filepath.Join(dir, virtiofsdLog)); shares && len(v) > 0 {
+				why += " (virtiofsd: " + lastLine(v) + ")"
+			}
+			return fmt.Errorf("starting VM %s: qemu exited: %s", name, why)
 		case <-wctx.Done():
 			unix.Kill(c.pid, unix.SIGKILL)
 			<-c.done
@@ -429,9 +471,9 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 }
 
 // spawn starts qemu in dir and returns once its pid and start time are
-// known. A goroutine locked to the forking thread reaps it and marks the
-// run's end.
-func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithController bool) (*child, error) {
+// known. A goroutine locked to the forking thread reaps it, marks the
+// run's end and, for a VM with shares, sees its virtiofsd processes end.
+func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithController, shares bool) (*child, error) {
 	type result struct {
 		c   *child
 		err error
@@ -467,6 +509,9 @@ func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithControll
 		res <- result{c: c}
 		cmd.Wait()
 		markExit(dir, c.pid, c.start)
+		if shares {
+			reapDaemons(dir, c.start, virtiofsdGrace)
+		}
 		close(c.done)
 		d.mu.Lock()
 		if d.children[filepath.Base(dir)] == c {
@@ -532,6 +577,9 @@ func (d *Driver) waitExit(ctx context.Context, name string, r run) error {
 		return err
 	}
 	markExit(d.dir(name), r.Pid, r.PidStart)
+	if spec, err := d.readSpec(name); err == nil && len(spec.Shares) > 0 {
+		reapDaemons(d.dir(name), r.PidStart, virtiofsdGrace)
+	}
 	return nil
 }
 
@@ -651,6 +699,10 @@ func cleanSockets(dir string) {
 	for _, f := range []string{qmpSock, agentSock} {
 		os.Remove(filepath.Join(dir, f))
 	}
+	vfs, _ := filepath.Glob(filepath.Join(dir, shareSockPrefix+"*.sock"))
+	for _, f := range vfs {
+		os.Remove(f)
+	}
 }
 
 func wrapStop(name string, err error) error {
@@ -763,7 +815,8 @@ func (d *Driver) List(ctx context.Context) ([]vm.Status, error) {
 
 // Remove implements vm.Driver.
 func (d *Driver) Remove(ctx context.Context, name string) error {
-	if _, err := d.readSpec(name); errors.Is(err, vm.ErrNotFound) {
+	spec, err := d.readSpec(name)
+	if errors.Is(err, vm.ErrNotFound) {
 		return nil
 	} else if err != nil {
 		return err
@@ -777,6 +830,9 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 		return err
 	} else if running {
 		return fmt.Errorf("removing VM %s: %w (stop it first)", name, vm.ErrRunning)
+	}
+	if len(spec.Shares) > 0 {
+		reapDaemons(d.dir(name), 0, 0)
 	}
 	// Rename first so that the VM disappears at once, even if deleting
 	// its files is cut short.
@@ -798,6 +854,19 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 	delete(d.children, name)
 	d.mu.Unlock()
 	return nil
+}
+
+// tryLock takes the VM's flock if no one holds it.
+func (d *Driver) tryLock(name string) (func(), error) {
+	f, err := os.OpenFile(d.path(name, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
 }
 
 // lock takes the VM's flock, waiting for ctx.
