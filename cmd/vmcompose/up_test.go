@@ -30,13 +30,19 @@ type psEntry struct {
 // compose.yaml when compose is not empty).
 func (p *runProject) in(dir, compose string, args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
+	return p.inWith(dir, compose, "quiet", args...)
+}
+
+// inWith is in with --progress progress.
+func (p *runProject) inWith(dir, compose, progress string, args ...string) (stdout, stderr string, code int) {
+	p.t.Helper()
 	os.MkdirAll(dir, 0o755)
 	if compose != "" {
 		if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
 			p.t.Fatal(err)
 		}
 	}
-	c := exec.Command(binary, append([]string{"--progress", "quiet"}, args...)...)
+	c := exec.Command(binary, append([]string{"--progress", progress}, args...)...)
 	c.Dir = dir
 	c.Env = append(os.Environ(), p.env...)
 	var o, e bytes.Buffer
