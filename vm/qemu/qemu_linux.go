@@ -417,7 +417,7 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 	if shares {
 		// Daemons left by a Start that died before its qemu ran wait
 		// for a connection for ever; the lock keeps other Starts out.
-		reapDaemons(dir, 0, 0)
+		d.reapDaemons(dir, 0, 0)
 		vlog, err := os.OpenFile(filepath.Join(dir, virtiofsdLog), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 		if err != nil {
 			return fmt.Errorf("starting VM %s: %w", name, err)
@@ -425,14 +425,14 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 		err = d.startDaemons(dir, spec, vlog)
 		vlog.Close()
 		if err != nil {
-			reapDaemons(dir, 0, 0)
+			d.reapDaemons(dir, 0, 0)
 			return fmt.Errorf("starting VM %s: %w", name, err)
 		}
 	}
 	c, err := d.spawn(dir, args, logf, spec.DieWithController, shares)
 	if err != nil {
 		if shares {
-			reapDaemons(dir, 0, 0)
+			d.reapDaemons(dir, 0, 0)
 		}
 		return fmt.Errorf("starting VM %s: %w", name, err)
 	}
@@ -510,7 +510,7 @@ func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithControll
 		cmd.Wait()
 		markExit(dir, c.pid, c.start)
 		if shares {
-			reapDaemons(dir, c.start, virtiofsdGrace)
+			d.reapDaemons(dir, c.start, virtiofsdGrace)
 		}
 		close(c.done)
 		d.mu.Lock()
@@ -578,7 +578,7 @@ func (d *Driver) waitExit(ctx context.Context, name string, r run) error {
 	}
 	markExit(d.dir(name), r.Pid, r.PidStart)
 	if spec, err := d.readSpec(name); err == nil && len(spec.Shares) > 0 {
-		reapDaemons(d.dir(name), r.PidStart, virtiofsdGrace)
+		d.reapDaemons(d.dir(name), r.PidStart, virtiofsdGrace)
 	}
 	return nil
 }
@@ -832,7 +832,7 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 		return fmt.Errorf("removing VM %s: %w (stop it first)", name, vm.ErrRunning)
 	}
 	if len(spec.Shares) > 0 {
-		reapDaemons(d.dir(name), 0, 0)
+		d.reapDaemons(d.dir(name), 0, 0)
 	}
 	// Rename first so that the VM disappears at once, even if deleting
 	// its files is cut short.

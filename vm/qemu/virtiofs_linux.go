@@ -286,10 +286,10 @@ type daemon struct {
 
 // findDaemons returns the live virtiofsd processes serving a share root
 // under prefix (a VM directory, or the state root, with a trailing
-// slash), found by their source= argument: those of a Start that died
-// before it could record them included, and the sandboxed child each
-// daemon forks.
-func findDaemons(prefix string) []daemon {
+// slash), found by their command line (the daemon, then a source=
+// argument under prefix): those of a Start that died before it could
+// record them included, and the sandboxed child each daemon forks.
+func (d *Driver) findDaemons(prefix string) []daemon {
 	want := "source=" + escapeOpt(prefix)
 	ents, _ := os.ReadDir("/proc")
 	var out []daemon
@@ -299,7 +299,7 @@ func findDaemons(prefix string) []daemon {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !strings.Contains(string(b), want) {
+		if err != nil || !strings.HasPrefix(string(b), d.o.virtiofsd+"\x00") || !strings.Contains(string(b), want) {
 			continue
 		}
 		for arg := range strings.SplitSeq(string(b), "\x00") {
@@ -322,10 +322,10 @@ func findDaemons(prefix string) []daemon {
 // grace for them to end by themselves, kills those left and returns once
 // they are gone. notAfter keeps the daemons of a later start of the VM,
 // begun by another process, out of reach.
-func reapDaemons(dir string, notAfter uint64, grace time.Duration) {
+func (d *Driver) reapDaemons(dir string, notAfter uint64, grace time.Duration) {
 	mine := func() []daemon {
 		var out []daemon
-		for _, p := range findDaemons(dir + "/" + sharesDir + "/") {
+		for _, p := range d.findDaemons(dir + "/" + sharesDir + "/") {
 			if notAfter == 0 || p.start <= notAfter {
 				out = append(out, p)
 			}
@@ -359,7 +359,7 @@ func reapDaemons(dir string, notAfter uint64, grace time.Duration) {
 func (d *Driver) reapOrphanDaemons() {
 	names := map[string]bool{}
 	prefix := escapeOpt(d.root + "/")
-	for _, p := range findDaemons(d.root + "/") {
+	for _, p := range d.findDaemons(d.root + "/") {
 		rel, _ := strings.CutPrefix(p.root, prefix)
 		if name, _, ok := strings.Cut(rel, "/"); ok && validName(name) {
 			names[name] = true
@@ -372,7 +372,7 @@ func (d *Driver) reapOrphanDaemons() {
 		}
 		if _, running, err := d.current(name); err == nil && !running {
 			d.o.log.Warn("ending the virtiofsd of a VM that does not run", "vm", name)
-			reapDaemons(d.dir(name), 0, 0)
+			d.reapDaemons(d.dir(name), 0, 0)
 		}
 		unlock()
 	}

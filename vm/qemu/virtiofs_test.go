@@ -90,7 +90,7 @@ func fakeLostDaemon(t *testing.T, d *Driver, name string) *exec.Cmd {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	for deadline := time.Now().Add(5 * time.Second); len(findDaemons(d.dir(name)+"/")) == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); len(d.findDaemons(d.dir(name)+"/")) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the daemon did not start")
 		}
@@ -115,6 +115,12 @@ func TestNewEndsLostDaemons(t *testing.T) {
 	}
 	lost := fakeLostDaemon(t, d, "lost")
 	starting := fakeLostDaemon(t, d, "starting")
+	// A process that only mentions a share root is no daemon.
+	bystander := exec.Command("sh", "-c", "sleep 30", "source="+shareRoot(d.dir("lost"), 0))
+	if err := bystander.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { bystander.Process.Kill(); bystander.Wait() }()
 	unlock, err := d.tryLock("starting")
 	if err != nil {
 		t.Fatal(err)
@@ -130,15 +136,18 @@ func TestNewEndsLostDaemons(t *testing.T) {
 	if alive(lost.Process.Pid, lostStart) {
 		t.Error("New left the daemon of a VM that does not run")
 	}
-	if err := starting.Process.Signal(syscall.Signal(0)); err != nil {
-		t.Errorf("New ended the daemon of a VM being started: %v", err)
+	if s, zombie, err := procStart(starting.Process.Pid); err != nil || zombie || s == 0 {
+		t.Error("New ended the daemon of a VM being started")
+	}
+	if s, zombie, err := procStart(bystander.Process.Pid); err != nil || zombie || s == 0 {
+		t.Error("New ended a process that is no daemon")
 	}
 	unlock()
 	// Remove ends them too.
 	if err := d.Remove(ctx, "starting"); err != nil {
 		t.Fatal(err)
 	}
-	if left := findDaemons(root + "/"); len(left) > 0 {
+	if left := d.findDaemons(root + "/"); len(left) > 0 {
 		t.Errorf("daemons left after Remove: %+v", left)
 	}
 }
@@ -162,7 +171,7 @@ func TestFailedStartEndsDaemons(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no-such-vmlinux") {
 		t.Fatalf("Start with a missing kernel = %v, want qemu's complaint", err)
 	}
-	if left := findDaemons(root + "/"); len(left) > 0 {
+	if left := d.findDaemons(root + "/"); len(left) > 0 {
 		t.Errorf("daemons left after a failed Start: %+v", left)
 	}
 	// The shares were mounted for the daemons only: the host sees empty
