@@ -53,8 +53,6 @@ func BenchmarkBoot(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx := context.Background()
-
 	floor := func() time.Duration {
 		dir := b.TempDir()
 		t0 := time.Now()
@@ -77,42 +75,9 @@ func BenchmarkBoot(b *testing.B) {
 
 	run := func(i int) time.Duration {
 		name := fmt.Sprintf("true-%d", i)
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		t0 := time.Now()
-		if err := d.Create(ctx, f.serviceSpec(name)); err != nil {
-			b.Fatal(err)
-		}
-		if err := d.Start(ctx, name); err != nil {
-			b.Fatal(err)
-		}
-		st, err := d.Inspect(ctx, name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		c, err := agent.DialSocket(ctx, st.Agent)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := c.Start(ctx, agent.Spec{Command: []string{"true"}}); err != nil {
-			b.Fatal(err)
-		}
-		tSpawn := st.StartedAt.Sub(t0)
-		tDial := time.Since(t0)
-		exit, err := c.Wait(ctx)
-		if err != nil || exit.Code != 0 {
-			b.Fatalf("service true: %+v, %v", exit, err)
-		}
-		c.Close()
-		if st, err := vm.Wait(ctx, d, name); err != nil || st.State != vm.StateExited {
-			b.Fatalf("VM after the service exited: %+v, %v", st, err)
-		}
-		tExit := time.Since(t0)
-		if err := d.Remove(ctx, name); err != nil {
-			b.Fatal(err)
-		}
-		b.Logf("run %d: qemu spawned %v, agent up and service started %v, VM exited %v, removed %v", i, tSpawn, tDial, tExit, time.Since(t0))
-		return time.Since(t0)
+		t := runTrue(b, d, f.serviceSpec(name), nil)
+		b.Logf("run %d: qemu spawned %v, agent up and service started %v, VM exited %v, removed %v", i, t.spawned, t.up, t.exited, t.removed)
+		return t.removed
 	}
 
 	floor() // warm the page cache for both
@@ -140,6 +105,53 @@ func BenchmarkBoot(b *testing.B) {
 	b.ReportMetric(mem.tcg, "idle-tcg-MiB")
 	b.Logf("idle 256 MiB service: qemu Rss %.1f MiB, Pss %.1f MiB; guest RAM touched %.1f MiB, TCG code buffer %.1f MiB, kernel and initramfs file mappings %.1f + %.1f MiB (page cache, shared by VMs)",
 		mem.rss, mem.pss, mem.guest, mem.tcg, mem.kernel, mem.initrd)
+}
+
+// runTimes are the moments of one runTrue, from its start.
+type runTimes struct {
+	spawned, up, exited, removed time.Duration
+}
+
+// runTrue creates and starts sp, runs `true` as its service with mounts,
+// waits for the VM to power off and removes it: `vmcompose run --rm svc
+// true` on an already-pulled image.
+func runTrue(b *testing.B, d *qemu.Driver, sp vm.Spec, mounts []agent.Mount) runTimes {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var t runTimes
+	t0 := time.Now()
+	if err := d.Create(ctx, sp); err != nil {
+		b.Fatal(err)
+	}
+	if err := d.Start(ctx, sp.Name); err != nil {
+		b.Fatal(err)
+	}
+	st, err := d.Inspect(ctx, sp.Name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := agent.DialSocket(ctx, st.Agent)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Start(ctx, agent.Spec{Command: []string{"true"}, Mounts: mounts}); err != nil {
+		b.Fatal(err)
+	}
+	t.spawned, t.up = st.StartedAt.Sub(t0), time.Since(t0)
+	exit, err := c.Wait(ctx)
+	if err != nil || exit.Code != 0 {
+		b.Fatalf("service true: %+v, %v", exit, err)
+	}
+	c.Close()
+	if st, err := vm.Wait(ctx, d, sp.Name); err != nil || st.State != vm.StateExited {
+		b.Fatalf("VM after the service exited: %+v, %v", st, err)
+	}
+	t.exited = time.Since(t0)
+	if err := d.Remove(ctx, sp.Name); err != nil {
+		b.Fatal(err)
+	}
+	t.removed = time.Since(t0)
+	return t
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -320,39 +332,9 @@ func BenchmarkShare(b *testing.B) {
 	// run returns when the service ran (the agent's Start returned, the
 	// mounts made) and when the VM was gone.
 	run := func(name string, share bool) (up, total time.Duration) {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
 		sp, mounts := spec(name, share)
-		t0 := time.Now()
-		if err := d.Create(ctx, sp); err != nil {
-			b.Fatal(err)
-		}
-		if err := d.Start(ctx, name); err != nil {
-			b.Fatal(err)
-		}
-		st, err := d.Inspect(ctx, name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		c, err := agent.DialSocket(ctx, st.Agent)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := c.Start(ctx, agent.Spec{Command: []string{"true"}, Mounts: mounts}); err != nil {
-			b.Fatal(err)
-		}
-		up = time.Since(t0)
-		if exit, err := c.Wait(ctx); err != nil || exit.Code != 0 {
-			b.Fatalf("service true: %+v, %v", exit, err)
-		}
-		c.Close()
-		if st, err := vm.Wait(ctx, d, name); err != nil || st.State != vm.StateExited {
-			b.Fatalf("VM after the service exited: %+v, %v", st, err)
-		}
-		if err := d.Remove(ctx, name); err != nil {
-			b.Fatal(err)
-		}
-		return up, time.Since(t0)
+		t := runTrue(b, d, sp, mounts)
+		return t.up, t.removed
 	}
 	run("warm-plain", false)
 	run("warm-share", true)

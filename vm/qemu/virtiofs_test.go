@@ -57,8 +57,9 @@ func TestVirtiofsdArgs(t *testing.T) {
 	}
 }
 
-// requireVirtiofsd skips unless this host can run QEMU's virtiofsd.
-func requireVirtiofsd(t *testing.T) {
+// shareDriver returns a driver on a new root, skipping unless this host
+// can run QEMU's virtiofsd.
+func shareDriver(t *testing.T) (string, *Driver) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("virtiofsd needs root")
@@ -66,6 +67,12 @@ func requireVirtiofsd(t *testing.T) {
 	if _, err := os.Stat(DefaultVirtiofsd); err != nil {
 		t.Skip(err)
 	}
+	root := t.TempDir()
+	d, err := New(root, WithAccel(AccelTCG))
+	if err != nil {
+		t.Skip(err) // no qemu binary
+	}
+	return root, d
 }
 
 // fakeLostDaemon starts a virtiofsd for share 0 of VM name as a Start
@@ -101,12 +108,7 @@ func fakeLostDaemon(t *testing.T, d *Driver, name string) *exec.Cmd {
 // TestNewEndsLostDaemons: a new Driver ends the virtiofsd of a VM that
 // does not run, unless that VM is being started (its lock held).
 func TestNewEndsLostDaemons(t *testing.T) {
-	requireVirtiofsd(t)
-	root := t.TempDir()
-	d, err := New(root, WithAccel(AccelTCG))
-	if err != nil {
-		t.Skip(err)
-	}
+	root, d := shareDriver(t)
 	ctx := context.Background()
 	for _, n := range []string{"lost", "starting"} {
 		if err := d.Create(ctx, vm.Spec{Name: n, Kernel: "/k", Shares: []vm.Share{{Tag: "s", Source: root}}}); err != nil {
@@ -155,19 +157,14 @@ func TestNewEndsLostDaemons(t *testing.T) {
 // TestFailedStartEndsDaemons: when qemu dies at start, the daemons it
 // never connected to end too.
 func TestFailedStartEndsDaemons(t *testing.T) {
-	requireVirtiofsd(t)
-	root := t.TempDir()
-	d, err := New(root, WithAccel(AccelTCG))
-	if err != nil {
-		t.Skip(err)
-	}
+	root, d := shareDriver(t)
 	ctx := context.Background()
 	src := t.TempDir()
 	spec := vm.Spec{Name: "broken", Kernel: filepath.Join(root, "no-such-vmlinux"), Shares: []vm.Share{{Tag: "a", Source: src}, {Tag: "b", Source: src, ReadOnly: true}}}
 	if err := d.Create(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	err = d.Start(ctx, "broken")
+	err := d.Start(ctx, "broken")
 	if err == nil || !strings.Contains(err.Error(), "no-such-vmlinux") {
 		t.Fatalf("Start with a missing kernel = %v, want qemu's complaint", err)
 	}
@@ -191,12 +188,7 @@ func TestFailedStartEndsDaemons(t *testing.T) {
 // TestStartRefusesBadShares: a share whose source is missing or neither
 // a directory nor a file fails Start, naming the share.
 func TestStartRefusesBadShares(t *testing.T) {
-	requireVirtiofsd(t)
-	root := t.TempDir()
-	d, err := New(root, WithAccel(AccelTCG))
-	if err != nil {
-		t.Skip(err)
-	}
+	root, d := shareDriver(t)
 	ctx := context.Background()
 	for tag, src := range map[string]string{"missing": filepath.Join(root, "absent"), "device": "/dev/null"} {
 		name := "bad-" + tag
