@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,23 +16,13 @@ import (
 // virtiofsds lists the live virtiofsd processes serving a share of a VM
 // under dir.
 func virtiofsds(dir string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+	return pidsWhere(func(pid int, b []byte) bool {
+		if !bytes.Contains(b, []byte("virtiofsd")) || !bytes.Contains(b, []byte("source="+dir)) {
+			return false
 		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !bytes.Contains(b, []byte("virtiofsd")) || !bytes.Contains(b, []byte("source="+dir)) {
-			continue
-		}
-		if stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); bytes.Contains(stat, []byte(") Z ")) {
-			continue // ended, not reaped yet
-		}
-		pids = append(pids, pid)
-	}
-	return pids
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		return !bytes.Contains(stat, []byte(") Z ")) // a zombie has ended
+	})
 }
 
 // TestBindMounts: bind mounts of the short and long syntax, relative to the
