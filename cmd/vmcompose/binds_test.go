@@ -28,7 +28,8 @@ func virtiofsds(dir string) []int {
 // TestBindMounts: bind mounts of the short and long syntax, relative to the
 // project directory, of directories and a file, read-write and read-only,
 // with up, exec and down as a dev loop uses them; a missing source is
-// created; no virtiofsd outlives its VM, killed or taken down.
+// created; a new supervisor adopts the VM with its virtiofsd; none
+// outlives its VM, killed or taken down.
 func TestBindMounts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("QEMU's virtiofsd needs root")
@@ -129,6 +130,25 @@ func TestBindMounts(t *testing.T) {
 		t.Fatalf("up -d --wait after the kill: exit %d\n%s", code, stderr)
 	}
 	check("shares after a restart", "cat /srv/site/guest.txt", "from guest")
+
+	// A supervisor that dies leaves the VM and its daemons running; the
+	// next one adopts them as they are.
+	sups, daemons := supervisors(state), virtiofsds(state)
+	if len(sups) != 1 {
+		t.Fatalf("supervisors %v, want 1", sups)
+	}
+	syscall.Kill(sups[0], syscall.SIGKILL)
+	if left := waitGone(supervisors, state); len(left) != 0 {
+		t.Fatalf("supervisor %v survived SIGKILL", left)
+	}
+	if _, stderr, code := p.in(dir, "", "up", "-d", "--wait"); code != 0 {
+		t.Fatalf("up after the supervisor was killed: exit %d\n%s", code, stderr)
+	}
+	if after := virtiofsds(state); fmt.Sprint(after) != fmt.Sprint(daemons) {
+		t.Errorf("virtiofsd processes before the supervisor died %v, after adoption %v: want the same", daemons, after)
+	}
+	write("site/index.html", "edited after adoption\n")
+	check("shares after adoption", "cat /srv/site/index.html", "edited after adoption")
 
 	if _, stderr, code := p.in(dir, "", "down", "-t", "0"); code != 0 {
 		t.Fatalf("down: exit %d\n%s", code, stderr)
