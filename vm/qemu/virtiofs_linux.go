@@ -90,11 +90,12 @@ func (d *Driver) checkShares(spec vm.Spec) error {
 	if len(spec.Shares) == 0 {
 		return nil
 	}
+	first := spec.Shares[0]
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("share %s: QEMU's virtiofsd needs root: run as root, or use a disk instead of a share", spec.Shares[0].Tag)
+		return fmt.Errorf("share %s (%s): QEMU's virtiofsd needs root: run as root, or use a disk instead of a share", first.Tag, first.Source)
 	}
 	if _, err := os.Stat(d.o.virtiofsd); err != nil {
-		return fmt.Errorf("share %s: %w (install qemu-system-common, or set the daemon with qemu.WithVirtiofsd)", spec.Shares[0].Tag, err)
+		return fmt.Errorf("share %s (%s): %w (install qemu-system-common, or set the daemon with qemu.WithVirtiofsd)", first.Tag, first.Source, err)
 	}
 	for _, sh := range spec.Shares {
 		fi, err := os.Stat(sh.Source)
