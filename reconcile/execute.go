@@ -49,6 +49,9 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	if err := CheckVolumes(p, req.Scale); err != nil {
 		return err
 	}
+	for _, w := range VolumeWarnings(p) {
+		emit(Event{Message: "warning: " + w})
+	}
 	for _, w := range plan.Warnings {
 		emit(Event{Message: "warning: " + w})
 	}

@@ -105,11 +105,11 @@ func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 			return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 		}
 	}
-	disks, mounts, err := Volumes(ctx, s.Project, svc, dir, s.Name)
+	st, err := Volumes(ctx, s.Project, svc, dir, s.Name)
 	if err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
-	guest.Mounts = append(guest.Mounts, mounts...)
+	guest.Mounts = append(guest.Mounts, st.Mounts...)
 	return &Prepared{
 		Service: svc.Name, Image: img, Rootfs: fs, Kernel: k, Initramfs: initrd, Guest: guest,
 		Spec: vm.Spec{
@@ -119,7 +119,8 @@ func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 			Kernel:      k.Image,
 			Initramfs:   initrd,
 			Cmdline:     vmcfg.KernelArgs,
-			Disks:       append([]vm.Disk{{Path: fs, Serial: "rootfs", ReadOnly: true}}, disks...),
+			Disks:       append([]vm.Disk{{Path: fs, Serial: "rootfs", ReadOnly: true}}, st.Disks...),
+			Shares:      st.Shares,
 			ScratchSize: vmcfg.Disk,
 		},
 	}, nil

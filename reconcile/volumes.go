@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -67,8 +68,20 @@ func volumeSerial(path string) string {
 
 // CheckVolumes refuses named volumes that two services (or two replicas
 // of one) would mount read-write at once: ext4 is not a cluster file
-// system. One writer and any number of read-only mounts are fine.
+// system. One writer and any number of read-only mounts are fine. It also
+// refuses bind mounts that cannot work (see checkBind), before anything
+// boots.
 func CheckVolumes(p *project.Project, scale map[string]int) error {
+	for _, name := range p.ServiceNames() {
+		for _, v := range p.Services[name].Volumes {
+			if v.Type != types.VolumeTypeBind {
+				continue
+			}
+			if _, err := checkBind(v); err != nil {
+				return &ServiceError{Service: name, Err: err}
+			}
+		}
+	}
 	type user struct {
 		service string
 		rw      bool
@@ -118,16 +131,24 @@ func CheckVolumes(p *project.Project, scale map[string]int) error {
 	return nil
 }
 
-// Volumes maps a service's volumes and tmpfs entries to the disks its VM
-// gets and the mounts its guest makes, creating the disk images of named
-// and anonymous volumes on first use. dir is the project's state dir and
-// vmName the instance's VM. Bind mounts are refused: they need virtiofs.
-func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, dir, vmName string) ([]vm.Disk, []agent.Mount, error) {
-	var disks []vm.Disk
-	var mounts []agent.Mount
+// Storage is what a service's volumes make of its VM: the disks and
+// shares it gets, and the mounts its guest makes.
+type Storage struct {
+	Disks  []vm.Disk
+	Shares []vm.Share
+	Mounts []agent.Mount
+}
+
+// Volumes maps a service's volumes and tmpfs entries to the disks and
+// shares its VM gets and the mounts its guest makes, creating the disk
+// images of named and anonymous volumes on first use, and the missing
+// source directories of bind mounts as docker compose does. dir is the
+// project's state dir and vmName the instance's VM.
+func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, dir, vmName string) (Storage, error) {
+	var st Storage
 	for _, t := range svc.Tmpfs {
 		target, opts, _ := strings.Cut(t, ":")
-		mounts = append(mounts, agent.Mount{Type: agent.MountTmpfs, Target: target, Options: opts})
+		st.Mounts = append(st.Mounts, agent.Mount{Type: agent.MountTmpfs, Target: target, Options: opts})
 	}
 	for i, v := range svc.Volumes {
 		switch v.Type {
@@ -141,29 +162,92 @@ func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, d
 					opts = append(opts, "mode="+strconv.FormatUint(uint64(v.Tmpfs.Mode), 8))
 				}
 			}
-			mounts = append(mounts, agent.Mount{Type: agent.MountTmpfs, Target: v.Target, ReadOnly: v.ReadOnly, Options: strings.Join(opts, ",")})
+			st.Mounts = append(st.Mounts, agent.Mount{Type: agent.MountTmpfs, Target: v.Target, ReadOnly: v.ReadOnly, Options: strings.Join(opts, ",")})
 		case types.VolumeTypeVolume:
 			path, err := volumeImage(ctx, p, v, dir, vmName, i)
 			if err != nil {
-				return nil, nil, err
+				return Storage{}, err
 			}
 			serial := volumeSerial(path)
-			disks = append(disks, vm.Disk{Path: path, Serial: serial, ReadOnly: v.ReadOnly})
+			st.Disks = append(st.Disks, vm.Disk{Path: path, Serial: serial, ReadOnly: v.ReadOnly})
 			m := agent.Mount{Type: agent.MountDisk, Source: serial, Target: v.Target, ReadOnly: v.ReadOnly}
 			if v.Volume != nil {
 				if v.Volume.Subpath != "" {
-					return nil, nil, fmt.Errorf("volume %q: subpath is not supported yet", v.Source)
+					return Storage{}, fmt.Errorf("volume %q: subpath is not supported yet", v.Source)
 				}
 				m.NoCopy = v.Volume.NoCopy
 			}
-			mounts = append(mounts, m)
+			st.Mounts = append(st.Mounts, m)
 		case types.VolumeTypeBind:
-			return nil, nil, fmt.Errorf("bind mount of %s at %s: bind mounts are not supported yet (use a named volume)", v.Source, v.Target)
+			sh, m, err := bindShare(v, fmt.Sprintf("bind%d", len(st.Shares)))
+			if err != nil {
+				return Storage{}, err
+			}
+			st.Shares = append(st.Shares, sh)
+			st.Mounts = append(st.Mounts, m)
 		default:
-			return nil, nil, fmt.Errorf("volume at %s: type %q is not supported", v.Target, v.Type)
+			return Storage{}, fmt.Errorf("volume at %s: type %q is not supported", v.Target, v.Type)
 		}
 	}
-	return disks, mounts, nil
+	return st, nil
+}
+
+// checkBind checks a bind mount's source, which compose-go has made
+// absolute (relative paths are the project directory's): it returns what
+// is there, nil when nothing is and bind.create_host_path lets Volumes
+// create a directory, as docker compose does (the short syntax always
+// does). Only a directory or a regular file can be shared with a VM.
+func checkBind(v types.ServiceVolumeConfig) (fs.FileInfo, error) {
+	what := fmt.Sprintf("volumes: bind mount of %s at %s", v.Source, v.Target)
+	if !filepath.IsAbs(v.Source) {
+		return nil, fmt.Errorf("%s: the source is not an absolute path", what)
+	}
+	fi, err := os.Stat(v.Source)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if v.Bind != nil && !bool(v.Bind.CreateHostPath) {
+			return nil, fmt.Errorf("%s: the source does not exist, and bind.create_host_path is false: create it, or drop create_host_path: false to have it created", what)
+		}
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", what, err)
+	case !fi.IsDir() && !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("%s: the source is a %s: only a directory or a regular file can be shared with a VM (a host socket or device cannot be reached from the guest)", what, fileKind(fi.Mode()))
+	}
+	return fi, nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
+}
+
+// bindShare maps a bind mount to the VM's share tag and the guest's
+// virtiofs mount, creating a missing source directory. A file is shared
+// alone (vm.Share) and bound at the target in the guest.
+func bindShare(v types.ServiceVolumeConfig, tag string) (vm.Share, agent.Mount, error) {
+	fi, err := checkBind(v)
+	if err != nil {
+		return vm.Share{}, agent.Mount{}, err
+	}
+	if fi == nil {
+		if err := os.MkdirAll(v.Source, 0o755); err != nil {
+			return vm.Share{}, agent.Mount{}, fmt.Errorf("volumes: bind mount of %s at %s: creating the source: %w", v.Source, v.Target, err)
+		}
+	}
+	sh := vm.Share{Tag: tag, Source: v.Source, ReadOnly: v.ReadOnly}
+	m := agent.Mount{Type: agent.MountVirtiofs, Source: tag, Target: v.Target, ReadOnly: v.ReadOnly}
+	if fi != nil && !fi.IsDir() {
+		m.Subpath = filepath.Base(v.Source)
+	}
+	return sh, m, nil
 }
 
 // volumeImage returns the disk image of a service volume of type volume,
@@ -230,4 +314,34 @@ func ensureImage(ctx context.Context, d, path string, size int64) error {
 // project's and stay.
 func RemoveVolumes(dir string) error {
 	return os.RemoveAll(VolumeDir(dir))
+}
+
+// VolumeWarnings says what of the services' bind mounts vmcompose
+// ignores (see BindWarnings).
+func VolumeWarnings(p *project.Project) []string {
+	var out []string
+	for _, name := range p.ServiceNames() {
+		out = append(out, BindWarnings(p.Services[name])...)
+	}
+	return out
+}
+
+// BindWarnings says what of a service's bind mounts vmcompose ignores:
+// bind.propagation (a VM's mounts are its own kernel's: mounts made later
+// on either side never reach the other) and bind.selinux (nothing is
+// relabelled).
+func BindWarnings(svc types.ServiceConfig) []string {
+	var out []string
+	for _, v := range svc.Volumes {
+		if v.Type != types.VolumeTypeBind || v.Bind == nil {
+			continue
+		}
+		if v.Bind.Propagation != "" {
+			out = append(out, fmt.Sprintf("service %q: volumes: bind mount at %s: bind.propagation %q is ignored: a VM's mounts are its own", svc.Name, v.Target, v.Bind.Propagation))
+		}
+		if v.Bind.SELinux != "" {
+			out = append(out, fmt.Sprintf("service %q: volumes: bind mount at %s: bind.selinux %q is ignored: the source is not relabelled", svc.Name, v.Target, v.Bind.SELinux))
+		}
+	}
+	return out
 }

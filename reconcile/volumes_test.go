@@ -2,8 +2,10 @@ package reconcile
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/vm"
 )
 
 func volumeProject(svcs ...types.ServiceConfig) *project.Project {
@@ -42,10 +45,11 @@ func TestVolumesMapping(t *testing.T) {
 		types.ServiceVolumeConfig{Type: types.VolumeTypeTmpfs, Target: "/t", Tmpfs: &types.ServiceVolumeTmpfs{Size: 1 << 20, Mode: 0o1777}},
 	)
 	svc.Tmpfs = types.StringList{"/run:size=1m,mode=1777"}
-	disks, mounts, err := Volumes(context.Background(), volumeProject(svc), svc, dir, "web-1")
+	st, err := Volumes(context.Background(), volumeProject(svc), svc, dir, "web-1")
 	if err != nil {
 		t.Fatal(err)
 	}
+	disks, mounts := st.Disks, st.Mounts
 	if len(disks) != 2 || disks[0].Path != filepath.Join(dir, "volumes", "data.img") || !disks[0].ReadOnly ||
 		disks[1].Path != filepath.Join(dir, "volumes", "anonymous", "web-1", "1.img") || disks[0].Serial == disks[1].Serial {
 		t.Fatalf("disks: %+v", disks)
@@ -77,11 +81,10 @@ func TestVolumesMapping(t *testing.T) {
 		v    types.ServiceVolumeConfig
 		want string
 	}{
-		{vol(types.VolumeTypeBind, "/src", "/app", false), "bind mounts are not supported yet"},
 		{vol(types.VolumeTypeVolume, "ext", "/x", false), `external volume "nowhere"`},
 	} {
 		s := withVolumes("x", c.v)
-		if _, _, err := Volumes(context.Background(), volumeProject(s), s, dir, "x-1"); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Volumes(context.Background(), volumeProject(s), s, dir, "x-1"); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.v, err, c.want)
 		}
 	}
@@ -100,5 +103,95 @@ func TestCheckVolumes(t *testing.T) {
 	}
 	if err := CheckVolumes(volumeProject(rw), map[string]int{"a": 2}); err == nil || !strings.Contains(err.Error(), "replica") {
 		t.Errorf("two replicas writing: %v", err)
+	}
+}
+
+func TestBindMounts(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	file := filepath.Join(dir, "conf", "app.yaml")
+	os.MkdirAll(filepath.Dir(file), 0o755)
+	if err := os.WriteFile(file, []byte("x: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	short := vol(types.VolumeTypeBind, src, "/src", false) // ./src:/src
+	short.Bind = &types.ServiceVolumeBind{CreateHostPath: true}
+	long := vol(types.VolumeTypeBind, filepath.Join(dir, "long"), "/long", true) // no bind: section
+	svc := withVolumes("web", short, long, vol(types.VolumeTypeBind, file, "/etc/app.yaml", true))
+	st, err := Volumes(context.Background(), volumeProject(svc), svc, dir, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Missing sources are made as directories, as docker compose does.
+	for _, d := range []string{src, filepath.Join(dir, "long")} {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			t.Errorf("bind source %s: %v, %v; want a directory created", d, fi, err)
+		}
+	}
+	wantShares := []vm.Share{
+		{Tag: "bind0", Source: src},
+		{Tag: "bind1", Source: filepath.Join(dir, "long"), ReadOnly: true},
+		{Tag: "bind2", Source: file, ReadOnly: true},
+	}
+	if !slices.Equal(st.Shares, wantShares) {
+		t.Errorf("shares: %+v\nwant %+v", st.Shares, wantShares)
+	}
+	wantMounts := []agent.Mount{
+		{Type: agent.MountVirtiofs, Source: "bind0", Target: "/src"},
+		{Type: agent.MountVirtiofs, Source: "bind1", Target: "/long", ReadOnly: true},
+		// A file is shared alone and bound at its target in the guest.
+		{Type: agent.MountVirtiofs, Source: "bind2", Target: "/etc/app.yaml", ReadOnly: true, Subpath: "app.yaml"},
+	}
+	if !slices.Equal(st.Mounts, wantMounts) {
+		t.Errorf("mounts: %+v\nwant %+v", st.Mounts, wantMounts)
+	}
+	if len(st.Disks) != 0 {
+		t.Errorf("disks for bind mounts: %+v", st.Disks)
+	}
+	spec := vm.Spec{Name: "web-1", Kernel: "/k", Shares: st.Shares}
+	if err := spec.Validate(); err != nil {
+		t.Errorf("the shares make an invalid VM spec: %v", err)
+	}
+
+	sock := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	noCreate := vol(types.VolumeTypeBind, filepath.Join(dir, "absent"), "/a", false)
+	noCreate.Bind = &types.ServiceVolumeBind{CreateHostPath: false}
+	for _, c := range []struct {
+		v    types.ServiceVolumeConfig
+		want string
+	}{
+		{noCreate, "volumes: bind mount of " + filepath.Join(dir, "absent") + " at /a: the source does not exist, and bind.create_host_path is false: create it"},
+		{vol(types.VolumeTypeBind, sock, "/run/s.sock", false), "the source is a socket: only a directory or a regular file"},
+		{vol(types.VolumeTypeBind, "rel", "/r", false), "not an absolute path"},
+	} {
+		s := withVolumes("x", c.v)
+		if _, err := Volumes(context.Background(), volumeProject(s), s, dir, "x-1"); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.v, err, c.want)
+		}
+		// up refuses it before anything boots, naming the service.
+		if err := CheckVolumes(volumeProject(s), nil); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), `"x"`) {
+			t.Errorf("CheckVolumes %+v: %v, want %q naming the service", c.v, err, c.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "absent")); err == nil {
+		t.Error("create_host_path: false created the source")
+	}
+}
+
+func TestBindWarnings(t *testing.T) {
+	v := vol(types.VolumeTypeBind, "/src", "/src", false)
+	v.Bind = &types.ServiceVolumeBind{Propagation: "rshared", SELinux: "z", CreateHostPath: true}
+	got := VolumeWarnings(volumeProject(withVolumes("web", v, vol(types.VolumeTypeBind, "/b", "/b", false))))
+	want := []string{
+		`service "web": volumes: bind mount at /src: bind.propagation "rshared" is ignored: a VM's mounts are its own`,
+		`service "web": volumes: bind mount at /src: bind.selinux "z" is ignored: the source is not relabelled`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("VolumeWarnings = %q\nwant %q", got, want)
 	}
 }

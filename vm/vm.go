@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"regexp"
 	"time"
 )
@@ -58,6 +59,12 @@ type Spec struct {
 	// Remove, as a container's writable layer is.
 	ScratchSize int64 `json:"scratch_size,omitempty"`
 
+	// Shares are host paths the guest mounts with virtiofs, each found by
+	// its tag (`mount -t virtiofs TAG DIR`): compose's bind mounts. The
+	// guest sees the host's files, owners and modes, and its writes land
+	// in the host's files at once.
+	Shares []Share `json:"shares,omitempty"`
+
 	// Networks are NICs, each connected to the unix stream socket of the
 	// process that carries the network. It must listen before Start (Start
 	// fails when the socket does not exist); a VMM does not reconnect when
@@ -85,6 +92,21 @@ type Disk struct {
 	// digits, '.', '_' and '-'.
 	Serial string `json:"serial"`
 	// ReadOnly disks may be shared by any number of running VMs.
+	ReadOnly bool `json:"read_only,omitempty"`
+}
+
+// Share is a host path served to the guest over virtiofs.
+type Share struct {
+	// Tag names the share to the guest: at most 36 bytes of letters,
+	// digits, '.', '_' and '-'.
+	Tag string `json:"tag"`
+	// Source is the absolute host path: a directory, or a regular file,
+	// which the guest then sees as the only entry of the share's root,
+	// under its own name (so that a file share exposes no sibling). It
+	// must exist at Start.
+	Source string `json:"source"`
+	// ReadOnly shares refuse the guest's writes. The backend enforces it
+	// on the host, not by trusting the guest to mount it read-only.
 	ReadOnly bool `json:"read_only,omitempty"`
 }
 
@@ -220,6 +242,7 @@ func Wait(ctx context.Context, d Driver, name string) (Status, error) {
 var (
 	nameRE   = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
 	serialRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,20}$`)
+	tagRE    = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,36}$`)
 )
 
 // Validate checks a spec for what every backend needs. Errors name the VM
@@ -258,6 +281,19 @@ func (s Spec) Validate() error {
 			return bad(fmt.Sprintf("disk %s", d.Path), "serial %q used twice (%q is the scratch disk's)", d.Serial, ScratchSerial)
 		}
 		seen[d.Serial] = true
+	}
+	tags := map[string]bool{}
+	for i, sh := range s.Shares {
+		if !tagRE.MatchString(sh.Tag) {
+			return bad(fmt.Sprintf("share %d", i), "tag %q, want 1-36 letters, digits, '.', '_' or '-'", sh.Tag)
+		}
+		if tags[sh.Tag] {
+			return bad(fmt.Sprintf("share %s", sh.Tag), "tag used twice")
+		}
+		tags[sh.Tag] = true
+		if !filepath.IsAbs(sh.Source) {
+			return bad(fmt.Sprintf("share %s", sh.Tag), "source %q, want an absolute path", sh.Source)
+		}
 	}
 	for i, n := range s.Networks {
 		if n.Socket == "" {

@@ -52,6 +52,9 @@ func runRun(c *cli.Context) error {
 		}
 		// docker compose run starts a service whatever its profiles.
 	}
+	for _, w := range reconcile.BindWarnings(svc) {
+		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", w)
+	}
 	rt, err := newRuntime(c, p.Name)
 	if err != nil {
 		return err

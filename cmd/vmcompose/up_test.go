@@ -30,13 +30,19 @@ type psEntry struct {
 // compose.yaml when compose is not empty).
 func (p *runProject) in(dir, compose string, args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
+	return p.inWith(dir, compose, "quiet", args...)
+}
+
+// inWith is in with --progress progress.
+func (p *runProject) inWith(dir, compose, progress string, args ...string) (stdout, stderr string, code int) {
+	p.t.Helper()
 	os.MkdirAll(dir, 0o755)
 	if compose != "" {
 		if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
 			p.t.Fatal(err)
 		}
 	}
-	c := exec.Command(binary, append([]string{"--progress", "quiet"}, args...)...)
+	c := exec.Command(binary, append([]string{"--progress", progress}, args...)...)
 	c.Dir = dir
 	c.Env = append(os.Environ(), p.env...)
 	var o, e bytes.Buffer
@@ -70,8 +76,9 @@ func (p *runProject) ps(dir string) map[string]psEntry {
 	return m
 }
 
-// qemus lists the qemu processes whose command line mentions dir.
-func qemus(dir string) []int {
+// pidsWhere lists the processes for which keep, given the pid and the
+// command line, says yes.
+func pidsWhere(keep func(pid int, cmdline []byte) bool) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -80,53 +87,40 @@ func qemus(dir string) []int {
 			continue
 		}
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !bytes.Contains(b, []byte("qemu-system")) {
-			continue
-		}
-		if bytes.Contains(b, []byte(dir)) {
-			pids = append(pids, pid)
-			continue
-		}
-		// qemu runs in the VM's directory with relative paths.
-		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && strings.HasPrefix(cwd, dir) {
+		if err == nil && keep(pid, b) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// qemus lists the qemu processes whose command line mentions dir.
+func qemus(dir string) []int {
+	return pidsWhere(func(pid int, b []byte) bool {
+		if !bytes.Contains(b, []byte("qemu-system")) {
+			return false
+		}
+		if bytes.Contains(b, []byte(dir)) {
+			return true
+		}
+		// qemu runs in the VM's directory with relative paths.
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		return err == nil && strings.HasPrefix(cwd, dir)
+	})
 }
 
 // supervisors lists the supervisor processes of state dirs under dir.
 func supervisors(dir string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && bytes.Contains(b, []byte("supervise\x00")) && bytes.Contains(b, []byte(dir)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return pidsWhere(func(_ int, b []byte) bool {
+		return bytes.Contains(b, []byte("supervise\x00")) && bytes.Contains(b, []byte(dir))
+	})
 }
 
 // networkProcs lists the network processes of state dirs under dir.
 func networkProcs(dir string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && bytes.Contains(b, []byte("\x00network\x00--state-dir\x00")) && bytes.Contains(b, []byte(dir)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return pidsWhere(func(_ int, b []byte) bool {
+		return bytes.Contains(b, []byte("\x00network\x00--state-dir\x00")) && bytes.Contains(b, []byte(dir))
+	})
 }
 
 // waitGone waits up to 10 s for list(dir) to be empty and returns what is

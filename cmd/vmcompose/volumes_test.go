@@ -12,8 +12,9 @@ import (
 
 // TestVolumes: a named volume keeps its data across down and up, and down
 // -v removes it; :ro volumes cannot be written; tmpfs entries and tmpfs
-// volumes are tmpfs; two writers of one volume, and bind mounts, are
-// refused before anything boots.
+// volumes are tmpfs; two writers of one volume, and a bind mount of a
+// missing source with create_host_path: false, are refused before
+// anything boots.
 func TestVolumes(t *testing.T) {
 	p := newRunProject(t)
 	ref := p.push("busybox", testimage.Busybox(t))
@@ -113,7 +114,8 @@ volumes:
 		t.Fatalf("down -v left %s: %v", img, err)
 	}
 
-	// Two writers of one volume, and a bind mount: refused, naming what.
+	// Two writers of one volume, and a bind mount of nothing that must not
+	// be created: refused, naming what.
 	two := `services:
   a:
     image: ` + ref + `
@@ -134,11 +136,18 @@ volumes:
 	bind := `services:
   a:
     image: ` + ref + `
-    volumes: ["./src:/src"]
+    volumes:
+      - type: bind
+        source: ./src
+        target: /src
+        bind: {create_host_path: false}
 `
 	_, stderr, code = p.in(bad, bind, "up", "-d")
-	if code == 0 || !strings.Contains(stderr, "bind mounts are not supported yet") || !strings.Contains(stderr, "/src") || !strings.Contains(stderr, `"a"`) {
-		t.Errorf("bind mount: exit %d\n%s", code, stderr)
+	if code == 0 || !strings.Contains(stderr, "create_host_path is false") || !strings.Contains(stderr, filepath.Join(bad, "src")) || !strings.Contains(stderr, `"a"`) {
+		t.Errorf("bind mount of a missing source with create_host_path: false: exit %d\n%s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(bad, "src")); err == nil {
+		t.Error("create_host_path: false created the source")
 	}
 }
 

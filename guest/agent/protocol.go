@@ -163,7 +163,8 @@ const (
 	// MountDisk is an ext4 disk the host attached with virtio serial
 	// Source (at most 20 bytes): a named volume.
 	MountDisk = "disk"
-	// MountVirtiofs is a virtiofs share tagged Source: a bind mount.
+	// MountVirtiofs is a virtiofs share tagged Source (at most 36 bytes):
+	// a bind mount.
 	MountVirtiofs = "virtiofs"
 	// MountTmpfs is a tmpfs; Source is ignored.
 	MountTmpfs = "tmpfs"
@@ -179,6 +180,11 @@ type Mount struct {
 	// Options are extra mount options, e.g. "size=64m,mode=1777" for a
 	// tmpfs.
 	Options string `json:"options,omitempty"`
+	// Subpath, for a virtiofs mount, is the entry of the share to mount at
+	// Target instead of the share's root: a file or a directory, which
+	// Target is made as when it is missing. The share itself shows nowhere
+	// else in the guest.
+	Subpath string `json:"subpath,omitempty"`
 	// NoCopy is compose's `volume.nocopy`. Without it, an empty disk
 	// volume (nothing but lost+found) first gets a copy of what the image
 	// has at Target, with its owner and mode, as docker does.

@@ -56,6 +56,9 @@ func mountVolume(m agent.Mount, disks map[string]string) error {
 		}
 		src, fstype = dev, "ext4"
 	case agent.MountVirtiofs:
+		if m.Subpath != "" {
+			return mountShareEntry(m, target, flags)
+		}
 		src, fstype = m.Source, "virtiofs"
 	case agent.MountTmpfs:
 		src, fstype = "tmpfs", "tmpfs"
@@ -72,6 +75,48 @@ func mountVolume(m agent.Mount, disks map[string]string) error {
 	}
 	if err := unix.Mount(src, target, fstype, flags, m.Options); err != nil {
 		return fmt.Errorf("mounting %s %s: %w", fstype, src, err)
+	}
+	return nil
+}
+
+// mountShareEntry mounts the entry m.Subpath of the virtiofs share
+// m.Source at target: the share is mounted aside, the entry bound at
+// target (made as a file or a directory, as the entry is, when missing, as
+// docker does), and the share unmounted again, so that only the entry
+// shows.
+func mountShareEntry(m agent.Mount, target string, flags uintptr) error {
+	stage, err := os.MkdirTemp("/run", "share-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(stage)
+	if err := unix.Mount(m.Source, stage, "virtiofs", flags, m.Options); err != nil {
+		return fmt.Errorf("mounting virtiofs %s: %w", m.Source, err)
+	}
+	defer unix.Unmount(stage, unix.MNT_DETACH)
+	src := filepath.Join(stage, filepath.Clean("/"+m.Subpath))
+	fi, err := os.Stat(src)
+	if err != nil {
+		return fmt.Errorf("share %s: %w", m.Source, err)
+	}
+	if fi.IsDir() {
+		err = os.MkdirAll(target, 0o755)
+	} else if err = os.MkdirAll(filepath.Dir(target), 0o755); err == nil {
+		var f *os.File
+		if f, err = os.OpenFile(target, os.O_RDONLY|os.O_CREATE, 0o644); err == nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding %s of share %s: %w", m.Subpath, m.Source, err)
+	}
+	if flags&unix.MS_RDONLY != 0 {
+		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("making %s read-only: %w", target, err)
+		}
 	}
 	return nil
 }

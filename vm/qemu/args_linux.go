@@ -128,9 +128,16 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool)
 	if spec.ConsoleLog != "" {
 		console = spec.ConsoleLog
 	}
+	machine := "microvm,acpi=on"
+	if len(spec.Shares) > 0 {
+		// A vhost-user device's daemon reads and writes the guest's
+		// memory: only VMs with shares get it as a shared memfd, the
+		// others keep QEMU's private anonymous memory.
+		machine += ",memory-backend=mem"
+	}
 	a := []string{
 		"-name", "vmcompose:" + spec.Name,
-		"-M", "microvm,acpi=on",
+		"-M", machine,
 	}
 	switch accel {
 	case AccelKVM:
@@ -145,6 +152,11 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool)
 	a = append(a,
 		"-smp", strconv.Itoa(vcpus),
 		"-m", strconv.FormatInt(mem>>20, 10)+"M",
+	)
+	if len(spec.Shares) > 0 {
+		a = append(a, "-object", "memory-backend-memfd,id=mem,size="+strconv.FormatInt(mem>>20, 10)+"M,share=on")
+	}
+	a = append(a,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-global", "virtio-mmio.force-legacy=false",
 	)
@@ -195,6 +207,12 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool)
 		a = append(a,
 			"-netdev", "stream,id="+id+",server=off,addr.type=unix,addr.path="+escape(n.Socket),
 			"-device", "virtio-net-device,netdev="+id+",mac="+mac+bus())
+	}
+	for i, sh := range spec.Shares {
+		id := fmt.Sprintf("fs%d", i)
+		a = append(a,
+			"-chardev", "socket,id="+id+",path="+shareSock(i),
+			"-device", "vhost-user-fs-device,chardev="+id+",tag="+sh.Tag+bus())
 	}
 	cmdline := append([]string(nil), baseCmdline...)
 	if tsc > 0 && accel != AccelKVM { // KVM guests calibrate fine

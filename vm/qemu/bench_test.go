@@ -53,8 +53,6 @@ func BenchmarkBoot(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx := context.Background()
-
 	floor := func() time.Duration {
 		dir := b.TempDir()
 		t0 := time.Now()
@@ -77,42 +75,9 @@ func BenchmarkBoot(b *testing.B) {
 
 	run := func(i int) time.Duration {
 		name := fmt.Sprintf("true-%d", i)
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		t0 := time.Now()
-		if err := d.Create(ctx, f.serviceSpec(name)); err != nil {
-			b.Fatal(err)
-		}
-		if err := d.Start(ctx, name); err != nil {
-			b.Fatal(err)
-		}
-		st, err := d.Inspect(ctx, name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		c, err := agent.DialSocket(ctx, st.Agent)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := c.Start(ctx, agent.Spec{Command: []string{"true"}}); err != nil {
-			b.Fatal(err)
-		}
-		tSpawn := st.StartedAt.Sub(t0)
-		tDial := time.Since(t0)
-		exit, err := c.Wait(ctx)
-		if err != nil || exit.Code != 0 {
-			b.Fatalf("service true: %+v, %v", exit, err)
-		}
-		c.Close()
-		if st, err := vm.Wait(ctx, d, name); err != nil || st.State != vm.StateExited {
-			b.Fatalf("VM after the service exited: %+v, %v", st, err)
-		}
-		tExit := time.Since(t0)
-		if err := d.Remove(ctx, name); err != nil {
-			b.Fatal(err)
-		}
-		b.Logf("run %d: qemu spawned %v, agent up and service started %v, VM exited %v, removed %v", i, tSpawn, tDial, tExit, time.Since(t0))
-		return time.Since(t0)
+		t := runTrue(b, d, f.serviceSpec(name), nil)
+		b.Logf("run %d: qemu spawned %v, agent up and service started %v, VM exited %v, removed %v", i, t.spawned, t.up, t.exited, t.removed)
+		return t.removed
 	}
 
 	floor() // warm the page cache for both
@@ -133,13 +98,60 @@ func BenchmarkBoot(b *testing.B) {
 	b.ReportMetric(slices.Min(runs).Seconds()/slices.Min(floors).Seconds(), "ratio-of-min")
 	b.Logf("floor %v, vmcompose %v (medians of %d)", floors, runs, len(runs))
 
-	mem := idleMemory(b, d, f)
+	mem := idleMemory(b, d, f.serviceSpec("idle"), nil)
 	b.ReportMetric(mem.rss, "idle-rss-MiB")
 	b.ReportMetric(mem.pss, "idle-pss-MiB")
 	b.ReportMetric(mem.guest, "idle-guest-touched-MiB")
 	b.ReportMetric(mem.tcg, "idle-tcg-MiB")
 	b.Logf("idle 256 MiB service: qemu Rss %.1f MiB, Pss %.1f MiB; guest RAM touched %.1f MiB, TCG code buffer %.1f MiB, kernel and initramfs file mappings %.1f + %.1f MiB (page cache, shared by VMs)",
 		mem.rss, mem.pss, mem.guest, mem.tcg, mem.kernel, mem.initrd)
+}
+
+// runTimes are the moments of one runTrue, from its start.
+type runTimes struct {
+	spawned, up, exited, removed time.Duration
+}
+
+// runTrue creates and starts sp, runs `true` as its service with mounts,
+// waits for the VM to power off and removes it: `vmcompose run --rm svc
+// true` on an already-pulled image.
+func runTrue(b *testing.B, d *qemu.Driver, sp vm.Spec, mounts []agent.Mount) runTimes {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var t runTimes
+	t0 := time.Now()
+	if err := d.Create(ctx, sp); err != nil {
+		b.Fatal(err)
+	}
+	if err := d.Start(ctx, sp.Name); err != nil {
+		b.Fatal(err)
+	}
+	st, err := d.Inspect(ctx, sp.Name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := agent.DialSocket(ctx, st.Agent)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Start(ctx, agent.Spec{Command: []string{"true"}, Mounts: mounts}); err != nil {
+		b.Fatal(err)
+	}
+	t.spawned, t.up = st.StartedAt.Sub(t0), time.Since(t0)
+	exit, err := c.Wait(ctx)
+	if err != nil || exit.Code != 0 {
+		b.Fatalf("service true: %+v, %v", exit, err)
+	}
+	c.Close()
+	if st, err := vm.Wait(ctx, d, sp.Name); err != nil || st.State != vm.StateExited {
+		b.Fatalf("VM after the service exited: %+v, %v", st, err)
+	}
+	t.exited = time.Since(t0)
+	if err := d.Remove(ctx, sp.Name); err != nil {
+		b.Fatal(err)
+	}
+	t.removed = time.Since(t0)
+	return t
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -150,23 +162,25 @@ func median(ds []time.Duration) time.Duration {
 
 type memFigures struct {
 	rss, pss, guest, tcg, kernel, initrd float64 // MiB
+	// helperRSS and helperPSS add up the VM's virtiofsd processes.
+	helperRSS, helperPSS float64
 }
 
-// idleMemory starts a service VM with a 256 MiB guest whose service
-// sleeps, lets it settle, and reads its qemu's memory.
-func idleMemory(b *testing.B, d *qemu.Driver, f guestFixture) memFigures {
+// idleMemory starts sp (a service VM with a 256 MiB guest) whose service,
+// with mounts, sleeps, lets it settle, and reads the memory of its qemu
+// and its virtiofsd processes.
+func idleMemory(b *testing.B, d *qemu.Driver, sp vm.Spec, mounts []agent.Mount) memFigures {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sp := f.serviceSpec("idle")
 	if err := d.Create(ctx, sp); err != nil {
 		b.Fatal(err)
 	}
-	defer d.Remove(context.Background(), "idle")
-	defer d.Kill(context.Background(), "idle")
-	if err := d.Start(ctx, "idle"); err != nil {
+	defer d.Remove(context.Background(), sp.Name)
+	defer d.Kill(context.Background(), sp.Name)
+	if err := d.Start(ctx, sp.Name); err != nil {
 		b.Fatal(err)
 	}
-	st, err := d.Inspect(ctx, "idle")
+	st, err := d.Inspect(ctx, sp.Name)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -175,13 +189,18 @@ func idleMemory(b *testing.B, d *qemu.Driver, f guestFixture) memFigures {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Start(ctx, agent.Spec{Command: []string{"sleep", "3600"}}); err != nil {
+	if err := c.Start(ctx, agent.Spec{Command: []string{"sleep", "3600"}, Mounts: mounts}); err != nil {
 		b.Fatal(err)
 	}
 	time.Sleep(3 * time.Second)
 	var m memFigures
 	rollup := readKB(b, fmt.Sprintf("/proc/%d/smaps_rollup", st.Pid))
 	m.rss, m.pss = rollup["Rss"]/1024, rollup["Pss"]/1024
+	for _, pid := range vmtest.Processes("virtiofsd", filepath.Join(d.Root(), sp.Name)+"/") {
+		r := readKB(b, fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+		m.helperRSS += r["Rss"] / 1024
+		m.helperPSS += r["Pss"] / 1024
+	}
 	// Per mapping: guest RAM is the anonymous mapping of the guest's size
 	// (QEMU may add a little alignment), the TCG code buffer the one of
 	// tb-size, the kernel the file mapping of the vmlinux.
@@ -270,4 +289,91 @@ func hostTSCkHz() int {
 		}
 	}
 	return 0
+}
+
+// BenchmarkShare compares, interleaved in the same run, the service VM of
+// BenchmarkBoot (Create, Start, the agent's Start of `true`, its exit,
+// power-off, Remove) without a share and with one bind mount: a host
+// directory served by virtiofsd, the virtiofs modules the guest then loads
+// on demand, and the mount vminit makes. Both boot the same initramfs, as
+// reconcile builds it. It reports both medians, their difference, and the
+// host memory of an idle service VM with and without the share: qemu's
+// Rss and Pss, and its virtiofsd processes' (which map the guest's
+// memory, so Pss is the fair sum).
+func BenchmarkShare(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("QEMU's virtiofsd needs root")
+	}
+	f := realGuest(b)
+	k := kerneltest.Kernel(b)
+	ctx := context.Background()
+	bin := vmtest.GoBuild(b, "github.com/vmcompose/vmcompose/cmd/vminit", "vminit")
+	initrd, err := initramfs.Build(ctx, k, bin, filepath.Join(vmtest.CacheDir(b), "initramfs"),
+		initramfs.WithModules("virtio_mmio", "virtio_blk", "virtio_console", "overlay", "button", "evdev"),
+		initramfs.WithOnDemand("virtio_net", "virtiofs"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := b.TempDir()
+	os.WriteFile(filepath.Join(src, "index.html"), []byte("hello\n"), 0o644)
+	d, err := qemu.New(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec := func(name string, share bool) (vm.Spec, []agent.Mount) {
+		sp := f.serviceSpec(name)
+		sp.Initramfs = initrd
+		if !share {
+			return sp, nil
+		}
+		sp.Shares = []vm.Share{{Tag: "bind0", Source: src}}
+		return sp, []agent.Mount{{Type: agent.MountVirtiofs, Source: "bind0", Target: "/srv"}}
+	}
+	// run returns when the service ran (the agent's Start returned, the
+	// mounts made) and when the VM was gone.
+	run := func(name string, share bool) (up, total time.Duration) {
+		sp, mounts := spec(name, share)
+		t := runTrue(b, d, sp, mounts)
+		return t.up, t.removed
+	}
+	run("warm-plain", false)
+	run("warm-share", true)
+	var plainUp, shareUp, plain, shared []time.Duration
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		// Alternate which goes first, so that neither always follows
+		// the other's teardown.
+		order := []bool{false, true}
+		if i%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, share := range order {
+			if share {
+				u, t := run(fmt.Sprintf("share-%d", i), true)
+				shareUp, shared = append(shareUp, u), append(shared, t)
+			} else {
+				u, t := run(fmt.Sprintf("plain-%d", i), false)
+				plainUp, plain = append(plainUp, u), append(plain, t)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(median(plainUp).Seconds(), "plain-up-s")
+	b.ReportMetric(median(shareUp).Seconds(), "share-up-s")
+	b.ReportMetric((median(shareUp) - median(plainUp)).Seconds(), "extra-up-s")
+	b.ReportMetric((median(shared) - median(plain)).Seconds(), "extra-total-s")
+	b.Logf("service up: without a share %v, with one %v (medians of %d; fastest %v and %v)",
+		median(plainUp), median(shareUp), len(plainUp), slices.Min(plainUp), slices.Min(shareUp))
+	b.Logf("to the VM removed: without a share %v, with one %v (fastest %v and %v)",
+		median(plain), median(shared), slices.Min(plain), slices.Min(shared))
+
+	sp, _ := spec("idle-plain", false)
+	without := idleMemory(b, d, sp, nil)
+	sp, mounts := spec("idle-share", true)
+	with := idleMemory(b, d, sp, mounts)
+	b.ReportMetric(without.pss, "idle-pss-MiB")
+	b.ReportMetric(with.pss+with.helperPSS, "idle-share-pss-MiB")
+	b.Logf("idle 256 MiB service without a share: qemu Rss %.1f MiB, Pss %.1f MiB", without.rss, without.pss)
+	b.Logf("idle 256 MiB service with one share: qemu Rss %.1f MiB, Pss %.1f MiB; virtiofsd Rss %.1f MiB, Pss %.1f MiB",
+		with.rss, with.pss, with.helperRSS, with.helperPSS)
 }

@@ -13,6 +13,30 @@
 // about one boot in four hangs calibrating it. qemu runs under its seccomp
 // sandbox when built with one.
 //
+// # Shares
+//
+// Each vm.Spec share is served by its own QEMU virtiofsd (the C daemon of
+// QEMU 7.2, which needs root) over a vhost-user socket in the VM
+// directory, and shows in the guest as a vhost-user-fs device with the
+// share's tag. Only VMs with shares get their memory as a shared memfd,
+// which the daemons need. The daemons run in a mount namespace of their
+// own where each share's source is mounted on shares/<i> in the VM
+// directory: read-only there for a read-only share, so the guest cannot
+// write it even if it remounts it; a single file is mounted on an empty
+// file in a read-only directory, so the guest sees that file and nothing
+// else. The host's namespace never has these mounts, so deleting the VM
+// directory never reaches a share's files.
+//
+// A daemon serves one connection and exits when qemu closes it, that is
+// when qemu ends; the driver waits for that after qemu has ended (killing
+// what is left after 2 s), so Stop, Kill and Wait return with the daemons
+// gone. A failed Start ends the daemons it started; with
+// DieWithController they die with the controller, like qemu; an adopted
+// VM keeps its own. Daemons are found by their source= argument, which
+// holds the VM directory, so New, Start and Remove also end those a Start
+// that died before qemu ran left behind (they would wait for a connection
+// for ever).
+//
 // "KVM works" is decided by a trial boot of the kernel (cached per host
 // boot in the user cache directory): an openable /dev/kvm is not enough on
 // nested hosts whose vCPUs hang or fail. VMCOMPOSE_ACCEL=tcg|kvm overrides.
@@ -43,6 +67,10 @@
 //	  qmp.sock      QMP, for power-off, quit and status
 //	  agent.sock    the guest control channel (virtio-serial port
 //	                "vmcompose.agent")
+//	  virtiofs-<i>.sock
+//	                the vhost-user socket of share i
+//	  virtiofsd.log the share daemons' stderr
+//	  shares/<i>/   where share i is mounted, for its daemon's eyes only
 //
 // qemu runs with the VM directory as its working directory and relative
 // socket names, so deep state roots do not hit the 108-byte limit of unix

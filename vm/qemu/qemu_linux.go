@@ -41,6 +41,7 @@ const (
 type options struct {
 	templates string // where templates are kept; "" boots every VM cold
 	binary    string
+	virtiofsd string
 	accel     string
 	tbSize    int
 	shutdown  vm.GuestShutdownFunc
@@ -58,6 +59,19 @@ func WithBinary(path string) Option {
 			return errors.New("qemu binary: empty path")
 		}
 		o.binary = path
+		return nil
+	}
+}
+
+// WithVirtiofsd sets the virtiofs daemon that serves a VM's shares
+// (default DefaultVirtiofsd). It must take the options of QEMU's C daemon
+// (--fd, -o source=, -o cache=, -o sandbox=).
+func WithVirtiofsd(path string) Option {
+	return func(o *options) error {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("virtiofsd %q: want an absolute path", path)
+		}
+		o.virtiofsd = path
 		return nil
 	}
 }
@@ -136,7 +150,7 @@ type child struct {
 
 // New returns a driver whose VMs live under root, which it creates.
 func New(root string, opts ...Option) (*Driver, error) {
-	o := options{binary: "qemu-system-x86_64", tbSize: 64, log: slog.New(slog.DiscardHandler)}
+	o := options{binary: "qemu-system-x86_64", virtiofsd: DefaultVirtiofsd, tbSize: 64, log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("qemu driver: %w", err)
@@ -159,7 +173,9 @@ func New(root string, opts ...Option) (*Driver, error) {
 		abs = real
 	}
 	removeStale(abs, o.log)
-	return &Driver{root: abs, o: o, sandbox: hasSandbox(bin), children: map[string]*child{}}, nil
+	d := &Driver{root: abs, o: o, sandbox: hasSandbox(bin), children: map[string]*child{}}
+	d.reapOrphanDaemons()
+	return d, nil
 }
 
 var sandboxes sync.Map // qemu binary -> bool
@@ -225,12 +241,12 @@ func (d *Driver) Create(ctx context.Context, spec vm.Spec) (err error) {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	devices := len(spec.Disks) + len(spec.Networks)
+	devices := len(spec.Disks) + len(spec.Networks) + len(spec.Shares)
 	if spec.ScratchSize > 0 {
 		devices++
 	}
 	if devices > maxDevices {
-		return fmt.Errorf("creating VM %s: %d disks and NICs: QEMU's microvm machine has room for %d", spec.Name, devices, maxDevices)
+		return fmt.Errorf("creating VM %s: %d disks, NICs and shares: QEMU's microvm machine has room for %d", spec.Name, devices, maxDevices)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("creating VM %s: %w", spec.Name, err)
@@ -377,6 +393,9 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 			return fmt.Errorf("starting VM %s: network %d (%s): %w (start the network first)", name, i, n.Socket, err)
 		}
 	}
+	if err := d.checkShares(spec); err != nil {
+		return fmt.Errorf("starting VM %s: %w", name, err)
+	}
 	// A previous qemu of ours that ended may not be reaped yet: let its
 	// goroutine finish before the files are reused.
 	d.mu.Lock()
@@ -429,8 +448,27 @@ func (d *Driver) launch(ctx context.Context, name string, spec vm.Spec, accel st
 	}
 	defer logf.Close()
 
-	c, err := d.spawn(dir, args, logf, spec.DieWithController, extra...)
+	shares := len(spec.Shares) > 0
+	if shares {
+		// Daemons left by a Start that died before its qemu ran wait
+		// for a connection for ever; the lock keeps other Starts out.
+		d.reapDaemons(dir, 0, 0)
+		vlog, err := os.OpenFile(filepath.Join(dir, virtiofsdLog), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("starting VM %s: %w", name, err)
+		}
+		err = d.startDaemons(dir, spec, vlog)
+		vlog.Close()
+		if err != nil {
+			d.reapDaemons(dir, 0, 0)
+			return fmt.Errorf("starting VM %s: %w", name, err)
+		}
+	}
+	c, err := d.spawn(dir, args, logf, spec.DieWithController, shares, extra...)
 	if err != nil {
+		if shares {
+			d.reapDaemons(dir, 0, 0)
+		}
 		return fmt.Errorf("starting VM %s: %w", name, err)
 	}
 	r := run{Pid: c.pid, PidStart: c.start, BootID: bootID(), Accel: accel, StartedAt: time.Now().UTC(), Args: args}
@@ -463,7 +501,11 @@ func (d *Driver) launch(ctx context.Context, name string, spec vm.Spec, accel st
 		select {
 		case <-c.done:
 			b, _ := os.ReadFile(filepath.Join(dir, qemuLog))
-			return fmt.Errorf("starting VM %s: qemu exited: %s", name, lastLine(b))
+			why := lastLine(b)
+			if v, _ := os.ReadFile(filepath.Join(dir, virtiofsdLog)); shares && len(v) > 0 {
+				why += " (virtiofsd: " + lastLine(v) + ")"
+			}
+			return fmt.Errorf("starting VM %s: qemu exited: %s", name, why)
 		case <-wctx.Done():
 			return fail(fmt.Errorf("waiting for qemu's QMP socket: %w", wctx.Err()))
 		case <-time.After(5 * time.Millisecond):
@@ -472,9 +514,10 @@ func (d *Driver) launch(ctx context.Context, name string, spec vm.Spec, accel st
 }
 
 // spawn starts qemu in dir and returns once its pid and start time are
-// known. A goroutine locked to the forking thread reaps it and marks the
-// run's end.
-func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithController bool, extra ...*os.File) (*child, error) {
+// known. A goroutine locked to the forking thread reaps it, marks the
+// run's end and, for a VM with shares, sees its virtiofsd processes end.
+// extra are open files qemu gets as fd 3 and up.
+func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithController, shares bool, extra ...*os.File) (*child, error) {
 	type result struct {
 		c   *child
 		err error
@@ -511,6 +554,9 @@ func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithControll
 		res <- result{c: c}
 		cmd.Wait()
 		markExit(dir, c.pid, c.start)
+		if shares {
+			d.reapDaemons(dir, c.start, virtiofsdGrace)
+		}
 		close(c.done)
 		d.mu.Lock()
 		if d.children[filepath.Base(dir)] == c {
@@ -576,6 +622,9 @@ func (d *Driver) waitExit(ctx context.Context, name string, r run) error {
 		return err
 	}
 	markExit(d.dir(name), r.Pid, r.PidStart)
+	if spec, err := d.readSpec(name); err == nil && len(spec.Shares) > 0 {
+		d.reapDaemons(d.dir(name), r.PidStart, virtiofsdGrace)
+	}
 	return nil
 }
 
@@ -695,6 +744,10 @@ func cleanSockets(dir string) {
 	for _, f := range []string{qmpSock, agentSock} {
 		os.Remove(filepath.Join(dir, f))
 	}
+	vfs, _ := filepath.Glob(filepath.Join(dir, shareSockPrefix+"*.sock"))
+	for _, f := range vfs {
+		os.Remove(f)
+	}
 }
 
 func wrapStop(name string, err error) error {
@@ -807,7 +860,8 @@ func (d *Driver) List(ctx context.Context) ([]vm.Status, error) {
 
 // Remove implements vm.Driver.
 func (d *Driver) Remove(ctx context.Context, name string) error {
-	if _, err := d.readSpec(name); errors.Is(err, vm.ErrNotFound) {
+	spec, err := d.readSpec(name)
+	if errors.Is(err, vm.ErrNotFound) {
 		return nil
 	} else if err != nil {
 		return err
@@ -821,6 +875,9 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 		return err
 	} else if running {
 		return fmt.Errorf("removing VM %s: %w (stop it first)", name, vm.ErrRunning)
+	}
+	if len(spec.Shares) > 0 {
+		d.reapDaemons(d.dir(name), 0, 0)
 	}
 	// Rename first so that the VM disappears at once, even if deleting
 	// its files is cut short.
@@ -842,6 +899,19 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 	delete(d.children, name)
 	d.mu.Unlock()
 	return nil
+}
+
+// tryLock takes the VM's flock if no one holds it.
+func (d *Driver) tryLock(name string) (func(), error) {
+	f, err := os.OpenFile(d.path(name, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
 }
 
 // lock takes the VM's flock, waiting for ctx.

@@ -40,6 +40,9 @@ func TestConformance(t *testing.T) {
 		Kernel:      k.Image,
 		Initramfs:   vmtest.Initramfs(t, k),
 		ProcessName: "qemu-system",
+		// QEMU's virtiofsd needs root.
+		Shares:           os.Geteuid() == 0 && fileExists(qemu.DefaultVirtiofsd),
+		ShareProcessName: "virtiofsd",
 		NewDriver: func(t testing.TB, root string, shutdown vm.GuestShutdownFunc) vm.Driver {
 			opts := []qemu.Option{qemu.WithLogger(logger(t))}
 			if shutdown != nil {
@@ -52,4 +55,9 @@ func TestConformance(t *testing.T) {
 			return d
 		},
 	})
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

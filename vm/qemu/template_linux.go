@@ -129,10 +129,15 @@ func restoreSpec(spec vm.Spec, t *template) vm.Spec {
 
 // template returns the template spec boots from, building it first if
 // needed, or nil when spec boots cold: templates are off, the VM has no
-// initramfs (so no vminit) or too many devices, or its template failed to
-// build less than templateRetry ago.
+// initramfs (so no vminit) or shares, or its template failed to build less
+// than templateRetry ago.
 func (d *Driver) template(ctx context.Context, spec vm.Spec, accel string) *template {
 	if d.o.templates == "" || spec.Initramfs == "" || os.Getenv("VMCOMPOSE_TEMPLATES") == "0" {
+		return nil
+	}
+	if len(spec.Shares) > 0 {
+		// Shares make the guest's memory a shared memfd for virtiofsd:
+		// another machine than the template's.
 		return nil
 	}
 	key, err := d.templateKey(spec, accel)
@@ -210,7 +215,7 @@ func (d *Driver) buildTemplate(ctx context.Context, spec vm.Spec, accel string, 
 	}
 	defer logf.Close()
 	args := buildArgs(templateSpec(spec, t), accel, tscKHz(), d.o.tbSize, d.sandbox)
-	c, err := d.spawn(dir, args, logf, true)
+	c, err := d.spawn(dir, args, logf, true, false)
 	if err != nil {
 		return err
 	}

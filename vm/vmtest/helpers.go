@@ -20,9 +20,13 @@ import (
 func jsonMarshal(v any) ([]byte, error)   { return json.Marshal(v) }
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
-// Modules are the kernel modules testinit needs: virtio over MMIO, disks,
-// the agent port, and the ACPI power button as an input device.
+// Modules are the kernel modules testinit loads at boot: virtio over MMIO,
+// disks, the agent port, and the ACPI power button as an input device.
 var Modules = []string{"virtio_mmio", "virtio_blk", "virtio_console", "button", "evdev"}
+
+// OnDemand are the modules testinit loads only when a device wants them:
+// virtiofs, for shares.
+var OnDemand = []string{"virtiofs"}
 
 var (
 	buildMu   sync.Mutex
@@ -80,10 +84,11 @@ func Init(t testing.TB) string {
 	return GoBuild(t, "github.com/vmcompose/vmcompose/vm/vmtest/testinit", "testinit")
 }
 
-// Initramfs returns an initramfs for k with testinit as /init and Modules.
+// Initramfs returns an initramfs for k with testinit as /init, Modules and
+// OnDemand.
 func Initramfs(t testing.TB, k *kernel.Kernel) string {
 	t.Helper()
-	p, err := initramfs.Build(context.Background(), k, Init(t), filepath.Join(CacheDir(t), "initramfs"), initramfs.WithModules(Modules...))
+	p, err := initramfs.Build(context.Background(), k, Init(t), filepath.Join(CacheDir(t), "initramfs"), initramfs.WithModules(Modules...), initramfs.WithOnDemand(OnDemand...))
 	if err != nil {
 		t.Fatal(err)
 	}

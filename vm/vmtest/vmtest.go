@@ -35,6 +35,14 @@ type Fixtures struct {
 	// Empty for in-process backends.
 	ProcessName string
 
+	// Shares says the backend serves vm.Spec.Shares on this host; the
+	// share checks are skipped otherwise.
+	Shares bool
+	// ShareProcessName is a substring of the command line of the helper
+	// processes that serve shares (e.g. "virtiofsd"), which must not
+	// outlive their VM. Empty when the backend has none.
+	ShareProcessName string
+
 	// Service, when set, adds the checks that need a real service guest
 	// (vminit and the agent): the writable layer across stop, start and
 	// recreate, and Stop through the agent.
@@ -79,6 +87,9 @@ func Run(t *testing.T, fx Fixtures) {
 	t.Run("CancelledStart", s.cancelledStart)
 	t.Run("KillCutsStopShort", s.killDuringStop)
 	t.Run("Concurrent", s.concurrent)
+	t.Run("Shares", s.shares)
+	t.Run("SharesEndWithVM", s.sharesEndWithVM)
+	t.Run("AdoptShares", s.adoptShares)
 	t.Run("ServiceWritableLayer", s.serviceLayer)
 }
 
@@ -114,6 +125,9 @@ func (s *suite) errors(t *testing.T) {
 		{Name: "nokernel"},
 		{Name: "dupserial", Kernel: s.fx.Kernel, Disks: []vm.Disk{{Path: "/a", Serial: "x"}, {Path: "/b", Serial: "x"}}},
 		{Name: "scratchserial", Kernel: s.fx.Kernel, ScratchSize: 64 << 20, Disks: []vm.Disk{{Path: "/a", Serial: vm.ScratchSerial}}},
+		{Name: "badtag", Kernel: s.fx.Kernel, Shares: []vm.Share{{Tag: "a,b", Source: "/a"}}},
+		{Name: "duptag", Kernel: s.fx.Kernel, Shares: []vm.Share{{Tag: "x", Source: "/a"}, {Tag: "x", Source: "/b"}}},
+		{Name: "relshare", Kernel: s.fx.Kernel, Shares: []vm.Share{{Tag: "x", Source: "src"}}},
 	} {
 		if err := d.Create(ctx, bad); err == nil {
 			t.Errorf("Create(%+v) = nil, want an error", bad)
@@ -702,5 +716,11 @@ func (s *suite) noLeaks(t *testing.T) {
 	}
 	if pids := Processes(s.fx.ProcessName, s.root); len(pids) > 0 {
 		t.Errorf("VMM processes left under %s: %v", s.root, pids)
+	}
+	if s.fx.ShareProcessName == "" {
+		return
+	}
+	if pids := Processes(s.fx.ShareProcessName, s.root); len(pids) > 0 {
+		t.Errorf("share helper processes left under %s: %v", s.root, pids)
 	}
 }

@@ -15,12 +15,20 @@
 // the count of boots in its file "boots" is incremented and printed
 // ("vmtest: boots=N"), which is how the suite checks that the writable
 // layer survives stop and start.
+//
+// The modules of the initramfs's on-demand manifest are loaded for the
+// devices there are, as vminit does. With vmtest.shares=TAG,TAG..., each
+// virtiofs share is mounted at /mnt/TAG, where testinit
+// reads in.txt, appends to it, creates out.txt, and for a share that
+// refuses writes remounts it read-write and tries again, printing
+// "vmtest: share TAG: what=result" lines.
 package main
 
 import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,6 +37,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmcompose/vmcompose/vm/initramfs/modload"
 )
 
 const manifest = "/etc/vmcompose/modules"
@@ -54,10 +64,18 @@ func main() {
 		}
 	}
 	loadModules()
+	if _, err := modload.LoadForDevices(modload.OnDemandPath, modload.Modaliases("virtio")); err != nil {
+		say("%v", err)
+	}
 	up, _ := os.ReadFile("/proc/uptime")
 	say("boot uptime=%s", strings.Fields(string(up))[0])
 	if args["scratch"] == "1" {
 		scratch()
+	}
+	if args["shares"] != "" {
+		for _, tag := range strings.Split(args["shares"], ",") {
+			share(tag)
+		}
 	}
 	switch args["mode"] {
 	case "exit":
@@ -135,6 +153,60 @@ func scratch() {
 	}
 	unix.Sync()
 	say("boots=%d", n)
+}
+
+// share mounts the virtiofs share tag at /mnt/tag and reports what the
+// guest may do there.
+func share(tag string) {
+	dir := "/mnt/" + tag
+	os.MkdirAll(dir, 0o755)
+	if err := unix.Mount(tag, dir, "virtiofs", 0, ""); err != nil {
+		say("share %s: mount=%s", tag, errName(err))
+		return
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir+"/in.txt", &st); err == nil {
+		say("share %s: stat=%o %d:%d", tag, st.Mode&0o7777, st.Uid, st.Gid)
+	}
+	b, err := os.ReadFile(dir + "/in.txt")
+	if err != nil {
+		say("share %s: read=%s", tag, errName(err))
+	} else {
+		say("share %s: read=%s", tag, strings.TrimSpace(string(b)))
+	}
+	write := func() (string, string) {
+		f, err := os.OpenFile(dir+"/in.txt", os.O_WRONLY|os.O_APPEND, 0)
+		if err == nil {
+			_, err = fmt.Fprintln(f, "appended by guest")
+			f.Close()
+		}
+		return errName(err), errName(os.WriteFile(dir+"/out.txt", []byte("from guest\n"), 0o644))
+	}
+	appended, created := write()
+	say("share %s: append=%s", tag, appended)
+	say("share %s: create=%s", tag, created)
+	if appended != "ok" || created != "ok" {
+		// The guest is root in its VM: a read-only share must hold
+		// when it asks for read-write.
+		if err := unix.Mount("", dir, "", unix.MS_REMOUNT, ""); err != nil {
+			say("share %s: remount=%s", tag, errName(err))
+		}
+		appended, created = write()
+		say("share %s: remounted append=%s create=%s", tag, appended, created)
+	}
+	unix.Sync()
+}
+
+// errName is "ok" for nil, else the errno's name (EROFS) or the error.
+func errName(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return unix.ErrnoName(errno)
+	}
+	return err.Error()
 }
 
 // agent reads lines from the vmcompose.agent port; "shutdown" ends the VM.
