@@ -1,0 +1,55 @@
+package reconcile
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/network"
+	"github.com/vmcompose/vmcompose/vm"
+)
+
+// OneOff is how a one-off VM (`vmcompose run`) joins its service's
+// networks.
+type OneOff struct {
+	// Ports are published for it: none unless --service-ports or -p.
+	Ports []types.ServicePortConfig
+	// Aliases (--use-aliases) makes the service's name and its network
+	// aliases resolve to it too, as they do to the service's instances.
+	Aliases bool
+}
+
+// AttachOneOff joins a one-off VM of svc to the service's networks, the
+// way docker compose run's container joins them: it reaches the other
+// services by name and answers to its own names (instance and
+// "<project>-<instance>"), not the service's (unless o.Aliases); its
+// addresses and MACs come from the pool, since the service's ipv4_address
+// and mac_address belong to its instances. It gives the VM its NICs and
+// publishes o.Ports. The record is nil when the service joins no network;
+// Detach undoes the rest.
+func (n *Networks) AttachOneOff(ctx context.Context, p *types.Project, instance string, svc types.ServiceConfig, o OneOff, spec *vm.Spec, guest *agent.Spec) (*NetworkRecord, error) {
+	atts, err := network.AttachmentsOf(svc)
+	if err != nil || len(atts) == 0 {
+		return nil, err
+	}
+	ep := network.Endpoint{Instance: instance, Names: []string{p.Name + "-" + instance}}
+	if o.Aliases {
+		ep.Service = svc.Name
+	}
+	for i := range atts {
+		atts[i].MAC, atts[i].IP = "", netip.Addr{}
+		if !o.Aliases {
+			atts[i].Aliases = nil
+		}
+	}
+	rec := &NetworkRecord{Project: p.Name, Endpoint: ep, Attachments: atts, Ports: o.Ports, Networks: network.NetworksOf(p)}
+	var a NetworkAttachment
+	rec, err = n.attach(ctx, rec, &a)
+	if err != nil {
+		return nil, err
+	}
+	configureNICs(a.NICs, spec, guest)
+	return rec, nil
+}
