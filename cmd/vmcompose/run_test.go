@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -9,18 +10,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/term"
 
 	"github.com/vmcompose/vmcompose/internal/testimage"
 	"github.com/vmcompose/vmcompose/oci"
+	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/vm/kernel"
 )
 
@@ -173,9 +178,24 @@ func TestRunServices(t *testing.T) {
 		stdout:  "0\n",
 	}, {
 		name:    "a VM without a NIC loads no NIC driver",
-		compose: base,
-		args:    []string{"svc", "test -d /sys/module/virtio_blk && test ! -e /sys/module/virtio_net && echo ok"},
+		compose: base + "    network_mode: none\n",
+		args:    []string{"svc", "test -d /sys/module/virtio_blk && test ! -e /sys/module/virtio_net && ! test -e /sys/class/net/eth0 && echo ok"},
 		stdout:  "ok\n",
+	}, {
+		name:    "a run joins the service's network",
+		compose: base,
+		args:    []string{"svc", "test -e /sys/class/net/eth0 && grep -q ^nameserver /etc/resolv.conf && echo ok"},
+		stdout:  "ok\n",
+	}, {
+		name:    "-u and -w override user and working dir",
+		compose: base + "    user: \"1000\"\n    working_dir: /srv\n",
+		args:    []string{"-u", "root", "-w", "/etc", "svc", `echo "$(id -u) $(pwd)"`},
+		stdout:  "0 /etc\n",
+	}, {
+		name:    "flags after SERVICE belong to the command",
+		compose: base,
+		args:    []string{"--entrypoint", `printf '%s\n'`, "svc", "-e", "X=1", "-T", "--rm"},
+		stdout:  "-e\nX=1\n-T\n--rm\n",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := tc.args
@@ -268,5 +288,181 @@ func TestRunBrokenImage(t *testing.T) {
 		if out, _ := exec.Command("pgrep", "-f", p.home).Output(); len(out) > 0 {
 			t.Errorf("processes left running after a failed run (%s): %s", time.Since(start), out)
 		}
+	}
+}
+
+// TestRunStdin: stdin reaches the command (docker compose run's -i is on by
+// default), and -i=false gives it none.
+func TestRunStdin(t *testing.T) {
+	p := newRunProject(t)
+	compose := "services:\n  svc:\n    image: " + p.push("busybox", testimage.Busybox(t)) + "\n    network_mode: none\n"
+	for _, tc := range []struct {
+		args   []string
+		stdout string
+	}{
+		{[]string{"run", "--rm", "-T", "svc", "cat"}, "hi\nthere\n"},
+		{[]string{"run", "--rm", "-i=false", "svc", "sh", "-c", "cat; echo end"}, "end\n"},
+	} {
+		c := p.cmd(compose, tc.args...)
+		c.Stdin = strings.NewReader("hi\nthere\n")
+		var stdout, stderr bytes.Buffer
+		c.Stdout, c.Stderr = &stdout, &stderr
+		if err := c.Run(); err != nil || stdout.String() != tc.stdout {
+			t.Errorf("%v with stdin: %v, stdout %q, want %q\nstderr: %s", tc.args, err, stdout.String(), tc.stdout, stderr.String())
+		}
+	}
+}
+
+// TestRunTerminal drives `vmcompose run svc` through a real pseudo-terminal,
+// as a person at a shell would: the service gets a terminal of the same
+// size that follows a resize, typed lines run, Ctrl-C interrupts the
+// guest's foreground process (a keystroke, not a signal to vmcompose), and
+// the shell's exit status is vmcompose's. The host terminal is back in its
+// mode afterwards.
+func TestRunTerminal(t *testing.T) {
+	p := newRunProject(t)
+	compose := "services:\n  svc:\n    image: " + p.push("busybox", testimage.Busybox(t)) + "\n    network_mode: none\n"
+	c := p.cmd(compose, "run", "--rm", "svc", "sh")
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	pty.Setsize(ptmx, &pty.Winsize{Rows: 30, Cols: 100})
+	before, err := term.GetState(int(tty.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Stdin, c.Stdout, c.Stderr = tty, tty, tty
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var screen bytes.Buffer
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			mu.Lock()
+			screen.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	// expect waits until the screen shows want after what it showed so far.
+	seen := 0
+	expect := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			s := screen.String()
+			mu.Unlock()
+			if i := strings.Index(s[seen:], want); i >= 0 {
+				seen += i + len(want)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		c.Process.Kill()
+		t.Fatalf("the terminal did not show %q; it shows:\n%q", want, screen.String())
+	}
+	expect("# ")
+	ptmx.WriteString("echo $((6*7))\r")
+	expect("42\r\n")
+	ptmx.WriteString("stty size\r")
+	expect("30 100\r\n")
+	pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 120}) // SIGWINCH to vmcompose
+	time.Sleep(500 * time.Millisecond)
+	ptmx.WriteString("stty size\r")
+	expect("40 120\r\n")
+	ptmx.WriteString("sleep 1000\r")
+	expect("sleep 1000")
+	time.Sleep(time.Second)
+	ptmx.WriteString("\x03") // Ctrl-C
+	expect("# ")
+	ptmx.WriteString("echo status=$?\r")
+	expect("status=130\r\n")
+	ptmx.WriteString("exit 5\r")
+	err = c.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
+		mu.Lock()
+		t.Errorf("exit: %v, want status 5; terminal:\n%q", err, screen.String())
+		mu.Unlock()
+	}
+	after, err := term.GetState(int(tty.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *after != *before {
+		t.Errorf("the terminal's mode was not restored: before %+v, after %+v", *before, *after)
+	}
+}
+
+// TestRunDependencies: run starts what the service depends on through the
+// supervisor, waits until it is healthy, joins its network (the page comes
+// by service name) and leaves the dependency running and nothing of its
+// own VM behind. --no-deps starts nothing else.
+func TestRunDependencies(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	dir := filepath.Join(p.home, "deps")
+	state := filepath.Join(p.home, "state", "vmcompose", "deps")
+	p.cleanup(dir)
+	compose := `services:
+  web:
+    image: ` + ref + `
+    command: ["sh", "-c", "mkdir -p /www && echo hello from web > /www/index.html && exec httpd -f -p 80 -h /www"]
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"]
+      interval: 500ms
+      retries: 60
+  client:
+    image: ` + ref + `
+    depends_on:
+      web: {condition: service_healthy}
+`
+	// --no-deps: no supervisor, no VM but the run's, and web does not
+	// answer.
+	out, stderr, code := p.in(dir, compose, "run", "--rm", "--no-deps", "client", "sh", "-c", "wget -q -T 2 -O- http://web/ || echo no web")
+	if code != 0 || out != "no web\n" {
+		t.Errorf("run --no-deps: exit %d, %q\n%s", code, out, stderr)
+	}
+	if sups, vms := supervisors(state), qemus(state); len(sups)+len(vms) != 0 {
+		t.Errorf("after run --no-deps: supervisors %v, qemus %v; want none", sups, vms)
+	}
+	if fileExistsT(filepath.Join(state, "state.json")) {
+		t.Errorf("after run --no-deps the project has a state: %v", readState(t, state))
+	}
+
+	start := time.Now()
+	out, stderr, code = p.in(dir, "", "run", "--rm", "client", "wget", "-q", "-O-", "http://web/")
+	if code != 0 || out != "hello from web\n" {
+		t.Fatalf("run client fetching http://web/: exit %d, %q\n%s", code, out, stderr)
+	}
+	t.Logf("run of a service that depends on a healthy one: %s", time.Since(start))
+	if ps := p.ps(dir); ps["web"].State != "running" || ps["web"].Health != "healthy" || len(ps) != 1 {
+		t.Errorf("after the run, ps: %+v; want web running and healthy, alone", ps)
+	}
+	if vms := qemus(state); len(vms) != 1 {
+		t.Errorf("after the run: qemus %v, want web's alone", vms)
+	}
+	ping, err := reconcile.NewNetworks(state, nil, nil).Ping(t.Context())
+	if err != nil || fmt.Sprint(ping.Instances) != "[web-1]" {
+		t.Errorf("after the run, the network process has %v attached (%v); want [web-1]", ping, err)
+	}
+	vms, _ := os.ReadDir(filepath.Join(state, "vms"))
+	if len(vms) != 1 || vms[0].Name() != "web-1" {
+		t.Errorf("VMs after run --rm: %v, want web-1 alone", vms)
+	}
+	// A second run finds web up: nothing to start.
+	out, stderr, code = p.in(dir, "", "run", "--rm", "client", "sh", "-c", "wget -q -O- http://web/ && wget -q -O- http://deps-web-1/")
+	if code != 0 || out != "hello from web\nhello from web\n" {
+		t.Errorf("second run: exit %d, %q\n%s", code, out, stderr)
 	}
 }
