@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -464,5 +465,124 @@ func TestRunDependencies(t *testing.T) {
 	out, stderr, code = p.in(dir, "", "run", "--rm", "client", "sh", "-c", "wget -q -O- http://web/ && wget -q -O- http://deps-web-1/")
 	if code != 0 || out != "hello from web\nhello from web\n" {
 		t.Errorf("second run: exit %d, %q\n%s", code, out, stderr)
+	}
+}
+
+// TestRunPorts: a run publishes the service's ports only with
+// --service-ports, others with -p, and unpublishes them when it ends.
+func TestRunPorts(t *testing.T) {
+	p := newRunProject(t)
+	dir := filepath.Join(p.home, "ports")
+	p.cleanup(dir)
+	port, other := freePort(t), freePort(t)
+	compose := `services:
+  web:
+    image: ` + p.push("busybox", testimage.Busybox(t)) + `
+    ports: ["127.0.0.1:` + port + `:80"]
+`
+	serve := "mkdir -p /www && echo hello from run > /www/index.html && httpd -p 80 -h /www && echo serving && sleep 6"
+	for _, tc := range []struct {
+		args    []string
+		open    string // the port that answers while the run serves
+		refused string // one that must not
+	}{
+		{[]string{"run", "--rm", "web"}, "", port},
+		{[]string{"run", "--rm", "--service-ports", "web"}, port, ""},
+		{[]string{"run", "--rm", "-p", "127.0.0.1:" + other + ":80", "web"}, other, port},
+	} {
+		c := exec.Command(binary, append([]string{"--progress", "quiet"}, append(tc.args, "sh", "-c", serve)...)...)
+		c.Dir = dir
+		c.Env = append(os.Environ(), p.env...)
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644)
+		var stderr bytes.Buffer
+		c.Stderr = &stderr
+		out, _ := c.StdoutPipe()
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 8)
+		if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "serving\n" {
+			c.Process.Kill()
+			c.Wait()
+			t.Fatalf("%v: read %q, %v\n%s", tc.args, buf, err, stderr.String())
+		}
+		get := func(port string) (string, error) {
+			hc := http.Client{Timeout: 5 * time.Second}
+			resp, err := hc.Get("http://127.0.0.1:" + port + "/")
+			if err != nil {
+				return "", err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			return string(b), err
+		}
+		if tc.open != "" {
+			if body, err := get(tc.open); err != nil || body != "hello from run\n" {
+				t.Errorf("%v: port %s while the run serves: %q, %v", tc.args, tc.open, body, err)
+			}
+		}
+		if tc.refused != "" {
+			if body, err := get(tc.refused); err == nil {
+				t.Errorf("%v: port %s answers %q; want it unpublished", tc.args, tc.refused, body)
+			}
+		}
+		io.Copy(io.Discard, out)
+		if err := c.Wait(); err != nil {
+			t.Errorf("%v: %v\n%s", tc.args, err, stderr.String())
+		}
+		if tc.open != "" {
+			if body, err := get(tc.open); err == nil {
+				t.Errorf("%v: port %s answers %q after the run; want it unpublished", tc.args, tc.open, body)
+			}
+		}
+	}
+}
+
+// TestRunOutlivesSupervisor: a supervisor that exits (here after a down)
+// leaves the network process to a run VM that still uses it, and the run
+// ends it when it ends.
+func TestRunOutlivesSupervisor(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	dir := filepath.Join(p.home, "outlive")
+	state := filepath.Join(p.home, "state", "vmcompose", "outlive")
+	p.cleanup(dir)
+	compose := "services:\n  web:\n    image: " + ref + "\n    command: [sleep, \"1000\"]\n  probe:\n    image: " + ref + "\n"
+	if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait", "web"); code != 0 {
+		t.Fatalf("up: exit %d\n%s", code, stderr)
+	}
+	c := exec.Command(binary, "--progress", "quiet", "run", "--rm", "--name", "probe", "probe", "sh", "-c",
+		"echo started; sleep 8; nslookup outlive-probe >/dev/null && echo network ok")
+	c.Dir = dir
+	c.Env = append(os.Environ(), p.env...)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	out, _ := c.StdoutPipe()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "started\n" {
+		c.Process.Kill()
+		c.Wait()
+		t.Fatalf("read %q, %v\n%s", buf, err, stderr.String())
+	}
+	if _, stderr, code := p.in(dir, "", "down", "-t", "0"); code != 0 {
+		t.Fatalf("down: exit %d\n%s", code, stderr)
+	}
+	if left := waitGone(supervisors, state); len(left) != 0 {
+		t.Errorf("supervisor %v still runs after down", left)
+	}
+	ping, err := reconcile.NewNetworks(state, nil, nil).Ping(t.Context())
+	if err != nil || fmt.Sprint(ping.Instances) != "[probe]" {
+		t.Errorf("after down, while the run goes on: network process %+v, %v; want probe attached", ping, err)
+	}
+	rest, _ := io.ReadAll(out)
+	if err := c.Wait(); err != nil || string(rest) != "network ok\n" {
+		t.Errorf("run: %v, printed %q after down; want its network to work\n%s", err, rest, stderr.String())
+	}
+	if left := waitGone(networkProcs, state); len(left) != 0 {
+		t.Errorf("network process %v left after the run ended", left)
 	}
 }
