@@ -19,6 +19,9 @@ type OneOff struct {
 	// Aliases (--use-aliases) makes the service's name and its network
 	// aliases resolve to it too, as they do to the service's instances.
 	Aliases bool
+	// Driver, when set, has the attach first detach the one-off VMs that
+	// ended without detaching (see DetachEnded).
+	Driver vm.Driver
 }
 
 // AttachOneOff joins a one-off VM of svc to the service's networks, the
@@ -33,6 +36,9 @@ func (n *Networks) AttachOneOff(ctx context.Context, p *types.Project, instance 
 	atts, err := network.AttachmentsOf(svc)
 	if err != nil || len(atts) == 0 {
 		return nil, err
+	}
+	if o.Driver != nil {
+		n.DetachEnded(ctx, o.Driver)
 	}
 	ep := network.Endpoint{Instance: instance, Names: []string{p.Name + "-" + instance}}
 	if o.Aliases {
@@ -52,4 +58,28 @@ func (n *Networks) AttachOneOff(ctx context.Context, p *types.Project, instance 
 	}
 	configureNICs(a.NICs, spec, guest)
 	return rec, nil
+}
+
+// DetachEnded detaches the one-off VMs whose run ended without detaching
+// them (its vmcompose was killed): their VM was started and runs no more,
+// yet they hold addresses and published ports. Instances are the
+// supervisor's; a one-off VM not started yet is left alone, as it may be
+// another run's, about to boot. It starts no network process.
+func (n *Networks) DetachEnded(ctx context.Context, d vm.Driver) {
+	p, err := n.Ping(ctx)
+	if err != nil {
+		return
+	}
+	for _, name := range p.Instances {
+		if _, _, ok := ParseInstance(name); ok {
+			continue
+		}
+		st, err := d.Inspect(ctx, name)
+		if err != nil || st.State == vm.StateRunning || st.StartedAt.IsZero() {
+			continue
+		}
+		if err := n.Detach(name); err != nil {
+			n.Log.Warn("detaching an ended one-off VM", "vm", name, "err", err)
+		}
+	}
 }

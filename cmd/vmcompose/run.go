@@ -207,7 +207,7 @@ func runVM(c *cli.Context, rt *reconcile.Runtime, dir string, p *project.Project
 	defer signal.Stop(sigs)
 
 	nets := projectNetworks(dir, nil)
-	rec, err := nets.AttachOneOff(c.Context, p.Project, o.vmName, svc, reconcile.OneOff{Ports: o.ports, Aliases: c.Bool("use-aliases")}, &prep.Spec, &prep.Guest)
+	rec, err := nets.AttachOneOff(c.Context, p.Project, o.vmName, svc, reconcile.OneOff{Ports: o.ports, Aliases: c.Bool("use-aliases"), Driver: rt.Driver}, &prep.Spec, &prep.Guest)
 	joined := rec != nil || err != nil // an attach that failed half-way too
 	if err != nil {
 		err = fmt.Errorf("service %q: network: %w", svc.Name, err)

@@ -586,3 +586,44 @@ func TestRunOutlivesSupervisor(t *testing.T) {
 		t.Errorf("network process %v left after the run ended", left)
 	}
 }
+
+// TestRunKilled: a run whose vmcompose is killed takes its VM along, and
+// the next run detaches it from the network, freeing its address.
+func TestRunKilled(t *testing.T) {
+	p := newRunProject(t)
+	dir := filepath.Join(p.home, "killed")
+	state := filepath.Join(p.home, "state", "vmcompose", "killed")
+	p.cleanup(dir)
+	compose := "services:\n  svc:\n    image: " + p.push("busybox", testimage.Busybox(t)) + "\n"
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644)
+	c := exec.Command(binary, "--progress", "quiet", "run", "--name", "victim", "svc", "sh", "-c", "echo started; sleep 1000")
+	c.Dir = dir
+	c.Env = append(os.Environ(), p.env...)
+	out, _ := c.StdoutPipe()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "started\n" {
+		c.Process.Kill()
+		c.Wait()
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	c.Process.Kill()
+	c.Wait()
+	if left := waitGone(qemus, state); len(left) != 0 {
+		t.Fatalf("qemu %v outlived its killed vmcompose run", left)
+	}
+	nets := reconcile.NewNetworks(state, nil, nil)
+	if ping, err := nets.Ping(t.Context()); err != nil || fmt.Sprint(ping.Instances) != "[victim]" {
+		t.Fatalf("after the kill: network process %+v, %v; want victim still attached", ping, err)
+	}
+	if out, stderr, code := p.in(dir, "", "run", "--rm", "svc", "true"); code != 0 {
+		t.Fatalf("next run: exit %d, %q\n%s", code, out, stderr)
+	}
+	if left := waitGone(networkProcs, state); len(left) != 0 {
+		ping, err := nets.Ping(t.Context())
+		t.Errorf("after the next run the network process %v runs on: %+v, %v", left, ping, err)
+	}
+}
