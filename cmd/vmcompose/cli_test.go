@@ -224,6 +224,7 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"run", "--service-ports", "-p", "8080:80", "svc"}, "--service-ports and --publish cannot be used together"},
 		{[]string{"run", "-p", "80:eighty", "svc"}, `run --publish "80:eighty"`},
 		{[]string{"run", "nosuch"}, "no such service: nosuch"},
+		{[]string{"run", "--name", "svc-1", "svc"}, "run --name svc-1: that is the name of an instance of service svc"},
 	} {
 		_, stderr, code := run(t, dir, tc.args...)
 		if code != 1 || !strings.Contains(stderr, tc.want) {

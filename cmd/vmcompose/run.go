@@ -84,6 +84,11 @@ func runRun(c *cli.Context) error {
 	if o.vmName == "" {
 		o.vmName = o.service + "-run-" + randomHex(3)
 	}
+	if s, _, ok := reconcile.ParseInstance(o.vmName); ok {
+		if _, isService := p.VMs[s]; isService {
+			return fmt.Errorf("run --name %s: that is the name of an instance of service %s: choose another name", o.vmName, s)
+		}
+	}
 	if err := o.parse(c, svc); err != nil {
 		return err
 	}
@@ -223,6 +228,9 @@ func runVM(c *cli.Context, rt *reconcile.Runtime, dir string, p *project.Project
 	}()
 	if err != nil {
 		return err
+	}
+	if rec == nil && len(o.ports) > 0 {
+		return fmt.Errorf("service %q: run --publish/--service-ports: the service joins no network (network_mode: none): drop the flag", svc.Name)
 	}
 	// remove removes the VM and, as docker compose run --rm does with the
 	// container, its anonymous volumes; named volumes stay.
