@@ -627,3 +627,31 @@ func TestRunKilled(t *testing.T) {
 		t.Errorf("after the next run the network process %v runs on: %+v, %v", left, ping, err)
 	}
 }
+
+// TestRunVolumeFlag: -v adds a bind mount (a relative source is the
+// current directory's) or a named volume to the run's VM.
+func TestRunVolumeFlag(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("QEMU's virtiofsd needs root")
+	}
+	p := newRunProject(t)
+	compose := "services:\n  svc:\n    image: " + p.push("busybox", testimage.Busybox(t)) + "\n    network_mode: none\nvolumes:\n  data: {}\n"
+	host := filepath.Join(p.home, "project", "shared")
+	os.MkdirAll(host, 0o755)
+	os.WriteFile(filepath.Join(host, "f"), []byte("from the host\n"), 0o644)
+	for _, tc := range []struct {
+		args   []string
+		stdout string
+	}{
+		{[]string{"run", "--rm", "-v", "./shared:/x", "-v", "data:/data", "svc", "sh", "-c", "cat /x/f; echo kept > /data/f; echo back > /x/g"}, "from the host\n"},
+		{[]string{"run", "--rm", "-v", "data:/data", "svc", "cat", "/data/f"}, "kept\n"},
+	} {
+		stdout, stderr, code := p.run(compose, tc.args...)
+		if code != 0 || stdout != tc.stdout {
+			t.Errorf("%v: exit %d, stdout %q; want %q\nstderr: %s", tc.args, code, stdout, tc.stdout, stderr)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(host, "g")); err != nil || string(b) != "back\n" {
+		t.Errorf("what the run wrote into its bind mount: %q, %v", b, err)
+	}
+}
