@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"net/netip"
+	"slices"
 
 	"github.com/compose-spec/compose-go/v2/types"
 
@@ -82,4 +83,14 @@ func (n *Networks) DetachEnded(ctx context.Context, d vm.Driver) {
 			n.Log.Warn("detaching an ended one-off VM", "vm", name, "err", err)
 		}
 	}
+}
+
+// Keeps reports whether the network process that answered p, before a
+// VM of instance started, still runs with the instance attached: then the
+// VM's NICs are connected. (Attached also says yes for a network process
+// that replaced a dead one and attached the instance again, but QEMU does
+// not reconnect a NIC.) It starts no network process.
+func (n *Networks) Keeps(ctx context.Context, p *NetworkPing, instance string) bool {
+	now, err := n.Ping(ctx)
+	return err == nil && p != nil && now.Pid == p.Pid && now.Started.Equal(p.Started) && slices.Contains(now.Instances, instance)
 }

@@ -229,6 +229,10 @@ func runVM(c *cli.Context, rt *reconcile.Runtime, dir string, p *project.Project
 	if err != nil {
 		return err
 	}
+	var netproc *reconcile.NetworkPing // what the VM's NICs connect to
+	if rec != nil {
+		netproc, _ = nets.Ping(ctx)
+	}
 	if rec == nil && len(o.ports) > 0 {
 		return fmt.Errorf("service %q: run --publish/--service-ports: the service joins no network (network_mode: none): drop the flag", svc.Name)
 	}
@@ -253,14 +257,12 @@ func runVM(c *cli.Context, rt *reconcile.Runtime, dir string, p *project.Project
 		remove()
 		return err
 	}
-	if rec != nil {
-		// A supervisor that exited while this VM booted may have ended
-		// the network process (see Supervisor.anyRunning).
-		if ok, aerr := nets.Attached(ctx, o.vmName, rec); !ok || aerr != nil {
-			att.Close()
-			rt.Driver.Kill(ctx, o.vmName)
-			return fmt.Errorf("service %q: the project's network process ended while %s booted (%v): run it again", svc.Name, o.vmName, aerr)
-		}
+	if rec != nil && !nets.Keeps(ctx, netproc, o.vmName) {
+		// It ended while the VM booted: a supervisor that exited just
+		// then (see Supervisor.anyRunning), or a crash.
+		att.Close()
+		rt.Driver.Kill(ctx, o.vmName)
+		return fmt.Errorf("service %q: the project's network process ended while %s booted: run it again", svc.Name, o.vmName)
 	}
 	if o.stdin || o.tty {
 		in, err := att.Client.Input(ctx)
