@@ -379,8 +379,17 @@ func TestRunTerminal(t *testing.T) {
 	ptmx.WriteString("stty size\r")
 	expect("30 100\r\n")
 	pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 120}) // SIGWINCH to vmcompose
-	time.Sleep(500 * time.Millisecond)
-	ptmx.WriteString("stty size\r")
+	// The new size reaches the guest a moment later: ask until it shows.
+	for i := 0; i < 40; i++ {
+		ptmx.WriteString("stty size\r")
+		time.Sleep(250 * time.Millisecond)
+		mu.Lock()
+		resized := strings.Contains(screen.String()[seen:], "40 120\r\n")
+		mu.Unlock()
+		if resized {
+			break
+		}
+	}
 	expect("40 120\r\n")
 	ptmx.WriteString("sleep 1000\r")
 	expect("sleep 1000")
