@@ -292,6 +292,31 @@ func TestRunBrokenImage(t *testing.T) {
 	}
 }
 
+// background starts vmcompose in dir and returns once it printed the line
+// first on stdout; out has the rest. The caller waits for c.
+func (p *runProject) background(dir, first string, args ...string) (c *exec.Cmd, out io.Reader, stderr *bytes.Buffer) {
+	p.t.Helper()
+	c = exec.Command(binary, append([]string{"--progress", "quiet"}, args...)...)
+	c.Dir = dir
+	c.Env = append(os.Environ(), p.env...)
+	stderr = new(bytes.Buffer)
+	c.Stderr = stderr
+	pipe, err := c.StdoutPipe()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	buf := make([]byte, len(first)+1)
+	if _, err := io.ReadFull(pipe, buf); err != nil || string(buf) != first+"\n" {
+		c.Process.Kill()
+		c.Wait()
+		p.t.Fatalf("%v: read %q, %v; want %q\n%s", args, buf, err, first, stderr)
+	}
+	return c, pipe, stderr
+}
+
 // TestRunStdin: stdin reaches the command (docker compose run's -i is on by
 // default), and -i=false gives it none.
 func TestRunStdin(t *testing.T) {
@@ -484,11 +509,13 @@ func TestRunPorts(t *testing.T) {
 	dir := filepath.Join(p.home, "ports")
 	p.cleanup(dir)
 	port, other := freePort(t), freePort(t)
+	os.MkdirAll(dir, 0o755)
 	compose := `services:
   web:
     image: ` + p.push("busybox", testimage.Busybox(t)) + `
     ports: ["127.0.0.1:` + port + `:80"]
 `
+	os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644)
 	serve := "mkdir -p /www && echo hello from run > /www/index.html && httpd -p 80 -h /www && echo serving && sleep 6"
 	for _, tc := range []struct {
 		args    []string
@@ -499,23 +526,7 @@ func TestRunPorts(t *testing.T) {
 		{[]string{"run", "--rm", "--service-ports", "web"}, port, ""},
 		{[]string{"run", "--rm", "-p", "127.0.0.1:" + other + ":80", "web"}, other, port},
 	} {
-		c := exec.Command(binary, append([]string{"--progress", "quiet"}, append(tc.args, "sh", "-c", serve)...)...)
-		c.Dir = dir
-		c.Env = append(os.Environ(), p.env...)
-		os.MkdirAll(dir, 0o755)
-		os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644)
-		var stderr bytes.Buffer
-		c.Stderr = &stderr
-		out, _ := c.StdoutPipe()
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 8)
-		if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "serving\n" {
-			c.Process.Kill()
-			c.Wait()
-			t.Fatalf("%v: read %q, %v\n%s", tc.args, buf, err, stderr.String())
-		}
+		c, out, stderr := p.background(dir, "serving", append(tc.args, "sh", "-c", serve)...)
 		get := func(port string) (string, error) {
 			hc := http.Client{Timeout: 5 * time.Second}
 			resp, err := hc.Get("http://127.0.0.1:" + port + "/")
@@ -561,22 +572,8 @@ func TestRunOutlivesSupervisor(t *testing.T) {
 	if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait", "web"); code != 0 {
 		t.Fatalf("up: exit %d\n%s", code, stderr)
 	}
-	c := exec.Command(binary, "--progress", "quiet", "run", "--rm", "--name", "probe", "probe", "sh", "-c",
+	c, out, stderr := p.background(dir, "started", "run", "--rm", "--name", "probe", "probe", "sh", "-c",
 		"echo started; sleep 8; nslookup outlive-probe >/dev/null && echo network ok")
-	c.Dir = dir
-	c.Env = append(os.Environ(), p.env...)
-	var stderr bytes.Buffer
-	c.Stderr = &stderr
-	out, _ := c.StdoutPipe()
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 8)
-	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "started\n" {
-		c.Process.Kill()
-		c.Wait()
-		t.Fatalf("read %q, %v\n%s", buf, err, stderr.String())
-	}
 	if _, stderr, code := p.in(dir, "", "down", "-t", "0"); code != 0 {
 		t.Fatalf("down: exit %d\n%s", code, stderr)
 	}
@@ -606,19 +603,7 @@ func TestRunKilled(t *testing.T) {
 	compose := "services:\n  svc:\n    image: " + p.push("busybox", testimage.Busybox(t)) + "\n"
 	os.MkdirAll(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644)
-	c := exec.Command(binary, "--progress", "quiet", "run", "--name", "victim", "svc", "sh", "-c", "echo started; sleep 1000")
-	c.Dir = dir
-	c.Env = append(os.Environ(), p.env...)
-	out, _ := c.StdoutPipe()
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 8)
-	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "started\n" {
-		c.Process.Kill()
-		c.Wait()
-		t.Fatalf("read %q, %v", buf, err)
-	}
+	c, _, _ := p.background(dir, "started", "run", "--name", "victim", "svc", "sh", "-c", "echo started; sleep 1000")
 	c.Process.Kill()
 	c.Wait()
 	if left := waitGone(qemus, state); len(left) != 0 {
