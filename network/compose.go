@@ -51,9 +51,18 @@ func EndpointOf(p *types.Project, svc types.ServiceConfig, instance string) Endp
 
 // AttachmentsOf returns a service's networks in NIC order: highest
 // gw_priority first, then highest priority, then by name; a service
-// without networks is on "default". The service-level mac_address applies
-// to the first NIC when that network sets none.
+// without networks is on "default", one with network_mode: none on none.
+// The service-level mac_address applies to the first NIC when that network
+// sets none. Other network modes (host, service:, container:) share a
+// network stack, which a VM cannot: they are refused.
 func AttachmentsOf(svc types.ServiceConfig) ([]Attachment, error) {
+	switch svc.NetworkMode {
+	case "":
+	case "none":
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("service %q: network_mode %q is not supported: a VM has a network stack of its own: use networks:, or network_mode: none for no network", svc.Name, svc.NetworkMode)
+	}
 	type entry struct {
 		name string
 		cfg  types.ServiceNetworkConfig

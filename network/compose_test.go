@@ -3,6 +3,7 @@ package network_test
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -44,6 +45,12 @@ func TestAttachmentsOf(t *testing.T) {
 	got, _ = network.AttachmentsOf(types.ServiceConfig{Name: "db", ContainerSpec: types.ContainerSpec{MacAddress: "02:00:00:00:00:03"}})
 	if fmt.Sprint(got) != fmt.Sprint([]network.Attachment{{Network: "default", MAC: "02:00:00:00:00:03"}}) {
 		t.Errorf("AttachmentsOf a service without networks: %+v", got)
+	}
+	if got, err := network.AttachmentsOf(types.ServiceConfig{Name: "db", ContainerSpec: types.ContainerSpec{NetworkMode: "none"}}); err != nil || len(got) != 0 {
+		t.Errorf("AttachmentsOf a service with network_mode none: %+v, %v; want none", got, err)
+	}
+	if _, err := network.AttachmentsOf(types.ServiceConfig{Name: "db", ContainerSpec: types.ContainerSpec{NetworkMode: "host"}}); err == nil || !strings.Contains(err.Error(), `network_mode "host" is not supported`) {
+		t.Errorf("AttachmentsOf a service with network_mode host: %v", err)
 	}
 	_, err = network.AttachmentsOf(types.ServiceConfig{Name: "db", ContainerSpec: types.ContainerSpec{Networks: map[string]*types.ServiceNetworkConfig{"a": {Ipv4Address: "fd00::1"}}}})
 	if err == nil || err.Error() != `service "db": network "a": ipv4_address "fd00::1" is not an IPv4 address` {

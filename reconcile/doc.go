@@ -42,6 +42,15 @@
 // shows the loss. A VM whose network died while no supervisor ran is
 // treated the same way when the next supervisor adopts it.
 //
+// `vmcompose run` boots its one-off VM in the CLI, not in the supervisor:
+// the VM lives as long as the command, with the terminal attached. It asks
+// the supervisor to start the service's dependencies (an up with
+// Request.RunFor), joins the network process itself (AttachOneOff) and
+// detaches when the command ends. Its VM lives in vms/ beside the
+// instances but is none (ParseInstance): the supervisor neither adopts nor
+// plans it, and only counts it as a running VM before it ends the network
+// process.
+//
 // Operations that change VMs run one at a time: a second `up` waits for
 // the first, with a message, and then finds nothing left to do. A
 // supervisor exits after a down that leaves no VM, after IdleExit with

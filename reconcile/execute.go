@@ -60,10 +60,47 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	if err := s.execute(ctx, p, plan, o, req.Timeout, emit); err != nil {
 		return err
 	}
-	if !req.Wait {
-		return nil
+	if req.Wait {
+		if err := s.waitUp(ctx, p, plan, emit); err != nil {
+			return err
+		}
 	}
-	return s.waitUp(ctx, p, plan, emit)
+	if req.RunFor != "" {
+		return s.awaitRun(ctx, p, plan, req.RunFor, emit)
+	}
+	return nil
+}
+
+// awaitRun waits until the depends_on conditions of service, the one a
+// `vmcompose run` is for, hold on the instances the plan keeps, as docker
+// compose run waits before it starts its container.
+func (s *Supervisor) awaitRun(ctx context.Context, p *project.Project, plan *planner.Plan, service string, emit func(Event)) error {
+	svc, ok := p.Services[service]
+	if !ok {
+		if svc, ok = p.DisabledServices[service]; !ok {
+			return fmt.Errorf("no such service: %s", service)
+		}
+	}
+	for _, op := range plan.Ops {
+		cfg, isDep := svc.DependsOn[op.Service]
+		if !isDep || op.Kind == planner.Remove || op.Kind == planner.Stop || op.Kind == planner.Blocked {
+			continue
+		}
+		in := s.lookup(op.Instance)
+		if in == nil {
+			continue
+		}
+		if err := in.await(ctx, cfg.Condition); err != nil {
+			if !cfg.Required {
+				continue
+			}
+			return fmt.Errorf("service %q: dependency failed to meet %s: %w", service, cfg.Condition, err)
+		}
+		if cfg.Condition != condStarted {
+			emit(Event{Instance: op.Instance, Message: map[string]string{condHealthy: "Healthy", condCompleted: "Exited (0)"}[cfg.Condition]})
+		}
+	}
+	return nil
 }
 
 // adoptObserved makes sure every observed instance has its in-memory

@@ -31,6 +31,8 @@ func GuestSpec(svc types.ServiceConfig, img *v1.ConfigFile, hostname string) age
 		Sysctls:    svc.Sysctls,
 		Init:       svc.Init,
 		StopSignal: svc.StopSignal,
+		Tty:        svc.Tty,
+		OpenStdin:  svc.StdinOpen,
 	}
 	if svc.Hostname != "" {
 		spec.Hostname = svc.Hostname

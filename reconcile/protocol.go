@@ -40,6 +40,10 @@ type Request struct {
 	RemoveOrphans      bool           `json:"remove_orphans,omitempty"`
 	Scale              map[string]int `json:"scale,omitempty"`
 	Wait               bool           `json:"wait,omitempty"`
+	// RunFor makes an up the start of the dependencies of a one-off VM
+	// (`vmcompose run`) of that service: Services are its dependencies, and
+	// the up returns once its depends_on conditions hold on them.
+	RunFor string `json:"run_for,omitempty"`
 	// Timeout (seconds) bounds a stop; negative means the service's
 	// stop_grace_period.
 	Timeout int `json:"timeout"`

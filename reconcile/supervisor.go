@@ -313,16 +313,33 @@ func (s *Supervisor) networkLost(loss NetworkLoss) {
 	}
 }
 
-// anyRunning reports whether a VM of the project runs, or may.
+// anyRunning reports whether a VM of the project runs, or may. The
+// one-off VMs of `vmcompose run` count too, though they are no instances
+// of the supervisor's: their CLI attaches them to the project's network
+// process and detaches them when they end, and a release in the meantime
+// would cut their network (QEMU does not reconnect a NIC). So the network
+// process outlives the supervisor while one runs, and ends after the last
+// one with the CLI's Networks.Close, or with the next supervisor that
+// finds nothing running.
 func (s *Supervisor) anyRunning() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	o, err := ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+	var statuses []vm.Status
+	var err error
+	if l, ok := s.Runtime.Driver.(vm.Lister); ok {
+		statuses, err = l.List(ctx) // instances and one-offs
+	} else {
+		var o Observation
+		o, err = ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+		for _, st := range o.VMs {
+			statuses = append(statuses, st)
+		}
+	}
 	if err != nil {
 		s.Log.Warn("observing VMs", "err", err)
 		return true
 	}
-	for _, st := range o.VMs {
+	for _, st := range statuses {
 		if st.State == vm.StateRunning {
 			return true
 		}

@@ -208,3 +208,27 @@ func TestVersion(t *testing.T) {
 		t.Errorf("exit %d: %q", code, out)
 	}
 }
+
+// TestRunFlagErrors: run refuses what it cannot do, before it boots
+// anything, and says what to do instead.
+func TestRunFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte("services:\n  svc:\n    image: busybox\n    pull_policy: never\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "-d", "svc"}, "run --detach is not supported yet"},
+		{[]string{"run", "--service-ports", "-p", "8080:80", "svc"}, "--service-ports and --publish cannot be used together"},
+		{[]string{"run", "-p", "80:eighty", "svc"}, `run --publish "80:eighty"`},
+		{[]string{"run", "nosuch"}, "no such service: nosuch"},
+		{[]string{"run", "--name", "svc-1", "svc"}, "run --name svc-1: that is the name of an instance of service svc"},
+	} {
+		_, stderr, code := run(t, dir, tc.args...)
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}

@@ -47,6 +47,20 @@ func runNetwork(c *cli.Context) error {
 	return err
 }
 
+// projectNetworks is the client of the network process of the project
+// whose state dir is dir, which it starts when none runs: the supervisor's
+// (for the instances) and run's (for its one-off VM).
+func projectNetworks(dir string, log *slog.Logger) *reconcile.Networks {
+	var nets *reconcile.Networks
+	nets = reconcile.NewNetworks(dir, log, func(ctx context.Context) (*reconcile.Child, error) {
+		return startNetwork(ctx, dir, func(ctx context.Context) error {
+			_, err := nets.Ping(ctx)
+			return err
+		})
+	})
+	return nets
+}
+
 // startNetwork starts the network process of the project whose state dir
 // is dir and waits until ping answers.
 func startNetwork(ctx context.Context, dir string, ping func(context.Context) error) (*reconcile.Child, error) {

@@ -6,15 +6,23 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/format"
+	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/vm"
 )
@@ -26,32 +34,65 @@ func runCommand() *cli.Command {
 		ArgsUsage: "SERVICE [COMMAND [ARG...]]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "rm", Usage: "remove the VM when the command exits"},
+			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "run in the background (not supported yet)"},
+			&cli.StringFlag{Name: "name", Usage: "name of the VM (default: SERVICE-run-RANDOM)"},
 			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `KEY=VALUE` in the environment"},
 			&cli.StringFlag{Name: "entrypoint", Usage: "override the image's entrypoint"},
-			&cli.StringFlag{Name: "name", Usage: "name of the VM (default: SERVICE-run-RANDOM)"},
+			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "run as `USER` (name or uid, optionally :group)"},
+			&cli.StringFlag{Name: "workdir", Aliases: []string{"w"}, Usage: "run in `DIR`"},
+			&cli.BoolFlag{Name: "no-deps", Usage: "don't start the services it depends on"},
+			&cli.BoolFlag{Name: "service-ports", Usage: "publish the service's ports: as up does"},
+			&cli.StringSliceFlag{Name: "publish", Aliases: []string{"p"}, Usage: "publish a port, `[IP:]HOST:VM[/PROTO]`"},
+			&cli.BoolFlag{Name: "use-aliases", Usage: "answer to the service's name and network aliases too"},
+			&cli.BoolFlag{Name: "no-TTY", Aliases: []string{"T"}, Usage: "no pseudo-terminal (default: one when stdin and stdout are terminals)"},
+			&cli.BoolFlag{Name: "interactive", Aliases: []string{"i"}, Value: true, Usage: "attach stdin (-i=false: none)"},
+			&cli.StringSliceFlag{Name: "volume", Aliases: []string{"v"}, Usage: "mount a volume, `SOURCE:TARGET[:ro]`"},
 		},
-		// Flags after SERVICE belong to COMMAND, as in docker compose run.
-		SkipFlagParsing: false,
-		Action:          runRun,
+		// Flags end at SERVICE: what follows is COMMAND's, as in docker
+		// compose run (the flag package stops at the first argument).
+		Action: runRun,
 	}
+}
+
+// runOptions are the flags of one run, checked.
+type runOptions struct {
+	service, vmName string
+	tty, stdin      bool
+	ports           []types.ServicePortConfig
+	volumes         []types.ServiceVolumeConfig
 }
 
 func runRun(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return fmt.Errorf("run: name the service to run")
 	}
-	p, err := loadProject(c)
+	if c.Bool("detach") {
+		return fmt.Errorf("run --detach is not supported yet: a one-off VM lives as long as its vmcompose run; run it in the background of your shell (vmcompose run -T ... &), or make it a service and use up -d")
+	}
+	p, dir, err := projectState(c)
 	if err != nil {
 		return err
 	}
-	name := c.Args().First()
-	svc, ok := p.Services[name]
+	o := runOptions{service: c.Args().First(), vmName: c.String("name")}
+	svc, ok := p.Services[o.service]
 	if !ok {
-		if svc, ok = p.DisabledServices[name]; !ok {
-			return fmt.Errorf("no such service: %s (the project has: %v)", name, p.ServiceNames())
+		if svc, ok = p.DisabledServices[o.service]; !ok {
+			return fmt.Errorf("no such service: %s (the project has: %v)", o.service, p.ServiceNames())
 		}
 		// docker compose run starts a service whatever its profiles.
 	}
+	if o.vmName == "" {
+		o.vmName = o.service + "-run-" + randomHex(3)
+	}
+	if s, _, ok := reconcile.ParseInstance(o.vmName); ok {
+		if _, isService := p.VMs[s]; isService {
+			return fmt.Errorf("run --name %s: that is the name of an instance of service %s: choose another name", o.vmName, s)
+		}
+	}
+	if err := o.parse(c, svc); err != nil {
+		return err
+	}
+	svc.Volumes = append(svc.Volumes, o.volumes...)
 	for _, w := range reconcile.BindWarnings(svc) {
 		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", w)
 	}
@@ -59,70 +100,195 @@ func runRun(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	vmName := c.String("name")
-	if vmName == "" {
-		vmName = name + "-run-" + randomHex(3)
+	if st, err := rt.Driver.Inspect(c.Context, o.vmName); err == nil && st.State == vm.StateRunning {
+		return fmt.Errorf("run --name %s: a VM of that name runs already: choose another name", o.vmName)
 	}
-	dir, err := reconcile.StateDir(p.Name)
-	if err != nil {
-		return err
+	if !c.Bool("no-deps") {
+		if err := startDependencies(c, p, dir, svc); err != nil {
+			return err
+		}
 	}
 	prep, err := rt.Prepare(c.Context, reconcile.Service{
-		Project: p, Name: vmName, Config: svc, StateDir: dir,
+		Project: p, Name: o.vmName, Config: svc, StateDir: dir,
 		Env: c.StringSlice("env"), Entrypoint: c.String("entrypoint"), Command: c.Args().Tail(),
 	})
 	if err != nil {
-		if _, ierr := rt.Driver.Inspect(c.Context, vmName); errors.Is(ierr, vm.ErrNotFound) {
-			reconcile.RemoveAnonVolumes(dir, vmName) // made for no VM
+		if _, ierr := rt.Driver.Inspect(c.Context, o.vmName); errors.Is(ierr, vm.ErrNotFound) {
+			reconcile.RemoveAnonVolumes(dir, o.vmName) // made for no VM
 		}
 		return err
 	}
-	// remove removes the VM and, as docker compose run --rm does with the
-	// container, its anonymous volumes; named volumes stay.
-	remove := func(ctx context.Context) error {
-		if err := rt.Driver.Remove(ctx, vmName); err != nil {
-			return err
-		}
-		return reconcile.RemoveAnonVolumes(dir, vmName)
+	if u := c.String("user"); u != "" {
+		prep.Guest.User = u
+	}
+	if w := c.String("workdir"); w != "" {
+		prep.Guest.WorkingDir = w
+	}
+	prep.Guest.Tty, prep.Guest.OpenStdin = o.tty, o.stdin
+	if o.tty {
+		prep.Guest.Rows, prep.Guest.Cols = terminalSize(int(os.Stdin.Fd()))
 	}
 	// The VM lives as long as this command: if vmcompose dies, so does it.
 	prep.Spec.DieWithController = true
+	return runVM(c, rt, dir, p, svc, prep, o)
+}
 
+// parse checks the flags that shape the VM.
+func (o *runOptions) parse(c *cli.Context, svc types.ServiceConfig) error {
+	publish := c.StringSlice("publish")
+	if len(publish) > 0 && c.Bool("service-ports") {
+		return fmt.Errorf("run: --service-ports and --publish cannot be used together: choose one")
+	}
+	if c.Bool("service-ports") {
+		o.ports = svc.Ports
+	}
+	for _, spec := range publish {
+		ports, err := types.ParsePortConfig(spec)
+		if err != nil {
+			return fmt.Errorf("run --publish %q: %w (want [IP:]HOST:VM[/PROTO])", spec, err)
+		}
+		o.ports = append(o.ports, ports...)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	for _, spec := range c.StringSlice("volume") {
+		v, err := format.ParseVolume(spec)
+		if err != nil {
+			return fmt.Errorf("run --volume %q: %w (want SOURCE:TARGET[:ro])", spec, err)
+		}
+		if v.Type == types.VolumeTypeBind && !filepath.IsAbs(v.Source) {
+			v.Source = filepath.Join(wd, v.Source)
+		}
+		o.volumes = append(o.volumes, v)
+	}
+	// docker compose run: stdin unless -i=false, and a terminal when
+	// both ends are one, unless -T.
+	o.stdin = c.Bool("interactive")
+	o.tty = o.stdin && !c.Bool("no-TTY") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
+	return nil
+}
+
+// startDependencies starts the services svc depends on through the
+// project's supervisor, as `up -d` of them would, and returns once its
+// depends_on conditions hold (healthy, completed...). Optional
+// dependencies that no active profile enables are left out.
+func startDependencies(c *cli.Context, p *project.Project, dir string, svc types.ServiceConfig) error {
+	var deps []string
+	for _, name := range slices.Sorted(maps.Keys(svc.DependsOn)) {
+		if _, ok := p.Services[name]; ok || svc.DependsOn[name].Required {
+			deps = append(deps, name)
+		}
+	}
+	if len(deps) == 0 {
+		return nil
+	}
+	req, err := request(c)
+	if err != nil {
+		return err
+	}
+	req.Services, req.RunFor = deps, svc.Name
+	sup, err := connect(c.Context, dir, true)
+	if err != nil {
+		return err
+	}
+	if err := sup.call(c.Context, "/up", req, printEvent(c)); err != nil {
+		reportFailure(c, dir, err)
+		return err
+	}
+	return nil
+}
+
+// runVM joins the prepared VM to its networks, boots it, connects the
+// terminal, and undoes it all when the command ends, however it ends.
+func runVM(c *cli.Context, rt *reconcile.Runtime, dir string, p *project.Project, svc types.ServiceConfig, prep *reconcile.Prepared, o runOptions) (err error) {
 	// Signals go to the service, not to us: the first Ctrl-C stops it the
-	// way docker compose run does, a second one kills the VM.
+	// way docker compose run does, a second one kills the VM. From here
+	// on nothing is cancelled: every step below ends by itself.
 	ctx := context.WithoutCancel(c.Context)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
 
-	att, err := rt.Boot(ctx, prep)
+	nets := projectNetworks(dir, nil)
+	rec, err := nets.AttachOneOff(c.Context, p.Project, o.vmName, svc, reconcile.OneOff{Ports: o.ports, Aliases: c.Bool("use-aliases"), Driver: rt.Driver}, &prep.Spec, &prep.Guest)
+	joined := rec != nil || err != nil // an attach that failed half-way too
 	if err != nil {
-		remove(ctx)
+		err = fmt.Errorf("service %q: network: %w", svc.Name, err)
+	}
+	defer func() {
+		if !joined {
+			return
+		}
+		if derr := nets.Detach(o.vmName); derr != nil && err == nil {
+			err = fmt.Errorf("service %q: detaching %s from the network: %w", svc.Name, o.vmName, derr)
+		}
+		nets.Close() // ends the network process if nothing else is attached
+	}()
+	if err != nil {
 		return err
 	}
-	go func() {
-		n := 0
-		for sig := range sigs {
-			if n++; n > 1 && sig == os.Interrupt {
-				rt.Driver.Kill(ctx, vmName)
-				return
+	var netproc *reconcile.NetworkPing // what the VM's NICs connect to
+	if rec != nil {
+		netproc, _ = nets.Ping(ctx)
+	}
+	if rec == nil && len(o.ports) > 0 {
+		return fmt.Errorf("service %q: run --publish/--service-ports: the service joins no network (network_mode: none): drop the flag", svc.Name)
+	}
+	// remove removes the VM and, as docker compose run --rm does with the
+	// container, its anonymous volumes; named volumes stay.
+	remove := func() error {
+		if err := rt.Driver.Remove(ctx, o.vmName); err != nil {
+			return err
+		}
+		return reconcile.RemoveAnonVolumes(dir, o.vmName)
+	}
+	defer func() {
+		if c.Bool("rm") {
+			if rerr := remove(); rerr != nil && err == nil {
+				err = rerr
 			}
-			att.Client.Signal(ctx, unix.SignalName(sig.(syscall.Signal)))
 		}
 	}()
+
+	att, err := rt.Boot(c.Context, prep)
+	if err != nil {
+		remove()
+		return err
+	}
+	if rec != nil && !nets.Keeps(ctx, netproc, o.vmName) {
+		// It ended while the VM booted: a supervisor that exited just
+		// then (see Supervisor.anyRunning), or a crash.
+		att.Close()
+		rt.Driver.Kill(ctx, o.vmName)
+		return fmt.Errorf("service %q: the project's network process ended while %s booted: run it again", svc.Name, o.vmName)
+	}
+	if o.stdin || o.tty {
+		in, err := att.Client.Input(ctx)
+		if err != nil {
+			att.Close()
+			rt.Driver.Kill(ctx, o.vmName)
+			return fmt.Errorf("service %q: attaching stdin: %w", svc.Name, err)
+		}
+		defer in.Close()
+		if o.tty {
+			restore := rawTerminal(in)
+			defer restore()
+		}
+		if o.stdin {
+			go copyStdin(in, os.Stdin)
+		}
+	}
+	go forwardSignals(ctx, sigs, att, rt.Driver, o.vmName)
 	status, err := att.Stream(ctx, c.App.Writer, c.App.ErrWriter)
 	att.Close()
 	// The guest powers off once the exit status is delivered; wait for it.
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	if _, werr := vm.Wait(wctx, rt.Driver, vmName); werr != nil {
-		rt.Driver.Kill(ctx, vmName)
+	if _, werr := vm.Wait(wctx, rt.Driver, o.vmName); werr != nil {
+		rt.Driver.Kill(ctx, o.vmName)
 	}
 	cancel()
-	if c.Bool("rm") {
-		if rerr := remove(ctx); rerr != nil && err == nil {
-			err = rerr
-		}
-	}
 	if err != nil {
 		return err
 	}
@@ -130,6 +296,63 @@ func runRun(c *cli.Context) error {
 		return exitCode(status.Code)
 	}
 	return nil
+}
+
+// forwardSignals sends the signals vmcompose gets to the service; a second
+// Ctrl-C kills the VM. (With a terminal, Ctrl-C is a keystroke, typed into
+// the guest's terminal, and no signal reaches vmcompose.)
+func forwardSignals(ctx context.Context, sigs <-chan os.Signal, att *reconcile.Attached, d vm.Driver, name string) {
+	n := 0
+	for sig := range sigs {
+		if n++; n > 1 && sig == os.Interrupt {
+			d.Kill(ctx, name)
+			return
+		}
+		att.Client.Signal(ctx, unix.SignalName(sig.(syscall.Signal)))
+	}
+}
+
+// copyStdin sends r to the service's stdin and closes it at r's end.
+func copyStdin(in *agent.Input, r io.Reader) {
+	if _, err := io.Copy(in, r); err == nil || errors.Is(err, io.EOF) {
+		in.CloseStdin()
+	}
+}
+
+// rawTerminal puts the terminal on stdin in raw mode, so that every key,
+// Ctrl-C included, goes to the guest's terminal, and has the guest's
+// follow its size. It returns what restores the terminal.
+func rawTerminal(in *agent.Input) (restore func()) {
+	fd := int(os.Stdin.Fd())
+	old, err := term.MakeRaw(fd)
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-winch:
+				in.Resize(terminalSize(fd))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(winch)
+		close(done)
+		if err == nil {
+			term.Restore(fd, old)
+		}
+	}
+}
+
+// terminalSize is the size of the terminal fd, 24x80 when it cannot tell.
+func terminalSize(fd int) (rows, cols uint16) {
+	if w, h, err := term.GetSize(fd); err == nil && w > 0 && h > 0 {
+		return uint16(h), uint16(w)
+	}
+	return 24, 80
 }
 
 // exitCode makes vmcompose exit with a service's status and print nothing.

@@ -53,13 +53,7 @@ func runSupervise(c *cli.Context) error {
 	sup.Runtime = rt
 	// The network runs in a process of its own that outlives this one,
 	// so that a new supervisor adopts networked VMs as they run.
-	var nets *reconcile.Networks
-	nets = reconcile.NewNetworks(dir, log, func(ctx context.Context) (*reconcile.Child, error) {
-		return startNetwork(ctx, dir, func(ctx context.Context) error {
-			_, err := nets.Ping(ctx)
-			return err
-		})
-	})
+	nets := projectNetworks(dir, log)
 	defer nets.Close() // asks it to exit only when nothing is attached
 	sup.Network, sup.NetworkReattach, sup.NetworkDetach = nets.Attach, nets.Reattach, nets.Detach
 	sup.NetworkAttached, sup.NetworkRelease, sup.NetworkWatch = nets.Attached, nets.Release, nets.Watch

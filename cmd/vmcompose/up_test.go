@@ -661,3 +661,46 @@ func TestUpForeground(t *testing.T) {
 		t.Errorf("idle after Ctrl-C: %+v", e)
 	}
 }
+
+// TestUpStdinOpenAndTty: compose's stdin_open keeps a service's stdin open
+// (cat waits on it instead of ending at once), and tty gives it a
+// terminal.
+func TestUpStdinOpenAndTty(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	dir := filepath.Join(p.home, "stdin")
+	p.cleanup(dir)
+	compose := `services:
+  open:
+    image: ` + ref + `
+    command: [cat]
+    stdin_open: true
+    network_mode: none
+  closed:
+    image: ` + ref + `
+    command: [cat]
+    network_mode: none
+  tty:
+    image: ` + ref + `
+    command: ["sh", "-c", "test -t 0 && test -t 1 && echo a terminal; exec sleep 1000"]
+    tty: true
+    network_mode: none
+`
+	if _, stderr, code := p.in(dir, compose, "up", "-d"); code != 0 {
+		t.Fatalf("up -d: exit %d\n%s", code, stderr)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ps := p.ps(dir)
+		if ps["closed"].State == "exited" || time.Now().After(deadline) {
+			if ps["open"].State != "running" || ps["closed"].State != "exited" || ps["tty"].State != "running" {
+				t.Errorf("ps: %+v; want open and tty running, closed exited", ps)
+			}
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out, stderr, _ := p.in(dir, "", "logs", "--no-log-prefix", "tty"); out != "a terminal\n" {
+		t.Errorf("logs of the tty service: %q; want %q\n%s", out, "a terminal\n", stderr)
+	}
+}

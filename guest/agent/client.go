@@ -244,11 +244,10 @@ type Process struct {
 	// Pid is the process's pid in the guest.
 	Pid int
 
-	stream net.Conn
-	wmu    sync.Mutex
-	done   chan struct{}
-	exit   ExitStatus
-	err    error
+	in   Input
+	done chan struct{}
+	exit ExitStatus
+	err  error
 }
 
 // Exec starts spec.Argv in the guest next to the service and copies its
@@ -261,12 +260,12 @@ func (c *Client) Exec(ctx context.Context, spec ExecSpec, stdio ExecIO) (*Proces
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{Pid: resp.Pid, stream: s, done: make(chan struct{})}
+	p := &Process{Pid: resp.Pid, in: Input{stream: s}, done: make(chan struct{})}
 	stop := context.AfterFunc(ctx, func() { abort(s) })
 	if stdio.Stdin != nil {
 		go p.copyStdin(stdio.Stdin)
 	} else {
-		p.writeFrame(FrameStdinEOF, nil)
+		p.in.CloseStdin()
 	}
 	go func() {
 		defer close(p.done)
@@ -285,21 +284,15 @@ func (p *Process) copyStdin(r io.Reader) {
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			if p.writeFrame(FrameStdin, buf[:n]) != nil {
+			if p.in.writeFrame(FrameStdin, buf[:n]) != nil {
 				return
 			}
 		}
 		if err != nil {
-			p.writeFrame(FrameStdinEOF, nil)
+			p.in.CloseStdin()
 			return
 		}
 	}
-}
-
-func (p *Process) writeFrame(typ byte, payload []byte) error {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	return WriteFrame(p.stream, typ, payload)
 }
 
 func (p *Process) readFrames(stdout, stderr io.Writer) (ExitStatus, error) {
@@ -311,7 +304,7 @@ func (p *Process) readFrames(stdout, stderr io.Writer) (ExitStatus, error) {
 	}
 	var buf []byte
 	for {
-		typ, payload, err := ReadFrame(p.stream, buf)
+		typ, payload, err := ReadFrame(p.in.stream, buf)
 		if err != nil {
 			return ExitStatus{}, fmt.Errorf("exec stream: %w", noEOF(err))
 		}
@@ -338,16 +331,11 @@ func (p *Process) readFrames(stdout, stderr io.Writer) (ExitStatus, error) {
 }
 
 // Resize changes the terminal size of a process started with Tty.
-func (p *Process) Resize(rows, cols uint16) error {
-	var b [4]byte
-	binary.BigEndian.PutUint16(b[:], rows)
-	binary.BigEndian.PutUint16(b[2:], cols)
-	return p.writeFrame(FrameResize, b[:])
-}
+func (p *Process) Resize(rows, cols uint16) error { return p.in.Resize(rows, cols) }
 
 // Signal sends a signal, by name, to the process.
 func (p *Process) Signal(sig string) error {
-	return p.writeFrame(FrameSignal, []byte(sig))
+	return p.in.writeFrame(FrameSignal, []byte(sig))
 }
 
 // Wait returns how the process ended, once it did and all its output was
@@ -355,6 +343,61 @@ func (p *Process) Signal(sig string) error {
 func (p *Process) Wait() (ExitStatus, error) {
 	<-p.done
 	return p.exit, p.err
+}
+
+// Input is the host's end of the service's stdin and terminal
+// (Client.Input); an exec'd Process writes its own through one. Its
+// methods are safe for concurrent use.
+type Input struct {
+	stream net.Conn
+	wmu    sync.Mutex
+}
+
+// Input opens the service's stdin and terminal. Writes reach its stdin when
+// the service was started with OpenStdin, Resize its terminal when with
+// Tty; on a service with neither, Input fails with ErrInvalid, and before
+// Start with ErrNotStarted. Several hosts may hold one at once. Close
+// detaches and leaves stdin open; CloseStdin ends it (without Tty: with a
+// terminal, type ^D instead).
+func (c *Client) Input(ctx context.Context) (*Input, error) {
+	s, err := c.open(ctx, Request{Op: opInput}, &Response{})
+	if err != nil {
+		return nil, err
+	}
+	return &Input{stream: s}, nil
+}
+
+// Write sends p to the process's stdin.
+func (in *Input) Write(p []byte) (int, error) {
+	for n := 0; n < len(p); {
+		chunk := p[n:min(len(p), n+maxFrame)]
+		if err := in.writeFrame(FrameStdin, chunk); err != nil {
+			return n, err
+		}
+		n += len(chunk)
+	}
+	return len(p), nil
+}
+
+// CloseStdin closes the process's stdin: it reads EOF once it has read
+// what was written. It does nothing to a terminal.
+func (in *Input) CloseStdin() error { return in.writeFrame(FrameStdinEOF, nil) }
+
+// Resize changes the size of the process's terminal.
+func (in *Input) Resize(rows, cols uint16) error {
+	var b [4]byte
+	binary.BigEndian.PutUint16(b[:], rows)
+	binary.BigEndian.PutUint16(b[2:], cols)
+	return in.writeFrame(FrameResize, b[:])
+}
+
+// Close detaches from the service's input; the service does not notice.
+func (in *Input) Close() error { return in.stream.Close() }
+
+func (in *Input) writeFrame(typ byte, payload []byte) error {
+	in.wmu.Lock()
+	defer in.wmu.Unlock()
+	return WriteFrame(in.stream, typ, payload)
 }
 
 // open opens a stream, writes req and reads the response header into resp.

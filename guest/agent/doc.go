@@ -30,6 +30,9 @@
 //	          powers off once the host closed the stream
 //	exec      frames both ways (see frame types below) until the exit frame
 //	health    nothing; the response carries the HealthResult
+//	input     stdin, stdin EOF, resize and signal frames from the host to
+//	          the service (Spec.OpenStdin, Spec.Tty), until the host
+//	          closes the stream; nothing comes back
 //
 // A new connection (the supervisor restarted) is a new yamux session: the
 // service keeps running, and its output while nobody was attached is kept in

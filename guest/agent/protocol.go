@@ -19,8 +19,9 @@ const PortName = "vmcompose.agent"
 const VsockPort = 1024
 
 // ProtocolVersion is bumped on incompatible wire changes; Dial refuses a
-// guest that speaks another version.
-const ProtocolVersion = 1
+// guest that speaks another version. 2: the service's stdin and terminal
+// (Spec.OpenStdin, Spec.Rows and Cols, the input operation).
+const ProtocolVersion = 2
 
 // RingSize is how many bytes of each of the service's output streams the
 // guest keeps for hosts that attach late or re-attach.
@@ -45,6 +46,7 @@ const (
 	opExec     = "exec"
 	opHealth   = "health"
 	opResume   = "resume"
+	opInput    = "input"
 )
 
 // Spec is what the service process is, as the image config says and compose
@@ -128,10 +130,19 @@ type Spec struct {
 	Init *bool `json:"init,omitempty"`
 
 	// Tty is compose's `tty`: the service's stdin, stdout and stderr are
-	// one terminal (80x24, TERM=xterm unless set), and all its output
-	// arrives on Stdout. Nothing is ever typed into it (`stdin_open` is not
-	// supported), which keeps a shell waiting, as in docker.
-	Tty bool `json:"tty,omitempty"`
+	// one terminal of Rows x Cols (24x80 when zero; TERM=xterm unless
+	// set), and all its output arrives on Stdout. What a host writes
+	// through Client.Input is typed into it when OpenStdin is set too;
+	// otherwise nothing is, which keeps a shell waiting, as in docker.
+	Tty  bool   `json:"tty,omitempty"`
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
+
+	// OpenStdin is compose's `stdin_open` (docker run's -i): the service's
+	// stdin is a pipe (the terminal with Tty) that stays open for hosts to
+	// write through Client.Input, until one closes it. Without it stdin is
+	// /dev/null.
+	OpenStdin bool `json:"stdin_open,omitempty"`
 
 	// StopSignal is compose's `stop_signal`; empty means the image's, then
 	// SIGTERM.
@@ -437,8 +448,9 @@ func ReadHeader(r io.Reader, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// Exec frame types. A frame is one type byte, a 4-byte big-endian length
-// and the payload.
+// Exec frame types, also those of the input operation (host to guest
+// only). A frame is one type byte, a 4-byte big-endian length and the
+// payload.
 const (
 	// Host to guest.
 	FrameStdin    byte = 0 // payload: bytes for the process's stdin

@@ -1,16 +1,19 @@
 package agentd
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/creack/pty"
 	"github.com/hashicorp/yamux"
 	"golang.org/x/sys/unix"
 
@@ -38,6 +41,7 @@ type Server struct {
 	mu    sync.Mutex
 	phase agent.Phase
 	spec  *agent.Spec
+	input *os.File // the service's stdin pipe or terminal; nil when neither
 	pid   int
 	exit  agent.ExitStatus
 
@@ -186,6 +190,8 @@ func (s *Server) handle(st net.Conn) {
 		err = s.handleHealth(st, req)
 	case "resume":
 		err = s.handleResume(st, req.Resume)
+	case "input":
+		err = s.handleInput(st)
 	default:
 		err = s.reply(st, errResponse(fmt.Errorf("%w: unknown operation %q", agent.ErrInvalid, req.Op)))
 	}
@@ -363,6 +369,55 @@ func (s *Server) handleWait(st net.Conn, shutdown bool) error {
 	case <-time.After(30 * time.Second):
 	}
 	return nil
+}
+
+// handleInput writes the host's frames to the service's stdin and
+// terminal until the host closes the stream. After the exit they go
+// nowhere.
+func (s *Server) handleInput(st net.Conn) error {
+	s.mu.Lock()
+	phase, in, spec, pid := s.phase, s.input, s.spec, s.pid
+	s.mu.Unlock()
+	switch phase {
+	case agent.PhaseRunning, agent.PhaseStopping, agent.PhaseExited:
+	default:
+		return s.reply(st, errResponse(agent.ErrNotStarted))
+	}
+	if in == nil {
+		return s.reply(st, errResponse(fmt.Errorf("%w: the service has no stdin: it was started without stdin_open and tty", agent.ErrInvalid)))
+	}
+	if err := s.reply(st, agent.Response{}); err != nil {
+		return err
+	}
+	var buf []byte
+	for {
+		typ, payload, err := agent.ReadFrame(st, buf)
+		if err != nil {
+			return nil // the host detached
+		}
+		buf = payload[:0]
+		switch typ {
+		case agent.FrameStdin:
+			if spec.OpenStdin {
+				in.Write(payload)
+			}
+		case agent.FrameStdinEOF:
+			if spec.OpenStdin && !spec.Tty {
+				in.Close()
+			}
+		case agent.FrameResize:
+			if spec.Tty && len(payload) == 4 {
+				pty.Setsize(in, &pty.Winsize{Rows: binary.BigEndian.Uint16(payload), Cols: binary.BigEndian.Uint16(payload[2:])})
+			}
+		case agent.FrameSignal:
+			s.mu.Lock()
+			running := s.phase == agent.PhaseRunning || s.phase == agent.PhaseStopping
+			s.mu.Unlock()
+			if sig, err := parseSignal(string(payload)); err == nil && running {
+				unix.Kill(pid, sig)
+			}
+		}
+	}
 }
 
 func (s *Server) handleSignal(st net.Conn, name string) error {

@@ -67,8 +67,9 @@ func (s *Server) start(spec agent.Spec) error {
 			return fmt.Errorf("read_only: remounting the root read-only: %w", err)
 		}
 	}
-	// outs are what the service writes: two pipes, or one terminal.
-	outs, childFiles, err := serviceStdio(&p, spec.Tty)
+	// outs are what the service writes: two pipes, or one terminal; in is
+	// where its input goes.
+	outs, in, childFiles, err := serviceStdio(&p, spec)
 	if err != nil {
 		return err
 	}
@@ -77,13 +78,16 @@ func (s *Server) start(spec agent.Spec) error {
 		f.Close()
 	}
 	if err != nil {
-		for _, f := range outs {
-			f.Close()
+		for _, f := range append(outs, in) {
+			if f != nil {
+				f.Close()
+			}
 		}
 		return err
 	}
-	s.log.Info("service started", "pid", pid, "argv", argv, "uid", p.user.Uid, "gid", p.user.Gid, "tty", spec.Tty)
+	s.log.Info("service started", "pid", pid, "argv", argv, "uid", p.user.Uid, "gid", p.user.Gid, "tty", spec.Tty, "stdin", spec.OpenStdin)
 	s.spec = &spec
+	s.input = in
 	s.pid = pid
 	s.phase = agent.PhaseRunning
 	close(s.started)
@@ -127,8 +131,10 @@ func (s *Server) start(spec agent.Spec) error {
 			}
 		}
 		tick.Stop()
-		for _, f := range outs {
-			f.Close()
+		for _, f := range append(outs, in) {
+			if f != nil {
+				f.Close()
+			}
 		}
 		s.stdout.Close()
 		s.stderr.Close()
@@ -137,34 +143,61 @@ func (s *Server) start(spec agent.Spec) error {
 	return nil
 }
 
-// serviceStdio gives p its standard files: /dev/null and two pipes, or a
-// terminal for all three (compose's `tty`). It returns the ends vminit
-// reads, stdout first, and the child's ends to close once it started.
-func serviceStdio(p *procSpec, tty bool) (outs, child []*os.File, err error) {
-	if tty {
+// serviceStdio gives p its standard files: /dev/null (a pipe with
+// OpenStdin) and two pipes, or a terminal for all three (compose's `tty`).
+// It returns the ends vminit reads, stdout first; the end input frames go
+// to (the pipe's, the terminal's; nil when neither); and the child's ends,
+// to close once it started.
+func serviceStdio(p *procSpec, spec agent.Spec) (outs []*os.File, in *os.File, child []*os.File, err error) {
+	if spec.Tty {
 		m, t, err := pty.Open()
 		if err != nil {
-			return nil, nil, fmt.Errorf("pty: %w", err)
+			return nil, nil, nil, fmt.Errorf("pty: %w", err)
 		}
-		pty.Setsize(m, &pty.Winsize{Rows: 24, Cols: 80})
+		size := pty.Winsize{Rows: 24, Cols: 80}
+		if spec.Rows > 0 && spec.Cols > 0 {
+			size = pty.Winsize{Rows: spec.Rows, Cols: spec.Cols}
+		}
+		pty.Setsize(m, &size)
 		if _, ok := resolve.Lookup(p.env, "TERM"); !ok {
 			p.env = append(p.env, "TERM=xterm")
 		}
 		p.stdin, p.stdout, p.stderr, p.tty = t, t, t, true
-		return []*os.File{m}, []*os.File{t}, nil
+		return []*os.File{m}, m, []*os.File{t}, nil
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return nil, nil, err
+	var files []*os.File // all of them, to close on an error
+	pipe := func() (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
 	}
-	errR, errW, err := os.Pipe()
+	defer func() {
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+		}
+	}()
+	outR, outW, err := pipe()
 	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	errR, errW, err := pipe()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	p.stdout, p.stderr = outW, errW
-	return []*os.File{outR, errR}, []*os.File{outW, errW}, nil
+	outs, child = []*os.File{outR, errR}, []*os.File{outW, errW}
+	if spec.OpenStdin {
+		inR, inW, err := pipe()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		p.stdin, in = inR, inW
+		child = append(child, inR)
+	}
+	return outs, in, child, nil
 }
 
 // stop sends the stop signal and, after the grace period, SIGKILL to every
