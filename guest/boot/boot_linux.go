@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -304,6 +306,41 @@ func LoopbackUp() error {
 	return nil
 }
 
+// writableExt4Mounts lists the mount points of the read-write ext4
+// filesystems (the volumes), in mount order.
+func writableExt4Mounts() []string {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 || f[2] != "ext4" || f[1] == "/" || !slices.Contains(strings.Split(f[3], ","), "rw") {
+			continue
+		}
+		out = append(out, unescapeMount(f[1]))
+	}
+	return out
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space...) of a path
+// in /proc/mounts.
+func unescapeMount(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
 // scratchFD is the scratch disk's mount point, or -1.
 var scratchFD = -1
 
@@ -324,6 +361,14 @@ func Poweroff(log *slog.Logger) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		return err
+	}
+	// Volumes first, the deepest mount first: an ext4 left mounted
+	// read-write needs journal recovery, which its next read-only user
+	// (`:ro`, a read-only disk) cannot do.
+	for _, m := range slices.Backward(writableExt4Mounts()) {
+		if err := remount(m); err != nil {
+			log.Warn("remounting a volume read-only", "path", m, "err", err)
+		}
 	}
 	if scratchFD >= 0 {
 		if err := remount("/"); err != nil {
