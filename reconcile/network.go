@@ -125,12 +125,17 @@ func (n *Networks) Attach(ctx context.Context, p *types.Project, instance string
 	if err != nil || len(atts) == 0 {
 		return nil, err // none: network_mode none, host or service:
 	}
-	rec := &NetworkRecord{
+	return n.attachVM(ctx, &NetworkRecord{
 		Project: p.Name, Endpoint: network.EndpointOf(p, svc, instance), Attachments: atts,
 		Ports: svc.Ports, Networks: network.NetworksOf(p),
-	}
+	}, spec, guest)
+}
+
+// attachVM attaches rec's instance and gives its VM the NICs, configured
+// by vminit, that the network process handed out.
+func (n *Networks) attachVM(ctx context.Context, rec *NetworkRecord, spec *vm.Spec, guest *agent.Spec) (*NetworkRecord, error) {
 	var a NetworkAttachment
-	rec, err = n.attach(ctx, rec, &a)
+	rec, err := n.attach(ctx, rec, &a)
 	if err != nil {
 		return nil, err
 	}

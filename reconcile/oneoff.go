@@ -51,14 +51,7 @@ func (n *Networks) AttachOneOff(ctx context.Context, p *types.Project, instance 
 			atts[i].Aliases = nil
 		}
 	}
-	rec := &NetworkRecord{Project: p.Name, Endpoint: ep, Attachments: atts, Ports: o.Ports, Networks: network.NetworksOf(p)}
-	var a NetworkAttachment
-	rec, err = n.attach(ctx, rec, &a)
-	if err != nil {
-		return nil, err
-	}
-	configureNICs(a.NICs, spec, guest)
-	return rec, nil
+	return n.attachVM(ctx, &NetworkRecord{Project: p.Name, Endpoint: ep, Attachments: atts, Ports: o.Ports, Networks: network.NetworksOf(p)}, spec, guest)
 }
 
 // DetachEnded detaches the one-off VMs whose run ended without detaching
