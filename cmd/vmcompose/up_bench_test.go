@@ -25,6 +25,14 @@ import (
 func BenchmarkUp(b *testing.B) {
 	p := newRunProject(b)
 	ref := p.push("busybox", testimage.Busybox(b))
+	// The first VM of a machine builds its template (see the README):
+	// once, before anything is measured.
+	warm := filepath.Join(p.home, "warm")
+	p.cleanup(warm)
+	if _, stderr, code := p.in(warm, "services:\n  s:\n    image: "+ref+"\n    command: [sleep, '1000']\n", "up", "-d", "--wait"); code != 0 {
+		b.Fatalf("warm-up up: %s", stderr)
+	}
+	p.in(warm, "", "down", "-t", "0")
 	var perOne float64
 	for _, n := range []int{1, 2, 4, 8} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
