@@ -97,14 +97,39 @@ func (t *template) remove() {
 }
 
 // templateMeta is a template's .json: what it was built from, so that
-// templates of kernels and initramfs that are gone can be removed.
+// templates of a kernel, initramfs or QEMU that is gone or was replaced
+// can be removed.
 type templateMeta struct {
-	Created   time.Time `json:"created"`
-	Binary    string    `json:"binary"`
-	Kernel    string    `json:"kernel"`
-	Initramfs string    `json:"initramfs"`
-	Memory    int64     `json:"memory"`
-	VCPUs     int       `json:"vcpus"`
+	Created time.Time       `json:"created"`
+	Inputs  []templateInput `json:"inputs"` // QEMU, the kernel, the initramfs
+	Memory  int64           `json:"memory"`
+	VCPUs   int             `json:"vcpus"`
+}
+
+// templateInput is a file a template was built from, as it was then.
+type templateInput struct {
+	Path    string    `json:"path"`
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"mtime"`
+}
+
+// templateInputs stats the files a template of spec is built from.
+func (d *Driver) templateInputs(spec vm.Spec) ([]templateInput, error) {
+	var in []templateInput
+	for _, f := range []string{d.o.binary, spec.Kernel, spec.Initramfs} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return nil, err
+		}
+		in = append(in, templateInput{Path: f, Size: fi.Size(), ModTime: fi.ModTime().UTC()})
+	}
+	return in, nil
+}
+
+// current reports whether every input is as it was.
+func (in templateInput) current() bool {
+	fi, err := os.Stat(in.Path)
+	return err == nil && fi.Size() == in.Size && fi.ModTime().Equal(in.ModTime)
 }
 
 // templateSpec is spec as its template boots: the same machine with its
@@ -184,12 +209,12 @@ func (d *Driver) template(ctx context.Context, spec vm.Spec, accel string) *temp
 func (d *Driver) templateKey(spec vm.Spec, accel string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintln(h, templateFormat)
-	for _, f := range []string{d.o.binary, spec.Kernel, spec.Initramfs} {
-		fi, err := os.Stat(f)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintln(h, f, fi.Size(), fi.ModTime().UnixNano())
+	inputs, err := d.templateInputs(spec)
+	if err != nil {
+		return "", err
+	}
+	for _, in := range inputs {
+		fmt.Fprintln(h, in.Path, in.Size, in.ModTime.UnixNano())
 	}
 	args := buildArgs(templateSpec(spec, &template{initrd: "initrd"}), accel, tscKHz(), d.o.tbSize, d.sandbox)
 	fmt.Fprintln(h, strings.Join(args, "\x00"))
@@ -257,7 +282,11 @@ func (d *Driver) buildTemplate(ctx context.Context, spec vm.Spec, accel string, 
 	if err != nil {
 		return err
 	}
-	meta := templateMeta{Created: time.Now().UTC(), Binary: d.o.binary, Kernel: spec.Kernel, Initramfs: spec.Initramfs, Memory: spec.Memory, VCPUs: spec.VCPUs}
+	inputs, err := d.templateInputs(spec)
+	if err != nil {
+		return err
+	}
+	meta := templateMeta{Created: time.Now().UTC(), Inputs: inputs, Memory: spec.Memory, VCPUs: spec.VCPUs}
 	if err := writeJSON(t.meta, meta); err != nil {
 		return err
 	}
@@ -369,7 +398,8 @@ func resumeIncoming(ctx context.Context, q *qmp) error {
 }
 
 // removeStaleTemplates removes the templates built from a kernel,
-// initramfs or qemu that is gone, and builds that were interrupted.
+// initramfs or QEMU that is gone or was replaced (their key can never come
+// up again), and builds that were interrupted.
 func (d *Driver) removeStaleTemplates() {
 	metas, _ := filepath.Glob(filepath.Join(d.o.templates, "*.json"))
 	for _, m := range metas {
@@ -377,11 +407,12 @@ func (d *Driver) removeStaleTemplates() {
 		if readJSON(m, &meta) != nil {
 			continue
 		}
-		for _, f := range []string{meta.Binary, meta.Kernel, meta.Initramfs} {
-			if _, err := os.Stat(f); errors.Is(err, os.ErrNotExist) {
+		for _, in := range meta.Inputs {
+			if !in.current() {
 				t := d.templateFiles(strings.TrimSuffix(filepath.Base(m), ".json"))
-				d.o.log.Info("removing a template whose inputs are gone", "template", t.snap, "missing", f)
+				d.o.log.Info("removing a template whose inputs changed", "template", t.snap, "input", in.Path)
 				t.remove()
+				os.Remove(t.failed)
 				os.Remove(filepath.Join(d.o.templates, t.key+".lock"))
 				break
 			}

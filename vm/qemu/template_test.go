@@ -117,3 +117,58 @@ func console(path string) string {
 	}
 	return string(b)
 }
+
+// TestStaleTemplatesAreRemoved: a template whose initramfs was replaced can
+// never be used again, and goes when the next template is built.
+func TestStaleTemplatesAreRemoved(t *testing.T) {
+	f := realGuest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	templates := t.TempDir()
+	d, err := qemu.New(t.TempDir(), qemu.WithLogger(logger(t)), qemu.WithTemplates(templates))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(f.initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(t.TempDir(), "initrd.cpio")
+	if err := os.WriteFile(initrd, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	snaps := func() []string {
+		s, _ := filepath.Glob(filepath.Join(templates, "*.snap"))
+		return s
+	}
+	var first []string
+	for i, name := range []string{"a", "b"} {
+		if i == 1 {
+			// The initramfs is rebuilt in place.
+			later := time.Now().Add(time.Minute)
+			if err := os.Chtimes(initrd, later, later); err != nil {
+				t.Fatal(err)
+			}
+		}
+		spec := f.serviceSpec(name)
+		spec.Initramfs = initrd
+		if err := d.Create(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Start(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		d.Kill(ctx, name)
+		if i == 0 {
+			first = snaps()
+		}
+	}
+	last := snaps()
+	if len(first) != 1 || len(last) != 1 || first[0] == last[0] {
+		t.Errorf("templates: %v after the first VM, %v after the second; want one each, not the same", first, last)
+	}
+	left, _ := filepath.Glob(filepath.Join(templates, strings.TrimSuffix(filepath.Base(first[0]), ".snap")+".*"))
+	if len(left) != 0 {
+		t.Errorf("files of the stale template left: %v", left)
+	}
+}
