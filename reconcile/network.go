@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -268,14 +269,24 @@ func (n *Networks) Detach(instance string) error {
 func (n *Networks) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	p, err := n.Ping(ctx)
+	if errors.Is(err, errNetworkDown) {
+		return nil
+	}
 	var q NetworkQuit
-	err := n.do(ctx, "POST", "/quit", NetworkQuit{IfIdle: true}, &q)
+	err = n.do(ctx, "POST", "/quit", NetworkQuit{IfIdle: true}, &q)
 	if errors.Is(err, errNetworkDown) {
 		return nil
 	}
 	if err == nil && q.Quitting {
 		n.asked()
 		n.Log.Info("network process asked to exit: no instance attached")
+		// Gone when Close returns, as a command that started it
+		// expects: it exits within milliseconds. (Tests serve the
+		// network from their own process.)
+		if p != nil && p.Pid != os.Getpid() {
+			waitPid(ctx, p.Pid)
+		}
 	}
 	return err
 }
