@@ -34,6 +34,9 @@ const (
 	consoleLog  = "console.log"
 	qmpSock     = "qmp.sock"
 	agentSock   = "agent.sock"
+	// restoringFile is there from before a qemu restoring from a
+	// template is spawned until its state is loaded and it runs.
+	restoringFile = "restoring"
 )
 
 // baseCmdline are the kernel arguments every guest gets before the spec's

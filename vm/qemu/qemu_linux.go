@@ -372,6 +372,7 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 		return fmt.Errorf("starting VM %s: %w", name, err)
 	}
 	defer unlock()
+	d.finishRestore(ctx, name)
 	if _, running, err := d.current(name); err != nil {
 		return err
 	} else if running {
@@ -436,10 +437,17 @@ func (d *Driver) launch(ctx context.Context, name string, spec vm.Spec, accel st
 		}
 		defer snap.Close()
 		extra = append(extra, snap)
-		args = append(buildArgs(restoreSpec(spec, t), accel, tscKHz(), d.o.tbSize, d.sandbox), "-incoming", "fd:3")
+		args = append(withTemplateMemory(buildArgs(restoreSpec(spec, t), accel, tscKHz(), d.o.tbSize, d.sandbox), t.ram, false), "-incoming", "defer")
 	}
-	for _, f := range []string{qmpSock, agentSock, pidFile} {
+	for _, f := range []string{qmpSock, agentSock, pidFile, restoringFile} {
 		os.Remove(filepath.Join(dir, f))
+	}
+	if t != nil {
+		// Until qemu runs, it waits for the commands that load the
+		// template (see finishRestore).
+		if err := os.WriteFile(filepath.Join(dir, restoringFile), nil, 0o644); err != nil {
+			return fmt.Errorf("starting VM %s: %w", name, err)
+		}
 	}
 	rotate(consolePath(dir, spec), maxConsoleLog)
 	logf, err := os.OpenFile(filepath.Join(dir, qemuLog), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -492,9 +500,10 @@ func (d *Driver) launch(ctx context.Context, name string, spec vm.Spec, accel st
 		if err == nil {
 			defer q.close()
 			if t != nil {
-				if err := resumeIncoming(wctx, q); err != nil {
+				if err := restoreIncoming(wctx, q); err != nil {
 					return fail(err)
 				}
+				os.Remove(filepath.Join(dir, restoringFile))
 			}
 			return nil
 		}
@@ -792,6 +801,13 @@ func (d *Driver) Inspect(ctx context.Context, name string) (vm.Status, error) {
 		Agent:   d.path(name, agentSock),
 		Console: consolePath(d.dir(name), spec),
 		Dir:     d.dir(name),
+	}
+	if _, err := os.Stat(d.path(name, restoringFile)); err == nil {
+		// A Start that holds the lock finishes its own restore.
+		if unlock, err := d.tryLock(name); err == nil {
+			d.finishRestore(ctx, name)
+			unlock()
+		}
 	}
 	r, running, err := d.current(name)
 	if err != nil {

@@ -60,7 +60,7 @@ func WithTemplates(dir string) Option {
 const (
 	// templateFormat is part of every template's key: change it when what
 	// a template holds changes in a way its inputs do not show.
-	templateFormat = "vmcompose template 1"
+	templateFormat = "vmcompose template 2"
 	// templateFlag on the kernel command line makes vminit wait as a
 	// template.
 	templateFlag = "vminit.template"
@@ -78,7 +78,8 @@ const (
 // copies boot with too.
 type template struct {
 	key    string
-	snap   string
+	snap   string // the device state
+	ram    string // the guest's memory (a sparse file)
 	initrd string
 	meta   string
 	failed string
@@ -86,12 +87,12 @@ type template struct {
 
 func (d *Driver) templateFiles(key string) *template {
 	p := filepath.Join(d.o.templates, key)
-	return &template{key: key, snap: p + ".snap", initrd: p + ".initrd", meta: p + ".json", failed: p + ".failed"}
+	return &template{key: key, snap: p + ".snap", ram: p + ".ram", initrd: p + ".initrd", meta: p + ".json", failed: p + ".failed"}
 }
 
 // remove deletes the template's files.
 func (t *template) remove() {
-	for _, f := range []string{t.snap, t.initrd, t.meta} {
+	for _, f := range []string{t.snap, t.ram, t.initrd, t.meta} {
 		os.Remove(f)
 	}
 }
@@ -216,7 +217,7 @@ func (d *Driver) templateKey(spec vm.Spec, accel string) (string, error) {
 	for _, in := range inputs {
 		fmt.Fprintln(h, in.Path, in.Size, in.ModTime.UnixNano())
 	}
-	args := buildArgs(templateSpec(spec, &template{initrd: "initrd"}), accel, tscKHz(), d.o.tbSize, d.sandbox)
+	args := withTemplateMemory(buildArgs(templateSpec(spec, &template{initrd: "initrd"}), accel, tscKHz(), d.o.tbSize, d.sandbox), "ram", true)
 	fmt.Fprintln(h, strings.Join(args, "\x00"))
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
 }
@@ -239,15 +240,22 @@ func (d *Driver) buildTemplate(ctx context.Context, spec vm.Spec, accel string, 
 		return err
 	}
 	defer logf.Close()
-	args := buildArgs(templateSpec(spec, t), accel, tscKHz(), d.o.tbSize, d.sandbox)
+	ram := t.ram + ".tmp"
+	defer os.Remove(ram)
+	args := withTemplateMemory(buildArgs(templateSpec(spec, t), accel, tscKHz(), d.o.tbSize, d.sandbox), ram, true)
 	c, err := d.spawn(dir, args, logf, true, false)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		unix.Kill(c.pid, unix.SIGKILL)
-		<-c.done
-	}()
+	stop := func() {
+		select {
+		case <-c.done: // reaped: its pid may be another process's now
+		default:
+			unix.Kill(c.pid, unix.SIGKILL)
+			<-c.done
+		}
+	}
+	defer stop()
 	console := filepath.Join(dir, consoleLog)
 	for {
 		b, _ := os.ReadFile(console)
@@ -273,13 +281,15 @@ func (d *Driver) buildTemplate(ctx context.Context, spec vm.Spec, accel string, 
 	if err := saveVM(ctx, q, tmp); err != nil {
 		return err
 	}
-	f, err := os.Open(tmp)
-	if err != nil {
-		return err
+	// The VM stays stopped once saved: its memory file is the state it
+	// was saved in.
+	stop()
+	for _, p := range []string{tmp, ram} {
+		if err := syncFile(p); err != nil {
+			return err
+		}
 	}
-	err = f.Sync()
-	f.Close()
-	if err != nil {
+	if err := os.Rename(ram, t.ram); err != nil {
 		return err
 	}
 	inputs, err := d.templateInputs(spec)
@@ -291,6 +301,57 @@ func (d *Driver) buildTemplate(ctx context.Context, spec vm.Spec, accel string, 
 		return err
 	}
 	return os.Rename(tmp, t.snap)
+}
+
+// withTemplateMemory backs the guest's memory with the template's memory
+// file. The template writes its memory there (shared) and the state it
+// saves leaves the memory out (x-ignore-shared); its copies map the file
+// privately, so that the pages they only read are one copy in the page
+// cache for all of them, and what they write is their own.
+//
+// Nothing may discard a copy's memory (no balloon, no virtio-mem): QEMU
+// 7.2 punches the hole in the file even for a private mapping, which
+// would change the template under every other copy. A template file is
+// never written once saved; a new one replaces it by rename.
+func withTemplateMemory(args []string, path string, shared bool) []string {
+	share := "off"
+	if shared {
+		share = "on"
+	}
+	out := make([]string, 0, len(args)+4)
+	for i := 0; i < len(args); i++ {
+		switch {
+		case args[i] == "-M" && i+1 < len(args):
+			out = append(out, "-M", args[i+1]+",memory-backend=mem")
+			i++
+		case args[i] == "-m" && i+1 < len(args):
+			out = append(out, "-m", args[i+1], "-object",
+				"memory-backend-file,id=mem,size="+args[i+1]+",mem-path="+escape(path)+",share="+share)
+			i++
+		default:
+			out = append(out, args[i])
+		}
+	}
+	return out
+}
+
+// ignoreShared leaves the memory out of a saved state (QEMU 7.2 takes the
+// capability through QMP only).
+func ignoreShared(ctx context.Context, q *qmp) error {
+	_, err := q.exec(ctx, "migrate-set-capabilities", map[string]any{
+		"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}},
+	})
+	return err
+}
+
+// syncFile flushes a file to disk.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // writeTemplateInitrd writes the initramfs templates boot from: the ACPI
@@ -337,6 +398,9 @@ func saveVM(ctx context.Context, q *qmp, path string) error {
 	if _, err := q.exec(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(10 << 30)}); err != nil {
 		return err
 	}
+	if err := ignoreShared(ctx, q); err != nil {
+		return err
+	}
 	if _, err := q.exec(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(path)}); err != nil {
 		return err
 	}
@@ -362,6 +426,58 @@ func saveVM(ctx context.Context, q *qmp, path string) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// finishRestore takes over the restore of a VM whose Start died while its
+// qemu waited for the template to be loaded (started with "-incoming
+// defer", which a saved template's memory file needs): it loads the state
+// and lets the VM run, or kills a qemu that does not. The caller holds the
+// VM's lock, so no Start is under way.
+func (d *Driver) finishRestore(ctx context.Context, name string) {
+	marker := d.path(name, restoringFile)
+	if _, err := os.Stat(marker); err != nil {
+		return
+	}
+	defer os.Remove(marker)
+	r, running, err := d.current(name)
+	if err != nil || !running {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	q, err := dialQMP(ctx, d.path(name, qmpSock))
+	if err == nil {
+		err = restoreIncoming(ctx, q)
+		q.close()
+	}
+	if err == nil {
+		d.o.log.Info("finished the restore of a VM whose start was cut short", "vm", name)
+		return
+	}
+	d.o.log.Warn("killing a VM whose restore was cut short and cannot be finished", "vm", name, "err", err)
+	d.kill(ctx, name, r)
+}
+
+// restoreIncoming loads the saved state that a qemu started with
+// "-incoming defer" has as fd 3, and waits for the VM to run.
+func restoreIncoming(ctx context.Context, q *qmp) error {
+	raw, err := q.exec(ctx, "query-migrate", nil)
+	if err != nil {
+		return fmt.Errorf("restoring from the template: %w", err)
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	json.Unmarshal(raw, &st)
+	if st.Status == "" || st.Status == "none" { // not asked to load yet
+		if err := ignoreShared(ctx, q); err != nil {
+			return fmt.Errorf("restoring from the template: %w", err)
+		}
+		if _, err := q.exec(ctx, "migrate-incoming", map[string]any{"uri": "fd:3"}); err != nil {
+			return fmt.Errorf("restoring from the template: %w", err)
+		}
+	}
+	return resumeIncoming(ctx, q)
 }
 
 // resumeIncoming waits for a qemu started with -incoming to load the saved
