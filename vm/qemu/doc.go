@@ -37,6 +37,16 @@
 // that died before qemu ran left behind (they would wait for a connection
 // for ever).
 //
+// # Templates
+//
+// With WithTemplates, a VM boots from a template of its machine rather
+// than from the kernel: see template_linux.go. The templates directory
+// holds, per machine key, <key>.snap (the saved device state), <key>.ram
+// (the guest memory the copies map privately), <key>.initrd (the
+// initramfs behind the ACPI table that describes every virtio-mmio
+// transport), <key>.json (what it was built from) and, after a failed
+// build, <key>.failed.
+//
 // "KVM works" is decided by a trial boot of the kernel (cached per host
 // boot in the user cache directory): an openable /dev/kvm is not enough on
 // nested hosts whose vCPUs hang or fail. VMCOMPOSE_ACCEL=tcg|kvm overrides.
@@ -71,6 +81,8 @@
 //	                the vhost-user socket of share i
 //	  virtiofsd.log the share daemons' stderr
 //	  shares/<i>/   where share i is mounted, for its daemon's eyes only
+//	  restoring     there while a qemu restored from a template waits
+//	                for its state to be loaded
 //
 // qemu runs with the VM directory as its working directory and relative
 // socket names, so deep state roots do not hit the 108-byte limit of unix
