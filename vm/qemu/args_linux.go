@@ -111,14 +111,29 @@ func macFor(name string, i int) string {
 	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", h[0], h[1], h[2])
 }
 
-// buildArgs returns qemu's arguments for spec. Relative paths are relative
-// to the VM directory, which is qemu's working directory.
 // sandboxArg turns on QEMU's seccomp filter: no obsolete system calls, no
 // privilege changes, no resource-control calls. Spawning stays allowed
 // (migration to a file uses exec:).
 const sandboxArg = "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"
 
-func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool) []string {
+// memoryFile is a template's memory (see template_linux.go): the template
+// writes it (shared) and saves its state without it (x-ignore-shared); its
+// copies map it privately, so that the pages they only read are one copy
+// in the page cache for all of them, and what they write is their own.
+//
+// Nothing may discard a copy's memory (no balloon, no virtio-mem): QEMU
+// 7.2 punches the hole in the file even for a private mapping, which
+// would change the template under every other copy. A template's file is
+// never written once saved; a new one replaces it by rename.
+type memoryFile struct {
+	path   string
+	shared bool
+}
+
+// buildArgs returns qemu's arguments for spec, its memory in memFile when
+// that is not nil. Relative paths are relative to the VM directory, which
+// is qemu's working directory.
+func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool, memFile *memoryFile) []string {
 	vcpus := spec.VCPUs
 	if vcpus == 0 {
 		vcpus = defaultVCPUs
@@ -131,11 +146,23 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool)
 	if spec.ConsoleLog != "" {
 		console = spec.ConsoleLog
 	}
-	machine := "microvm,acpi=on"
-	if len(spec.Shares) > 0 {
+	size := strconv.FormatInt(mem>>20, 10) + "M"
+	var backend string
+	switch {
+	case len(spec.Shares) > 0:
 		// A vhost-user device's daemon reads and writes the guest's
 		// memory: only VMs with shares get it as a shared memfd, the
 		// others keep QEMU's private anonymous memory.
+		backend = "memory-backend-memfd,id=mem,size=" + size + ",share=on"
+	case memFile != nil:
+		share := "off"
+		if memFile.shared {
+			share = "on"
+		}
+		backend = "memory-backend-file,id=mem,size=" + size + ",mem-path=" + escape(memFile.path) + ",share=" + share
+	}
+	machine := "microvm,acpi=on"
+	if backend != "" {
 		machine += ",memory-backend=mem"
 	}
 	a := []string{
@@ -154,10 +181,10 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool)
 	}
 	a = append(a,
 		"-smp", strconv.Itoa(vcpus),
-		"-m", strconv.FormatInt(mem>>20, 10)+"M",
+		"-m", size,
 	)
-	if len(spec.Shares) > 0 {
-		a = append(a, "-object", "memory-backend-memfd,id=mem,size="+strconv.FormatInt(mem>>20, 10)+"M,share=on")
+	if backend != "" {
+		a = append(a, "-object", backend)
 	}
 	a = append(a,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",

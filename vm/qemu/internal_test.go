@@ -35,7 +35,7 @@ func TestBuildArgs(t *testing.T) {
 		Networks:    []vm.Network{{Socket: "/run/net.sock"}, {Socket: "/run/net2.sock", MAC: "52:54:00:aa:bb:cc"}},
 		ConsoleLog:  "/logs/web,1.log",
 	}
-	args := buildArgs(spec, AccelTCG, 2596132, 32, true)
+	args := buildArgs(spec, AccelTCG, 2596132, 32, true, nil)
 	got := strings.Join(args, " ")
 	for _, want := range []string{
 		"-name vmcompose:web-1",
@@ -68,7 +68,12 @@ func TestBuildArgs(t *testing.T) {
 	if m := macFor("web-1", 0); m == macFor("web-1", 1) || m == macFor("web-2", 0) || !strings.HasPrefix(m, "52:54:00:") {
 		t.Errorf("derived MACs are not distinct per VM and NIC: %s", m)
 	}
-	if kvm := strings.Join(buildArgs(spec, AccelKVM, 2596132, 32, false), " "); !strings.Contains(kvm, "-accel kvm -cpu host") || strings.Contains(kvm, "tsc_early_khz") || strings.Contains(kvm, "-sandbox") {
+	tmpl := strings.Join(buildArgs(spec, AccelTCG, 2596132, 32, true, &memoryFile{path: "/t/k.ram"}), " ")
+	if !strings.Contains(tmpl, "-M microvm,acpi=on,memory-backend=mem ") ||
+		!strings.Contains(tmpl, "-m 512M -object memory-backend-file,id=mem,size=512M,mem-path=/t/k.ram,share=off ") {
+		t.Errorf("a template copy's memory: %s", tmpl)
+	}
+	if kvm := strings.Join(buildArgs(spec, AccelKVM, 2596132, 32, false, nil), " "); !strings.Contains(kvm, "-accel kvm -cpu host") || strings.Contains(kvm, "tsc_early_khz") || strings.Contains(kvm, "-sandbox") {
 		t.Errorf("KVM arguments: %s", kvm)
 	}
 }
@@ -271,7 +276,7 @@ func TestUnrecordedQemuIsAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What Start does, without recording the process.
-	cmd := exec.Command(d.o.binary, buildArgs(spec, AccelTCG, tscKHz(), 32, false)...)
+	cmd := exec.Command(d.o.binary, buildArgs(spec, AccelTCG, tscKHz(), 32, false, nil)...)
 	cmd.Dir = d.dir("lost")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

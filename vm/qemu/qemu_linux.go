@@ -172,6 +172,9 @@ func New(root string, opts ...Option) (*Driver, error) {
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
+	if os.Getenv(TemplatesEnv) == "0" {
+		o.templates = ""
+	}
 	removeStale(abs, o.log)
 	d := &Driver{root: abs, o: o, sandbox: hasSandbox(bin), children: map[string]*child{}}
 	d.reapOrphanDaemons()
@@ -429,15 +432,17 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 func (d *Driver) launch(ctx context.Context, name string, spec vm.Spec, accel string, t *template) error {
 	dir := d.dir(name)
 	var extra []*os.File
-	args := buildArgs(spec, accel, tscKHz(), d.o.tbSize, d.sandbox)
-	if t != nil {
+	var args []string
+	if t == nil {
+		args = d.args(spec, accel, nil)
+	} else {
 		snap, err := os.Open(t.snap)
 		if err != nil {
 			return err
 		}
 		defer snap.Close()
 		extra = append(extra, snap)
-		args = append(withTemplateMemory(buildArgs(restoreSpec(spec, t), accel, tscKHz(), d.o.tbSize, d.sandbox), t.ram, false), "-incoming", "defer")
+		args = append(d.args(restoreSpec(spec, t), accel, &memoryFile{path: t.ram}), "-incoming", "defer")
 	}
 	for _, f := range []string{qmpSock, agentSock, pidFile, restoringFile} {
 		os.Remove(filepath.Join(dir, f))
@@ -520,6 +525,11 @@ func (d *Driver) launch(ctx context.Context, name string, spec vm.Spec, accel st
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// args returns qemu's arguments for spec with this driver's settings.
+func (d *Driver) args(spec vm.Spec, accel string, memFile *memoryFile) []string {
+	return buildArgs(spec, accel, tscKHz(), d.o.tbSize, d.sandbox, memFile)
 }
 
 // spawn starts qemu in dir and returns once its pid and start time are

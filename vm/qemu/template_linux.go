@@ -40,9 +40,12 @@ import (
 // address layout (not undone: every copy of one template has the same
 // KASLR offset, as clones of any VM snapshot do).
 
+// TemplatesEnv set to 0 turns WithTemplates off.
+const TemplatesEnv = "VMCOMPOSE_TEMPLATES"
+
 // WithTemplates makes the driver boot VMs from templates kept in dir (see
-// above), building each the first time a VM needs it. A VM whose template
-// cannot be built or restored boots cold.
+// above), building each the first time a VM needs it, unless TemplatesEnv
+// is 0. A VM whose template cannot be built or restored boots cold.
 func WithTemplates(dir string) Option {
 	return func(o *options) error {
 		if dir == "" {
@@ -158,7 +161,7 @@ func restoreSpec(spec vm.Spec, t *template) vm.Spec {
 // initramfs (so no vminit) or shares, or its template failed to build less
 // than templateRetry ago.
 func (d *Driver) template(ctx context.Context, spec vm.Spec, accel string) *template {
-	if d.o.templates == "" || spec.Initramfs == "" || os.Getenv("VMCOMPOSE_TEMPLATES") == "0" {
+	if d.o.templates == "" || spec.Initramfs == "" {
 		return nil
 	}
 	if len(spec.Shares) > 0 {
@@ -217,7 +220,7 @@ func (d *Driver) templateKey(spec vm.Spec, accel string) (string, error) {
 	for _, in := range inputs {
 		fmt.Fprintln(h, in.Path, in.Size, in.ModTime.UnixNano())
 	}
-	args := withTemplateMemory(buildArgs(templateSpec(spec, &template{initrd: "initrd"}), accel, tscKHz(), d.o.tbSize, d.sandbox), "ram", true)
+	args := d.args(templateSpec(spec, &template{initrd: "initrd"}), accel, &memoryFile{path: "ram", shared: true})
 	fmt.Fprintln(h, strings.Join(args, "\x00"))
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
 }
@@ -242,7 +245,7 @@ func (d *Driver) buildTemplate(ctx context.Context, spec vm.Spec, accel string, 
 	defer logf.Close()
 	ram := t.ram + ".tmp"
 	defer os.Remove(ram)
-	args := withTemplateMemory(buildArgs(templateSpec(spec, t), accel, tscKHz(), d.o.tbSize, d.sandbox), ram, true)
+	args := d.args(templateSpec(spec, t), accel, &memoryFile{path: ram, shared: true})
 	c, err := d.spawn(dir, args, logf, true, false)
 	if err != nil {
 		return err
@@ -301,38 +304,6 @@ func (d *Driver) buildTemplate(ctx context.Context, spec vm.Spec, accel string, 
 		return err
 	}
 	return os.Rename(tmp, t.snap)
-}
-
-// withTemplateMemory backs the guest's memory with the template's memory
-// file. The template writes its memory there (shared) and the state it
-// saves leaves the memory out (x-ignore-shared); its copies map the file
-// privately, so that the pages they only read are one copy in the page
-// cache for all of them, and what they write is their own.
-//
-// Nothing may discard a copy's memory (no balloon, no virtio-mem): QEMU
-// 7.2 punches the hole in the file even for a private mapping, which
-// would change the template under every other copy. A template file is
-// never written once saved; a new one replaces it by rename.
-func withTemplateMemory(args []string, path string, shared bool) []string {
-	share := "off"
-	if shared {
-		share = "on"
-	}
-	out := make([]string, 0, len(args)+4)
-	for i := 0; i < len(args); i++ {
-		switch {
-		case args[i] == "-M" && i+1 < len(args):
-			out = append(out, "-M", args[i+1]+",memory-backend=mem")
-			i++
-		case args[i] == "-m" && i+1 < len(args):
-			out = append(out, "-m", args[i+1], "-object",
-				"memory-backend-file,id=mem,size="+args[i+1]+",mem-path="+escape(path)+",share="+share)
-			i++
-		default:
-			out = append(out, args[i])
-		}
-	}
-	return out
 }
 
 // ignoreShared leaves the memory out of a saved state (QEMU 7.2 takes the
@@ -405,15 +376,10 @@ func saveVM(ctx context.Context, q *qmp, path string) error {
 		return err
 	}
 	for {
-		raw, err := q.exec(ctx, "query-migrate", nil)
+		st, err := queryStatus(ctx, q, "query-migrate")
 		if err != nil {
 			return err
 		}
-		var st struct {
-			Status    string `json:"status"`
-			ErrorDesc string `json:"error-desc"`
-		}
-		json.Unmarshal(raw, &st)
 		switch st.Status {
 		case "completed":
 			return nil
@@ -426,6 +392,22 @@ func saveVM(ctx context.Context, q *qmp, path string) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// qmpStatus is what query-status and query-migrate answer.
+type qmpStatus struct {
+	Status    string `json:"status"`
+	ErrorDesc string `json:"error-desc"`
+}
+
+// queryStatus runs cmd, query-status or query-migrate.
+func queryStatus(ctx context.Context, q *qmp, cmd string) (qmpStatus, error) {
+	var st qmpStatus
+	raw, err := q.exec(ctx, cmd, nil)
+	if err == nil {
+		err = json.Unmarshal(raw, &st)
+	}
+	return st, err
 }
 
 // finishRestore takes over the restore of a VM whose Start died while its
@@ -459,56 +441,47 @@ func (d *Driver) finishRestore(ctx context.Context, name string) {
 }
 
 // restoreIncoming loads the saved state that a qemu started with
-// "-incoming defer" has as fd 3, and waits for the VM to run.
+// "-incoming defer" has as fd 3, unless that is under way already, and
+// waits for the VM to run; a VM saved stopped is let run.
 func restoreIncoming(ctx context.Context, q *qmp) error {
-	raw, err := q.exec(ctx, "query-migrate", nil)
-	if err != nil {
+	if err := loadIncoming(ctx, q); err != nil {
 		return fmt.Errorf("restoring from the template: %w", err)
 	}
-	var st struct {
-		Status string `json:"status"`
-	}
-	json.Unmarshal(raw, &st)
-	if st.Status == "" || st.Status == "none" { // not asked to load yet
-		if err := ignoreShared(ctx, q); err != nil {
-			return fmt.Errorf("restoring from the template: %w", err)
-		}
-		if _, err := q.exec(ctx, "migrate-incoming", map[string]any{"uri": "fd:3"}); err != nil {
-			return fmt.Errorf("restoring from the template: %w", err)
-		}
-	}
-	return resumeIncoming(ctx, q)
+	return nil
 }
 
-// resumeIncoming waits for a qemu started with -incoming to load the saved
-// state and run; a VM saved stopped is let run.
-func resumeIncoming(ctx context.Context, q *qmp) error {
+func loadIncoming(ctx context.Context, q *qmp) error {
+	mig, err := queryStatus(ctx, q, "query-migrate")
+	if err != nil {
+		return err
+	}
+	if mig.Status == "" || mig.Status == "none" { // not asked to load yet
+		if err := ignoreShared(ctx, q); err != nil {
+			return err
+		}
+		if _, err := q.exec(ctx, "migrate-incoming", map[string]any{"uri": "fd:3"}); err != nil {
+			return err
+		}
+	}
 	for {
-		raw, err := q.exec(ctx, "query-status", nil)
+		st, err := queryStatus(ctx, q, "query-status")
 		if err != nil {
-			return fmt.Errorf("restoring from the template: %w", err)
+			return err
 		}
-		var st struct {
-			Status string `json:"status"`
-		}
-		json.Unmarshal(raw, &st)
 		switch st.Status {
 		case "inmigrate":
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("restoring from the template: %w", ctx.Err())
+				return ctx.Err()
 			case <-time.After(2 * time.Millisecond):
 			}
-			continue
 		case "paused", "postmigrate", "prelaunch":
-			if _, err := q.exec(ctx, "cont", nil); err != nil {
-				return fmt.Errorf("restoring from the template: %w", err)
-			}
-			return nil
+			_, err := q.exec(ctx, "cont", nil)
+			return err
 		case "running":
 			return nil
 		default:
-			return fmt.Errorf("restoring from the template: the VM is %s", st.Status)
+			return fmt.Errorf("the VM is %s", st.Status)
 		}
 	}
 }

@@ -21,7 +21,7 @@ func TestBuildArgsShares(t *testing.T) {
 		Name: "web-1", Memory: 512 << 20, Kernel: "/k",
 		Shares: []vm.Share{{Tag: "src", Source: "/home/me/src"}, {Tag: "conf", Source: "/etc/x.conf", ReadOnly: true}},
 	}
-	got := strings.Join(buildArgs(spec, AccelTCG, 0, 0, true), " ")
+	got := strings.Join(buildArgs(spec, AccelTCG, 0, 0, true, nil), " ")
 	for _, want := range []string{
 		"-M microvm,acpi=on,memory-backend=mem ",
 		"-m 512M -object memory-backend-memfd,id=mem,size=512M,share=on ",
@@ -38,13 +38,13 @@ func TestBuildArgsShares(t *testing.T) {
 	}
 	// Without shares, the memory stays private.
 	spec.Shares = nil
-	if plain := strings.Join(buildArgs(spec, AccelTCG, 0, 0, true), " "); strings.Contains(plain, "memory-backend") || strings.Contains(plain, "vhost-user") {
+	if plain := strings.Join(buildArgs(spec, AccelTCG, 0, 0, true, nil), " "); strings.Contains(plain, "memory-backend") || strings.Contains(plain, "vhost-user") {
 		t.Errorf("a VM without shares got shared memory or a vhost-user device:\n%s", plain)
 	}
-	if !strings.Contains(strings.Join(buildArgs(vm.Spec{Name: "x", Kernel: "/k", Shares: spec.Shares}, AccelTCG, 0, 0, false), " "), "-m 256M") {
+	if !strings.Contains(strings.Join(buildArgs(vm.Spec{Name: "x", Kernel: "/k", Shares: spec.Shares}, AccelTCG, 0, 0, false, nil), " "), "-m 256M") {
 		t.Error("default memory changed")
 	}
-	if got := strings.Join(buildArgs(vm.Spec{Name: "x", Kernel: "/k", Shares: []vm.Share{{Tag: "a", Source: "/a"}}}, AccelTCG, 0, 0, false), " "); !strings.Contains(got, "-m 256M -object memory-backend-memfd,id=mem,size=256M,share=on") {
+	if got := strings.Join(buildArgs(vm.Spec{Name: "x", Kernel: "/k", Shares: []vm.Share{{Tag: "a", Source: "/a"}}}, AccelTCG, 0, 0, false, nil), " "); !strings.Contains(got, "-m 256M -object memory-backend-memfd,id=mem,size=256M,share=on") {
 		t.Errorf("default memory with a share: %s", got)
 	}
 }
