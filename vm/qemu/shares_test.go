@@ -67,23 +67,8 @@ func TestVminitShares(t *testing.T) {
 	spec := f.serviceSpec("binds")
 	spec.Initramfs = initrd
 	spec.Shares = []vm.Share{{Tag: "bind0", Source: src}, {Tag: "bind1", Source: ro, ReadOnly: true}, {Tag: "bind2", Source: conf}}
-	if err := d.Create(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Kill(context.Background(), "binds") })
 	t0 := time.Now()
-	if err := d.Start(ctx, "binds"); err != nil {
-		t.Fatal(err)
-	}
-	st, err := d.Inspect(ctx, "binds")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := agent.DialSocket(ctx, st.Agent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, st := bootGuest(ctx, t, d, spec)
 	if err := c.Start(ctx, agent.Spec{Command: []string{"sleep", "3600"}, Mounts: []agent.Mount{
 		{Type: agent.MountVirtiofs, Source: "bind0", Target: "/app"},
 		{Type: agent.MountVirtiofs, Source: "bind1", Target: "/ro", ReadOnly: true},

@@ -48,22 +48,8 @@ func TestTemplate(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := d.Create(ctx, f.serviceSpec(name)); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Kill(context.Background(), name) })
 		t0 := time.Now()
-		if err := d.Start(ctx, name); err != nil {
-			t.Fatal(err)
-		}
-		st, err := d.Inspect(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := agent.DialSocket(ctx, st.Agent)
-		if err != nil {
-			t.Fatalf("VM %s: %v (console: %s)", name, err, console(st.Console))
-		}
+		c, st := bootGuest(ctx, t, d, f.serviceSpec(name))
 		if err := c.Start(ctx, agent.Spec{Command: []string{"sh", "-c", report}}); err != nil {
 			t.Fatalf("VM %s: %v (console: %s)", name, err, console(st.Console))
 		}

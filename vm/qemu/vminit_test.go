@@ -4,6 +4,7 @@ package qemu_test
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -58,6 +59,30 @@ func realGuest(t testing.TB) guestFixture {
 	return guestFix
 }
 
+// bootGuest creates and starts spec's VM on d, killed when the test ends,
+// and connects to its agent.
+func bootGuest(ctx context.Context, t *testing.T, d *qemu.Driver, spec vm.Spec) (*agent.Client, vm.Status) {
+	t.Helper()
+	if err := d.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Kill(context.Background(), spec.Name) })
+	if err := d.Start(ctx, spec.Name); err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.Inspect(ctx, spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := agent.DialSocket(ctx, st.Agent)
+	if err != nil {
+		b, _ := os.ReadFile(st.Console)
+		t.Fatalf("VM %s: %v\nconsole: %s", spec.Name, err, b)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, st
+}
+
 // serviceSpec is the VM of one service, as the reconciler makes it.
 func (f guestFixture) serviceSpec(name string) vm.Spec {
 	return vm.Spec{
@@ -98,23 +123,8 @@ func TestVminitServiceStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Create(ctx, f.serviceSpec("svc")); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Kill(context.Background(), "svc") })
 	t0 := time.Now()
-	if err := d.Start(ctx, "svc"); err != nil {
-		t.Fatal(err)
-	}
-	st, err := d.Inspect(ctx, "svc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := agent.DialSocket(ctx, st.Agent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _ := bootGuest(ctx, t, d, f.serviceSpec("svc"))
 	mu.Lock()
 	client = c
 	mu.Unlock()
