@@ -4,7 +4,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -124,11 +123,8 @@ func channel() (func(*agentd.Server) error, error) {
 
 // logLevel is debug when the kernel command line has vminit.debug.
 func logLevel() slog.Level {
-	b, _ := os.ReadFile("/proc/cmdline")
-	for _, f := range strings.Fields(string(b)) {
-		if f == "vminit.debug" || f == "vminit.debug=1" {
-			return slog.LevelDebug
-		}
+	if boot.KernelFlag("vminit.debug") {
+		return slog.LevelDebug
 	}
 	return slog.LevelInfo
 }

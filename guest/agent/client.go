@@ -65,21 +65,20 @@ func Dial(ctx context.Context, conn net.Conn) (*Client, error) {
 }
 
 // resume finishes the boot of a guest restored from a template: it gives
-// the guest fresh entropy and the time, and the guest sets up its devices
-// and root. A guest whose root could not be set up is resumed too: its
-// status says why (PhaseFailed).
+// the guest fresh entropy and the time, the guest sets up its devices and
+// root and answers with its status, which says why (PhaseFailed) when the
+// root could not be set up.
 func (c *Client) resume(ctx context.Context) error {
 	r := Resume{Entropy: make([]byte, 64), Time: time.Now()}
 	if _, err := rand.Read(r.Entropy); err != nil {
 		return fmt.Errorf("resuming the guest: %w", err)
 	}
-	err := c.roundTrip(ctx, Request{Op: opResume, Resume: &r}, &Response{})
-	if err != nil && !errors.Is(err, ErrBootFailed) {
+	var resp Response
+	if err := c.roundTrip(ctx, Request{Op: opResume, Resume: &r}, &resp); err != nil {
 		return fmt.Errorf("resuming the guest: %w", err)
 	}
-	var resp Response
-	if err := c.roundTrip(ctx, Request{Op: opHello}, &resp); err != nil {
-		return err
+	if resp.Status == nil {
+		return errors.New("resuming the guest: no status in its answer")
 	}
 	c.status = *resp.Status
 	return nil

@@ -261,10 +261,12 @@ func (s *Server) handleResume(st net.Conn, r *agent.Resume) error {
 	s.mu.Unlock()
 	if err != nil {
 		s.log.Error("boot", "err", err)
-		return s.reply(st, errResponse(fmt.Errorf("%w: %v", agent.ErrBootFailed, err)))
+	} else {
+		s.log.Info("root ready")
 	}
-	s.log.Info("root ready")
-	return s.reply(st, agent.Response{})
+	// A root that could not be set up is in the status, as after a cold
+	// boot.
+	return s.reply(st, agent.Response{Status: s.status()})
 }
 
 func (s *Server) handleStart(st net.Conn, spec *agent.Spec) error {
