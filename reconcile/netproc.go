@@ -81,6 +81,7 @@ type NetworkDetach struct {
 type NetworkQuit struct {
 	IfIdle   bool `json:"if_idle,omitempty"`
 	Quitting bool `json:"quitting,omitempty"`
+	Pid      int  `json:"pid,omitempty"` // of the process that quits
 }
 
 // NetworkError is the body of a failed request: the error's message, and
@@ -301,7 +302,11 @@ func (ns *NetworkServer) handler() http.Handler {
 			ns.Log.Info("asked to exit", "attached", n)
 			defer ns.quit()
 		}
-		json.NewEncoder(w).Encode(NetworkQuit{Quitting: quit})
+		a := NetworkQuit{Quitting: quit}
+		if quit {
+			a.Pid = os.Getpid()
+		}
+		json.NewEncoder(w).Encode(a)
 	})
 	return mux
 }

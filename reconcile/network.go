@@ -269,12 +269,8 @@ func (n *Networks) Detach(instance string) error {
 func (n *Networks) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	p, err := n.Ping(ctx)
-	if errors.Is(err, errNetworkDown) {
-		return nil
-	}
 	var q NetworkQuit
-	err = n.do(ctx, "POST", "/quit", NetworkQuit{IfIdle: true}, &q)
+	err := n.do(ctx, "POST", "/quit", NetworkQuit{IfIdle: true}, &q)
 	if errors.Is(err, errNetworkDown) {
 		return nil
 	}
@@ -284,8 +280,8 @@ func (n *Networks) Close() error {
 		// Gone when Close returns, as a command that started it
 		// expects: it exits within milliseconds. (Tests serve the
 		// network from their own process.)
-		if p != nil && p.Pid != os.Getpid() {
-			waitPid(ctx, p.Pid)
+		if q.Pid != 0 && q.Pid != os.Getpid() {
+			waitPid(ctx, q.Pid)
 		}
 	}
 	return err
