@@ -89,12 +89,20 @@ func (p *runProject) push(repo string, img v1.Image) string {
 
 // cmd prepares vmcompose with compose (a compose.yaml) in a project dir.
 func (p *runProject) cmd(compose string, args ...string) *exec.Cmd {
-	dir := filepath.Join(p.home, "project")
+	return p.cmdIn(filepath.Join(p.home, "project"), compose, "quiet", args...)
+}
+
+// cmdIn prepares vmcompose with --progress progress in the project
+// directory dir, made with compose as its compose.yaml when compose is not
+// empty.
+func (p *runProject) cmdIn(dir, compose, progress string, args ...string) *exec.Cmd {
 	os.MkdirAll(dir, 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
-		p.t.Fatal(err)
+	if compose != "" {
+		if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
+			p.t.Fatal(err)
+		}
 	}
-	c := exec.Command(binary, append([]string{"--progress", "quiet"}, args...)...)
+	c := exec.Command(binary, append([]string{"--progress", progress}, args...)...)
 	c.Dir = dir
 	c.Env = append(os.Environ(), p.env...)
 	return c
@@ -102,7 +110,12 @@ func (p *runProject) cmd(compose string, args ...string) *exec.Cmd {
 
 func (p *runProject) run(compose string, args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
-	c := p.cmd(compose, args...)
+	return p.output(p.cmd(compose, args...))
+}
+
+// output runs c and returns what it printed and its exit code.
+func (p *runProject) output(c *exec.Cmd) (stdout, stderr string, code int) {
+	p.t.Helper()
 	var o, e bytes.Buffer
 	c.Stdout, c.Stderr = &o, &e
 	err := c.Run()
@@ -296,9 +309,7 @@ func TestRunBrokenImage(t *testing.T) {
 // first on stdout; out has the rest. The caller waits for c.
 func (p *runProject) background(dir, first string, args ...string) (c *exec.Cmd, out io.Reader, stderr *bytes.Buffer) {
 	p.t.Helper()
-	c = exec.Command(binary, append([]string{"--progress", "quiet"}, args...)...)
-	c.Dir = dir
-	c.Env = append(os.Environ(), p.env...)
+	c = p.cmdIn(dir, "", "quiet", args...)
 	stderr = new(bytes.Buffer)
 	c.Stderr = stderr
 	pipe, err := c.StdoutPipe()

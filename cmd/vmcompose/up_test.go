@@ -36,24 +36,7 @@ func (p *runProject) in(dir, compose string, args ...string) (stdout, stderr str
 // inWith is in with --progress progress.
 func (p *runProject) inWith(dir, compose, progress string, args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
-	os.MkdirAll(dir, 0o755)
-	if compose != "" {
-		if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
-			p.t.Fatal(err)
-		}
-	}
-	c := exec.Command(binary, append([]string{"--progress", progress}, args...)...)
-	c.Dir = dir
-	c.Env = append(os.Environ(), p.env...)
-	var o, e bytes.Buffer
-	c.Stdout, c.Stderr = &o, &e
-	err := c.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		p.t.Fatal(err)
-	}
-	return o.String(), e.String(), code
+	return p.output(p.cmdIn(dir, compose, progress, args...))
 }
 
 func (p *runProject) ps(dir string) map[string]psEntry {
@@ -395,10 +378,7 @@ func TestUpAdoption(t *testing.T) {
     command: ["sh", "-c", "echo b; exec sleep 1000"]
     depends_on: [a]
 `
-	c := exec.Command(binary, "--progress", "quiet", "up", "-d", "--wait")
-	os.MkdirAll(dir, 0o755)
-	os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644)
-	c.Dir, c.Env = dir, append(os.Environ(), p.env...)
+	c := p.cmdIn(dir, compose, "quiet", "up", "-d", "--wait")
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -641,8 +621,7 @@ func TestUpForeground(t *testing.T) {
 		t.Errorf("idle after the job exited: %+v", e)
 	}
 
-	c := exec.Command(binary, "--progress", "quiet", "up", "idle")
-	c.Dir, c.Env = dir, append(os.Environ(), p.env...)
+	c := p.cmdIn(dir, "", "quiet", "up", "idle")
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	if err := c.Start(); err != nil {
