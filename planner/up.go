@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -34,6 +36,29 @@ func (i Instance) Name() string { return InstanceName(i.Service, i.Number) }
 
 // InstanceName names replica number n (1-based) of a service.
 func InstanceName(service string, n int) string { return fmt.Sprintf("%s-%d", service, n) }
+
+// instanceName matches the VMs of compose services, <service>-<number>;
+// `vmcompose run` VMs (<service>-run-<hex>) are not instances.
+var (
+	instanceName = regexp.MustCompile(`^(.+)-([1-9][0-9]*)$`)
+	runName      = regexp.MustCompile(`-run-[0-9a-f]{6}$`)
+)
+
+// ParseInstance splits a VM name into service and number.
+func ParseInstance(name string) (service string, number int, ok bool) {
+	if runName.MatchString(name) {
+		return "", 0, false
+	}
+	m := instanceName.FindStringSubmatch(name)
+	if m == nil {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(m[2])
+	if err != nil {
+		return "", 0, false
+	}
+	return m[1], n, true
+}
 
 // Observed is what exists now.
 type Observed struct {

@@ -47,7 +47,7 @@
 // the supervisor to start the service's dependencies (an up with
 // Request.RunFor), joins the network process itself (AttachOneOff) and
 // detaches when the command ends. Its VM lives in vms/ beside the
-// instances but is none (ParseInstance): the supervisor neither adopts nor
+// instances but is none (planner.ParseInstance): the supervisor neither adopts nor
 // plans it, and only counts it as a running VM before it ends the network
 // process.
 //

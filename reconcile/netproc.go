@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmcompose/vmcompose/internal/flock"
+	"github.com/vmcompose/vmcompose/internal/unixsock"
 	"github.com/vmcompose/vmcompose/network"
 )
 
@@ -178,7 +179,7 @@ func (ns *NetworkServer) Run(ctx context.Context) error {
 	if err := os.MkdirAll(ns.Dir, 0o700); err != nil {
 		return fmt.Errorf("network process: %w", err)
 	}
-	unlock, err := takeLock(ctx, filepath.Join(ns.Dir, NetworkLockName), ns.LockWait, ErrNetworkRunning)
+	unlock, err := flock.LockWithin(ctx, filepath.Join(ns.Dir, NetworkLockName), ns.LockWait, ErrNetworkRunning)
 	if err != nil {
 		return fmt.Errorf("network process: %w", err)
 	}
@@ -186,7 +187,7 @@ func (ns *NetworkServer) Run(ctx context.Context) error {
 	ns.ctx, ns.quit = context.WithCancel(ctx)
 	defer ns.quit()
 	os.Remove(NetworkSocketPath(ns.Dir))
-	l, err := listenUnix(ns.Dir, NetworkSocketName)
+	l, err := unixsock.Listen(ns.Dir, NetworkSocketName)
 	if err != nil {
 		return fmt.Errorf("network socket: %w", err)
 	}
@@ -408,35 +409,4 @@ func answer(w http.ResponseWriter, v any, err error) {
 		return
 	}
 	json.NewEncoder(w).Encode(v)
-}
-
-// listenUnix listens on name in dir, also when the path is too long for a
-// socket address.
-func listenUnix(dir, name string) (net.Listener, error) {
-	var l *net.UnixListener
-	err := shortPath(dir, name, func(p string) error {
-		ln, err := net.Listen("unix", p)
-		if err != nil {
-			return err
-		}
-		l = ln.(*net.UnixListener)
-		l.SetUnlinkOnClose(false)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
-}
-
-// dialUnix connects to name in dir.
-func dialUnix(ctx context.Context, dir, name string) (net.Conn, error) {
-	var conn net.Conn
-	err := shortPath(dir, name, func(p string) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "unix", p)
-		conn = c
-		return err
-	})
-	return conn, err
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmcompose/vmcompose/internal/unixsock"
 	"github.com/vmcompose/vmcompose/network"
 	"github.com/vmcompose/vmcompose/vm"
 )
@@ -146,7 +147,7 @@ func TestNetworkProcess(t *testing.T) {
 // another protocol is asked to quit and replaced.
 func TestNetworkProcessOtherProtocol(t *testing.T) {
 	dir := t.TempDir()
-	l, err := listenUnix(dir, NetworkSocketName)
+	l, err := unixsock.Listen(dir, NetworkSocketName)
 	if err != nil {
 		t.Fatal(err)
 	}

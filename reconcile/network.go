@@ -22,6 +22,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/unixsock"
 	"github.com/vmcompose/vmcompose/network"
 	"github.com/vmcompose/vmcompose/vm"
 )
@@ -111,7 +112,7 @@ func NewNetworks(dir string, log *slog.Logger, start func(ctx context.Context) (
 	}
 	return &Networks{Dir: dir, Log: log, Start: start, recs: map[string]*registration{}, http: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialUnix(ctx, dir, NetworkSocketName)
+			return unixsock.Dial(ctx, dir, NetworkSocketName)
 		},
 		DisableKeepAlives: true,
 	}}}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/network"
+	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/vm"
 )
 
@@ -65,7 +66,7 @@ func (n *Networks) DetachEnded(ctx context.Context, d vm.Driver) {
 		return
 	}
 	for _, name := range p.Instances {
-		if _, _, ok := ParseInstance(name); ok {
+		if _, _, ok := planner.ParseInstance(name); ok {
 			continue
 		}
 		st, err := d.Inspect(ctx, name)

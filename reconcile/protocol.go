@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/unixsock"
 	"github.com/vmcompose/vmcompose/project"
 )
 
@@ -70,35 +71,16 @@ type Event struct {
 // dir.
 func SocketPath(dir string) string { return filepath.Join(dir, SocketName) }
 
-// maxSocketPath is what fits in sockaddr_un.sun_path with its NUL.
-const maxSocketPath = 107
-
 // DialSupervisor connects to the supervisor of the project whose state dir
 // is dir.
 func DialSupervisor(ctx context.Context, dir string) (net.Conn, error) {
-	var conn net.Conn
-	err := shortPath(dir, SocketName, func(p string) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "unix", p)
-		conn = c
-		return err
-	})
-	return conn, err
+	return unixsock.Dial(ctx, dir, SocketName)
 }
 
 // listenSupervisor replaces a stale socket and listens.
 func listenSupervisor(dir string) (*net.UnixListener, error) {
 	os.Remove(SocketPath(dir))
-	var l *net.UnixListener
-	err := shortPath(dir, SocketName, func(p string) error {
-		ln, err := net.Listen("unix", p)
-		if err != nil {
-			return err
-		}
-		l = ln.(*net.UnixListener)
-		l.SetUnlinkOnClose(false)
-		return nil
-	})
+	l, err := unixsock.Listen(dir, SocketName)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor socket: %w", err)
 	}

@@ -8,8 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -151,29 +149,6 @@ func WriteState(dir string, s State) (err error) {
 	return nil
 }
 
-// instanceName matches the VMs of compose services, <service>-<number>;
-// `vmcompose run` VMs (<service>-run-<hex>) are not instances.
-var (
-	instanceName = regexp.MustCompile(`^(.+)-([1-9][0-9]*)$`)
-	runName      = regexp.MustCompile(`-run-[0-9a-f]{6}$`)
-)
-
-// ParseInstance splits a VM name into service and number.
-func ParseInstance(name string) (service string, number int, ok bool) {
-	if runName.MatchString(name) {
-		return "", 0, false
-	}
-	m := instanceName.FindStringSubmatch(name)
-	if m == nil {
-		return "", 0, false
-	}
-	n, err := strconv.Atoi(m[2])
-	if err != nil {
-		return "", 0, false
-	}
-	return m[1], n, true
-}
-
 // Observation is the state record checked against the driver: one entry
 // per instance VM that exists, in VM name order, with the VM's status.
 type Observation struct {
@@ -224,7 +199,7 @@ func ObserveVMs(ctx context.Context, dir string, d vm.Driver) (Observation, erro
 	}
 	o := Observation{VMs: map[string]vm.Status{}}
 	for _, st := range statuses {
-		service, number, ok := ParseInstance(st.Name)
+		service, number, ok := planner.ParseInstance(st.Name)
 		if !ok {
 			continue
 		}

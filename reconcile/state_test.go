@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,21 +99,6 @@ func TestWriteStateLeavesNoTemporaryFile(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, StateFile), []byte("{"), 0o600)
 	if _, err := ReadState(dir); err == nil || !strings.Contains(err.Error(), "move the file away") {
 		t.Errorf("corrupt state: %v", err)
-	}
-}
-
-func TestParseInstance(t *testing.T) {
-	for name, want := range map[string]string{
-		"web-1": "web 1", "my-app-12": "my-app 12", "web-run-1a2b3c": "", "web-run-123456": "", "keep": "", "web-0": "",
-	} {
-		svc, n, ok := ParseInstance(name)
-		got := ""
-		if ok {
-			got = fmt.Sprintf("%s %d", svc, n)
-		}
-		if got != want {
-			t.Errorf("%s: %q, want %q", name, got, want)
-		}
 	}
 }
 

@@ -112,7 +112,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("supervisor: %w", err)
 	}
-	unlock, err := takeLock(ctx, filepath.Join(s.Dir, LockName), s.LockWait, ErrSupervisorRunning)
+	unlock, err := flock.LockWithin(ctx, filepath.Join(s.Dir, LockName), s.LockWait, ErrSupervisorRunning)
 	if err != nil {
 		return fmt.Errorf("supervisor: %w", err)
 	}
@@ -543,17 +543,4 @@ func (s *Supervisor) stream(op func(context.Context, *Request, func(Event)) erro
 		}
 		emit(final)
 	}
-}
-
-// takeLock takes the one-per-project lock at path. A process that is
-// exiting may hold it a moment longer, so it waits up to wait; a lock still
-// held then is a process that runs: running.
-func takeLock(ctx context.Context, path string, wait time.Duration, running error) (func(), error) {
-	lctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	unlock, err := flock.Lock(lctx, path, false)
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		return nil, running
-	}
-	return unlock, err
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/reconcile"
 )
 
@@ -127,7 +128,7 @@ func logVMs(dir string, services []string) []string {
 	var out []string
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".log")
-		svc, _, ok := reconcile.ParseInstance(name)
+		svc, _, ok := planner.ParseInstance(name)
 		if !ok || (len(services) > 0 && !slices.Contains(services, svc)) {
 			continue
 		}

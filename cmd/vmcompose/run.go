@@ -22,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/vm"
@@ -84,7 +85,7 @@ func runRun(c *cli.Context) error {
 	if o.vmName == "" {
 		o.vmName = o.service + "-run-" + randomHex(3)
 	}
-	if s, _, ok := reconcile.ParseInstance(o.vmName); ok {
+	if s, _, ok := planner.ParseInstance(o.vmName); ok {
 		if _, isService := p.VMs[s]; isService {
 			return fmt.Errorf("run --name %s: that is the name of an instance of service %s: choose another name", o.vmName, s)
 		}

@@ -63,3 +63,16 @@ func TryLock(path string) (unlock func(), ok bool, err error) {
 	}
 	return func() { f.Close() }, true, nil
 }
+
+// LockWithin takes the exclusive lock at path, waiting up to wait: a
+// process that is exiting may hold it a moment longer. A lock still held
+// then belongs to a process that runs, and LockWithin returns busy.
+func LockWithin(ctx context.Context, path string, wait time.Duration, busy error) (unlock func(), err error) {
+	lctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	unlock, err = Lock(lctx, path, false)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, busy
+	}
+	return unlock, err
+}

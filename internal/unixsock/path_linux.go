@@ -1,4 +1,4 @@
-package reconcile
+package unixsock
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 // /proc/self/fd/N of an O_PATH descriptor of dir (Linux resolves the
 // magic link while binding or connecting).
 func shortPath(dir, name string, f func(string) error) error {
-	if p := filepath.Join(dir, name); len(p) <= maxSocketPath {
+	if p := filepath.Join(dir, name); len(p) <= MaxPath {
 		return f(p)
 	}
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package reconcile
+package unixsock
 
 import (
 	"fmt"
@@ -11,8 +11,8 @@ import (
 // /proc/self/fd, so a state dir too deep for a socket address is an error.
 func shortPath(dir, name string, f func(string) error) error {
 	p := filepath.Join(dir, name)
-	if len(p) > maxSocketPath {
-		return fmt.Errorf("socket path %s is longer than %d bytes: set XDG_STATE_HOME to a shorter directory", p, maxSocketPath)
+	if len(p) > MaxPath {
+		return fmt.Errorf("socket path %s is longer than %d bytes: set XDG_STATE_HOME to a shorter directory", p, MaxPath)
 	}
 	return f(p)
 }

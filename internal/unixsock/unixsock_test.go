@@ -1,4 +1,4 @@
-package reconcile
+package unixsock
 
 import (
 	"context"
@@ -9,17 +9,18 @@ import (
 	"testing"
 )
 
-// TestSocketInADeepStateDir: the supervisor's socket works in a state dir
-// too deep for a unix socket address.
-func TestSocketInADeepStateDir(t *testing.T) {
+// TestSocketInADeepDir: a socket works in a folder too deep for a unix
+// socket address, and its file is at its real path.
+func TestSocketInADeepDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if len(SocketPath(dir)) <= maxSocketPath {
-		t.Fatalf("%s is short enough: the test proves nothing", SocketPath(dir))
+	path := filepath.Join(dir, "test.sock")
+	if len(path) <= MaxPath {
+		t.Fatalf("%s is short enough: the test proves nothing", path)
 	}
-	l, err := listenSupervisor(dir)
+	l, err := Listen(dir, "test.sock")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func TestSocketInADeepStateDir(t *testing.T) {
 			c.Close()
 		}
 	}()
-	c, err := DialSupervisor(context.Background(), dir)
+	c, err := Dial(context.Background(), dir, "test.sock")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestSocketInADeepStateDir(t *testing.T) {
 	if string(b) != "hello" {
 		t.Errorf("read %q", b)
 	}
-	if _, err := os.Stat(SocketPath(dir)); err != nil {
+	if _, err := os.Stat(path); err != nil {
 		t.Errorf("the socket is not at its real path: %v", err)
 	}
 }
