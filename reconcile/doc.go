@@ -20,32 +20,22 @@
 //	supervisor.log    the supervisor's log (log/slog)
 //	logs/<vm>.log     each VM's service output, a timestamped line each
 //	vms/<vm>/         the VM driver's folder (spec, scratch disk, sockets)
-//	network.lock      flock(2) of the project's network process
-//	network.sock      its socket (see netproc.go)
-//	network.log       its log
-//	net/              the NICs' sockets, one per VM and network
+//	network.lock      the network process's files (package netproc)
+//	network.sock, network.log, net/
 //
-// The project's virtual network runs in a process of its own (`vmcompose
-// network`), which the supervisor starts on demand: QEMU's stream NICs do
-// not reconnect, so the network must outlive a supervisor for a new one to
-// adopt networked VMs without booting them again. It ends after a down,
-// or when a supervisor exits with no VM running.
-//
-// The supervisor watches the network process it started or adopted (a
-// pidfd on Linux: its parent may have been an earlier supervisor). When it
-// dies unasked, killed or crashed, the supervisor logs which and how
-// (the exit status, when it was its parent), starts the next one with
-// every instance that was attached attached again (networks, addresses,
-// published ports), and ends the running VMs whose NICs were connected to
-// the dead one: QEMU does not reconnect them. Their restart policies then
-// decide, as for a container that its runtime killed (networkLost); ps
-// shows the loss. A VM whose network died while no supervisor ran is
-// treated the same way when the next supervisor adopts it.
+// The project's virtual network runs in a process of its own (package
+// netproc), which the supervisor starts on demand and watches. When it
+// dies unasked, the supervisor ends the running VMs whose NICs were
+// connected to the dead one (QEMU does not reconnect them); their restart
+// policies then decide, as for a container that its runtime killed
+// (networkLost); ps shows the loss. A VM whose network died while no
+// supervisor ran is treated the same way when the next supervisor adopts
+// it.
 //
 // `vmcompose run` boots its one-off VM in the CLI, not in the supervisor:
 // the VM lives as long as the command, with the terminal attached. It asks
 // the supervisor to start the service's dependencies (an up with
-// Request.RunFor), joins the network process itself (AttachOneOff) and
+// Request.RunFor), joins the network process itself (netproc.Networks.AttachOneOff) and
 // detaches when the command ends. Its VM lives in vms/ beside the
 // instances but is none (planner.ParseInstance): the supervisor neither adopts nor
 // plans it, and only counts it as a running VM before it ends the network

@@ -12,6 +12,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 )
@@ -275,7 +276,7 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	}
 	spec, guest := prep.Spec, prep.Guest
 	spec.DieWithController = false
-	var netrec *NetworkRecord
+	var netrec *netproc.Record
 	if s.Network != nil {
 		if netrec, err = s.Network(ctx, p.Project, op.Instance, svc, &spec, &guest); err != nil {
 			return &ServiceError{Service: op.Service, Err: fmt.Errorf("network: %w", err)}

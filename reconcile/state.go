@@ -13,6 +13,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/oci"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/vm"
@@ -51,26 +52,13 @@ type InstanceState struct {
 	Healthcheck *types.HealthCheckConfig `json:"healthcheck,omitempty"`
 	Restart     RestartPolicy            `json:"restart_policy"`
 	// Network joins the instance to the project's networks again.
-	Network *NetworkRecord `json:"network,omitempty"`
+	Network *netproc.Record `json:"network,omitempty"`
 	// NetworkLost is set when the network process its VM's NICs were
 	// connected to ended under the running VM, which was then ended too
 	// and restarted or not by its restart policy (see
 	// Supervisor.networkLost). ps shows it; start, restart and up clear
 	// it.
-	NetworkLost *NetworkLoss `json:"network_lost,omitempty"`
-}
-
-// NetworkLoss is a network process that ended, killed or crashed, while
-// instances were attached to it.
-type NetworkLoss struct {
-	Pid int `json:"pid,omitempty"`
-	// Status is how it ended ("signal: killed", "exit status 2"), as its
-	// parent learnt it, or why that is unknown.
-	Status string    `json:"status"`
-	At     time.Time `json:"at"`
-	// Instances were attached to it, sorted: the NICs of their running
-	// VMs were connected to it and stay dead.
-	Instances []string `json:"-"`
+	NetworkLost *netproc.Loss `json:"network_lost,omitempty"`
 }
 
 // StateDir returns the state dir of a project: $XDG_STATE_HOME/vmcompose/

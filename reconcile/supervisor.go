@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/internal/flock"
+	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/vm"
@@ -34,7 +35,7 @@ var ErrSupervisorRunning = errors.New("a supervisor already runs for this projec
 // publishes the service's ports, and returns what joining it again takes
 // (nil when it joins no network). nil runs VMs without a network.
 // Networks.Attach is the one vmcompose uses.
-type NetworkHook func(ctx context.Context, p *types.Project, instance string, svc types.ServiceConfig, spec *vm.Spec, guest *agent.Spec) (*NetworkRecord, error)
+type NetworkHook func(ctx context.Context, p *types.Project, instance string, svc types.ServiceConfig, spec *vm.Spec, guest *agent.Spec) (*netproc.Record, error)
 
 // Supervisor is a project's long-lived process: it owns the project's VMs,
 // their agent connections, logs, healthchecks and restart policies, and
@@ -52,13 +53,13 @@ type Supervisor struct {
 	// NetworkReattach, when set, joins a recorded instance to the network
 	// again before its VM boots (a restart, or a VM of an earlier
 	// supervisor).
-	NetworkReattach func(ctx context.Context, instance string, rec *NetworkRecord) error
+	NetworkReattach func(ctx context.Context, instance string, rec *netproc.Record) error
 	// NetworkAttached, when set, reports whether the network still has a
 	// recorded instance attached with its recorded addresses, so that its
 	// running VM, whose NICs stay connected, is adopted as it runs
 	// (Networks.Attached: the network process outlived the previous
 	// supervisor). Unset, or false, boots the VM again on the network.
-	NetworkAttached func(ctx context.Context, instance string, rec *NetworkRecord) (bool, error)
+	NetworkAttached func(ctx context.Context, instance string, rec *netproc.Record) (bool, error)
 	// NetworkRelease, when set, is called as the supervisor exits, its
 	// lock still held, when none of the project's VMs runs: nothing needs
 	// the network then (Networks.Release ends the network process), and a
@@ -69,7 +70,7 @@ type Supervisor struct {
 	// without having been asked to, once another runs with them attached
 	// again (Networks.Watch). The supervisor ends their running VMs, whose
 	// NICs cannot reconnect, and restart policies decide (networkLost).
-	NetworkWatch func(ctx context.Context, lost func(NetworkLoss))
+	NetworkWatch func(ctx context.Context, lost func(netproc.Loss))
 	// Now and After are the clock; tests may replace them.
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
@@ -250,7 +251,7 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 			if s.NetworkDetach != nil {
 				s.NetworkDetach(rec.VM) // attached otherwise, if at all
 			}
-			loss := &NetworkLoss{Status: "unknown: it ended while no supervisor ran", At: s.Now()}
+			loss := &netproc.Loss{Status: "unknown: it ended while no supervisor ran", At: s.Now()}
 			if rec.Restart.Restarts(nil, rec.Restarts, rec.Stopped) {
 				in.update(func(r *InstanceState) { r.NetworkLost, r.Restarts = loss, r.Restarts+1 })
 				s.watchIf(in, true)
@@ -288,7 +289,7 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 // A VM that boots in the instant between the death and this call may
 // already be on the new process and is ended all the same: the safe side,
 // since one left running on a dead NIC would stay broken.
-func (s *Supervisor) networkLost(loss NetworkLoss) {
+func (s *Supervisor) networkLost(loss netproc.Loss) {
 	s.Log.Warn("ending the running VMs whose network process died: their NICs are dead", "pid", loss.Pid, "instances", loss.Instances)
 	note := loss
 	note.Instances = nil

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmcompose/vmcompose/network"
+	"github.com/vmcompose/vmcompose/network/netproc"
+	"github.com/vmcompose/vmcompose/network/netproc/netproctest"
 	"github.com/vmcompose/vmcompose/vm"
 )
 
@@ -64,4 +67,47 @@ func TestSupervisorIdleExit(t *testing.T) {
 	if _, err := os.Stat(SocketPath(dir)); err == nil {
 		t.Error("socket left behind")
 	}
+}
+
+// TestSupervisorReleasesNetwork: a supervisor that exits with no VM
+// running ends the network process, which no VM needs.
+func TestSupervisorReleasesNetwork(t *testing.T) {
+	dir := t.TempDir()
+	n, _, ended := netproctest.InProcess(dir)
+	rec := &netproc.Record{
+		Project:     "proj",
+		Endpoint:    network.Endpoint{Instance: "web-1", Service: "web"},
+		Attachments: []network.Attachment{{Network: "default"}},
+		Networks:    []network.NetworkConfig{{Name: "default", Subnet: "10.77.0.0/24"}},
+	}
+	if err := n.Reattach(context.Background(), "web-1", rec); err != nil {
+		t.Fatal(err)
+	}
+	s := NewSupervisor(dir, nil)
+	s.Runtime = &Runtime{Driver: &fakeDriver{vms: map[string]vm.State{"web-1": vm.StateExited}}}
+	s.NetworkRelease = n.Release
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !exists(SocketPath(dir)) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the network process outlived a supervisor that left no VM running")
+	}
+	if exists(netproc.SocketPath(dir)) {
+		t.Error("network.sock left")
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

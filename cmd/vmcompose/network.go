@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-
-	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/network/netproc"
 )
 
 // networkCommand is the hidden command a supervisor starts, detached, as
@@ -33,14 +32,14 @@ func networkCommand() *cli.Command {
 func runNetwork(c *cli.Context) error {
 	dir := c.String("state-dir")
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ns := reconcile.NewNetworkServer(dir, log)
+	ns := netproc.NewServer(dir, log)
 	ns.Version = programVersion()
 	ns.IdleExit = time.Minute
 	// Detached from any terminal; SIGTERM (and SIGINT) end it, and with it
 	// the network of the project's VMs.
 	signal.Ignore(syscall.SIGHUP)
 	err := ns.Run(c.Context)
-	if errors.Is(err, reconcile.ErrNetworkRunning) {
+	if errors.Is(err, netproc.ErrRunning) {
 		log.Info("another network process runs; exiting")
 		return nil
 	}
@@ -50,9 +49,9 @@ func runNetwork(c *cli.Context) error {
 // projectNetworks is the client of the network process of the project
 // whose state dir is dir, which it starts when none runs: the supervisor's
 // (for the instances) and run's (for its one-off VM).
-func projectNetworks(dir string, log *slog.Logger) *reconcile.Networks {
-	var nets *reconcile.Networks
-	nets = reconcile.NewNetworks(dir, log, func(ctx context.Context) (*reconcile.Child, error) {
+func projectNetworks(dir string, log *slog.Logger) *netproc.Networks {
+	var nets *netproc.Networks
+	nets = netproc.NewNetworks(dir, log, func(ctx context.Context) (*netproc.Child, error) {
 		return startNetwork(ctx, dir, func(ctx context.Context) error {
 			_, err := nets.Ping(ctx)
 			return err
@@ -63,7 +62,7 @@ func projectNetworks(dir string, log *slog.Logger) *reconcile.Networks {
 
 // startNetwork starts the network process of the project whose state dir
 // is dir and waits until ping answers.
-func startNetwork(ctx context.Context, dir string, ping func(context.Context) error) (*reconcile.Child, error) {
-	return startDetached(ctx, "the network process", filepath.Join(dir, reconcile.NetworkLogName),
+func startNetwork(ctx context.Context, dir string, ping func(context.Context) error) (*netproc.Child, error) {
+	return startDetached(ctx, "the network process", filepath.Join(dir, netproc.LogName),
 		[]string{"network", "--state-dir", dir}, ping)
 }

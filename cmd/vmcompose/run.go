@@ -22,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/reconcile"
@@ -213,7 +214,7 @@ func runVM(c *cli.Context, rt *reconcile.Runtime, dir string, p *project.Project
 	defer signal.Stop(sigs)
 
 	nets := projectNetworks(dir, nil)
-	rec, err := nets.AttachOneOff(c.Context, p.Project, o.vmName, svc, reconcile.OneOff{Ports: o.ports, Aliases: c.Bool("use-aliases"), Driver: rt.Driver}, &prep.Spec, &prep.Guest)
+	rec, err := nets.AttachOneOff(c.Context, p.Project, o.vmName, svc, netproc.OneOff{Ports: o.ports, Aliases: c.Bool("use-aliases"), Driver: rt.Driver}, &prep.Spec, &prep.Guest)
 	joined := rec != nil || err != nil // an attach that failed half-way too
 	if err != nil {
 		err = fmt.Errorf("service %q: network: %w", svc.Name, err)
@@ -230,7 +231,7 @@ func runVM(c *cli.Context, rt *reconcile.Runtime, dir string, p *project.Project
 	if err != nil {
 		return err
 	}
-	var netproc *reconcile.NetworkPing // what the VM's NICs connect to
+	var netproc *netproc.Ping // what the VM's NICs connect to
 	if rec != nil {
 		netproc, _ = nets.Ping(ctx)
 	}

@@ -25,8 +25,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/vmcompose/vmcompose/internal/testimage"
+	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/oci"
-	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/vm/kernel"
 )
 
@@ -498,7 +498,7 @@ func TestRunDependencies(t *testing.T) {
 	if vms := qemus(state); len(vms) != 1 {
 		t.Errorf("after the run: qemus %v, want web's alone", vms)
 	}
-	ping, err := reconcile.NewNetworks(state, nil, nil).Ping(t.Context())
+	ping, err := netproc.NewNetworks(state, nil, nil).Ping(t.Context())
 	if err != nil || fmt.Sprint(ping.Instances) != "[web-1]" {
 		t.Errorf("after the run, the network process has %v attached (%v); want [web-1]", ping, err)
 	}
@@ -591,7 +591,7 @@ func TestRunOutlivesSupervisor(t *testing.T) {
 	if left := waitGone(supervisors, state); len(left) != 0 {
 		t.Errorf("supervisor %v still runs after down", left)
 	}
-	ping, err := reconcile.NewNetworks(state, nil, nil).Ping(t.Context())
+	ping, err := netproc.NewNetworks(state, nil, nil).Ping(t.Context())
 	if err != nil || fmt.Sprint(ping.Instances) != "[probe]" {
 		t.Errorf("after down, while the run goes on: network process %+v, %v; want probe attached", ping, err)
 	}
@@ -620,7 +620,7 @@ func TestRunKilled(t *testing.T) {
 	if left := waitGone(qemus, state); len(left) != 0 {
 		t.Fatalf("qemu %v outlived its killed vmcompose run", left)
 	}
-	nets := reconcile.NewNetworks(state, nil, nil)
+	nets := netproc.NewNetworks(state, nil, nil)
 	if ping, err := nets.Ping(t.Context()); err != nil || fmt.Sprint(ping.Instances) != "[victim]" {
 		t.Fatalf("after the kill: network process %+v, %v; want victim still attached", ping, err)
 	}

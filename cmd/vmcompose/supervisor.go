@@ -22,6 +22,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcompose/vmcompose/internal/flock"
+	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/reconcile"
 )
@@ -179,7 +180,7 @@ func connect(ctx context.Context, dir string, start bool) (*supervisor, error) {
 // once ready answers, with the process it started, whose exit status this
 // process, its parent, learns; or with the end of the log when the process
 // exits first.
-func startDetached(ctx context.Context, what, logPath string, args []string, ready func(context.Context) error) (*reconcile.Child, error) {
+func startDetached(ctx context.Context, what, logPath string, args []string, ready func(context.Context) error) (*netproc.Child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", what, err)
@@ -205,7 +206,7 @@ func startDetached(ctx context.Context, what, logPath string, args []string, rea
 		status <- cmd.Wait()
 		close(exited)
 	}()
-	child := &reconcile.Child{Pid: cmd.Process.Pid, Exited: status}
+	child := &netproc.Child{Pid: cmd.Process.Pid, Exited: status}
 	deadline := time.After(30 * time.Second)
 	for {
 		if ready(ctx) == nil {

@@ -1,4 +1,4 @@
-package reconcile
+package netproc
 
 import (
 	"context"
@@ -24,37 +24,37 @@ import (
 // must be booted again. The supervisor starts it on its first attach and
 // talks HTTP/1.1 with JSON over <state dir>/network.sock:
 //
-//	GET  /ping              NetworkPing
-//	POST /attach            NetworkRecord -> NetworkAttachment (attach and publish)
-//	POST /detach            NetworkDetach (unpublish and detach)
+//	GET  /ping              Ping
+//	POST /attach            Record -> AttachReply (attach and publish)
+//	POST /detach            DetachRequest (unpublish and detach)
 //	GET  /instances/{name}  the instance's []network.NIC, 404 when unknown
-//	POST /quit              NetworkQuit -> NetworkQuit (whether it quits)
+//	POST /quit              QuitRequest -> QuitRequest (whether it quits)
 //
-// Errors are answered with a status other than 200 and NetworkError,
+// Errors are answered with a status other than 200 and WireError,
 // whose Code names the network package's sentinel the error wraps, so
 // that the client's error matches it with errors.Is (see errorCodes).
 //
-// /ping and /quit stay as they are across versions. NetworkProtocol counts
+// /ping and /quit stay as they are across versions. Protocol counts
 // changes of the rest: a supervisor keeps using a network process of
 // another build while its ping answers with the same protocol; one of
 // another protocol is asked to quit and replaced, and the VMs that were
 // on it boot again on the new one.
 
-// NetworkProtocol is the version of the network process's protocol.
-const NetworkProtocol = 1
+// Protocol is the version of the network process's protocol.
+const Protocol = 1
 
 // The network process's files in the state dir.
 const (
-	NetworkSocketName = "network.sock"
-	NetworkLockName   = "network.lock"
-	NetworkLogName    = "network.log"
+	SocketName = "network.sock"
+	LockName   = "network.lock"
+	LogName    = "network.log"
 )
 
-// ErrNetworkRunning: another network process holds the project's lock.
-var ErrNetworkRunning = errors.New("a network process already runs for this project")
+// ErrRunning: another network process holds the project's lock.
+var ErrRunning = errors.New("a network process already runs for this project")
 
-// NetworkPing is the network process's answer to GET /ping.
-type NetworkPing struct {
+// Ping is the network process's answer to GET /ping.
+type Ping struct {
 	Pid int `json:"pid"`
 	// Started is when it began serving: with Pid, it tells one network
 	// process from the next.
@@ -65,29 +65,29 @@ type NetworkPing struct {
 	Instances []string `json:"instances"`
 }
 
-// NetworkAttachment answers an attach: the instance's NICs, and the
+// AttachReply answers an attach: the instance's NICs, and the
 // project's networks with their subnets resolved.
-type NetworkAttachment struct {
+type AttachReply struct {
 	NICs     []network.NIC           `json:"nics"`
 	Networks []network.NetworkConfig `json:"networks"`
 }
 
-// NetworkDetach asks to detach an instance.
-type NetworkDetach struct {
+// DetachRequest asks to detach an instance.
+type DetachRequest struct {
 	Instance string `json:"instance"`
 }
 
-// NetworkQuit asks the network process to exit: only when no instance is
+// QuitRequest asks the network process to exit: only when no instance is
 // attached if IfIdle is set. The answer's Quitting says whether it exits.
-type NetworkQuit struct {
+type QuitRequest struct {
 	IfIdle   bool `json:"if_idle,omitempty"`
 	Quitting bool `json:"quitting,omitempty"`
 	Pid      int  `json:"pid,omitempty"` // of the process that quits
 }
 
-// NetworkError is the body of a failed request: the error's message, and
+// WireError is the body of a failed request: the error's message, and
 // the code of the sentinel it wraps, if any.
-type NetworkError struct {
+type WireError struct {
 	Error string `json:"error"`
 	Code  string `json:"code,omitempty"`
 }
@@ -125,7 +125,7 @@ func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.sentinel }
 
 // fromWire rebuilds an answered error.
-func fromWire(e NetworkError) error {
+func fromWire(e WireError) error {
 	for _, c := range errorCodes {
 		if c.code == e.Code {
 			return &remoteError{msg: e.Error, sentinel: c.err}
@@ -134,14 +134,14 @@ func fromWire(e NetworkError) error {
 	return errors.New(e.Error)
 }
 
-// NetworkSocketPath is the network process's socket of the project whose
+// SocketPath is the network process's socket of the project whose
 // state dir is dir.
-func NetworkSocketPath(dir string) string { return filepath.Join(dir, NetworkSocketName) }
+func SocketPath(dir string) string { return filepath.Join(dir, SocketName) }
 
-// NetworkServer is the network process of a project: it holds the
+// Server is the network process of a project: it holds the
 // project's network.Manager while an instance is attached, and exits once
 // none has been for IdleExit, or when asked.
-type NetworkServer struct {
+type Server struct {
 	Dir string
 	Log *slog.Logger
 	// Version identifies the build, for pings.
@@ -163,39 +163,39 @@ type NetworkServer struct {
 	quit     context.CancelFunc
 }
 
-// NewNetworkServer returns the network process of the project whose state
+// NewServer returns the network process of the project whose state
 // dir is dir.
-func NewNetworkServer(dir string, log *slog.Logger) *NetworkServer {
+func NewServer(dir string, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &NetworkServer{Dir: dir, Log: log, LockWait: 10 * time.Second, insts: map[string]bool{}}
+	return &Server{Dir: dir, Log: log, LockWait: 10 * time.Second, insts: map[string]bool{}}
 }
 
 // Run takes the project's network lock and serves until ctx ends, it is
 // asked to quit, or it has been idle for IdleExit. The network ends with
 // it.
-func (ns *NetworkServer) Run(ctx context.Context) error {
+func (ns *Server) Run(ctx context.Context) error {
 	if err := os.MkdirAll(ns.Dir, 0o700); err != nil {
 		return fmt.Errorf("network process: %w", err)
 	}
-	unlock, err := flock.LockWithin(ctx, filepath.Join(ns.Dir, NetworkLockName), ns.LockWait, ErrNetworkRunning)
+	unlock, err := flock.LockWithin(ctx, filepath.Join(ns.Dir, LockName), ns.LockWait, ErrRunning)
 	if err != nil {
 		return fmt.Errorf("network process: %w", err)
 	}
 	defer unlock()
 	ns.ctx, ns.quit = context.WithCancel(ctx)
 	defer ns.quit()
-	os.Remove(NetworkSocketPath(ns.Dir))
-	l, err := unixsock.Listen(ns.Dir, NetworkSocketName)
+	os.Remove(SocketPath(ns.Dir))
+	l, err := unixsock.Listen(ns.Dir, SocketName)
 	if err != nil {
 		return fmt.Errorf("network socket: %w", err)
 	}
-	defer os.Remove(NetworkSocketPath(ns.Dir))
+	defer os.Remove(SocketPath(ns.Dir))
 	srv := &http.Server{Handler: ns.handler()}
 	go func() {
 		<-ns.ctx.Done()
-		os.Remove(NetworkSocketPath(ns.Dir)) // no new client reaches it
+		os.Remove(SocketPath(ns.Dir)) // no new client reaches it
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
@@ -207,7 +207,7 @@ func (ns *NetworkServer) Run(ctx context.Context) error {
 	if ns.IdleExit > 0 {
 		go ns.exitWhenIdle()
 	}
-	ns.Log.Info("network process serving", "dir", ns.Dir, "pid", os.Getpid(), "protocol", NetworkProtocol)
+	ns.Log.Info("network process serving", "dir", ns.Dir, "pid", os.Getpid(), "protocol", Protocol)
 	err = srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
@@ -223,7 +223,7 @@ func (ns *NetworkServer) Run(ctx context.Context) error {
 	return err
 }
 
-func (ns *NetworkServer) exitWhenIdle() {
+func (ns *Server) exitWhenIdle() {
 	for {
 		select {
 		case <-ns.ctx.Done():
@@ -244,11 +244,11 @@ func (ns *NetworkServer) exitWhenIdle() {
 	}
 }
 
-func (ns *NetworkServer) handler() http.Handler {
+func (ns *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
 		ns.mu.Lock()
-		p := NetworkPing{Pid: os.Getpid(), Started: ns.started, Version: ns.Version, Protocol: NetworkProtocol, Instances: []string{}}
+		p := Ping{Pid: os.Getpid(), Started: ns.started, Version: ns.Version, Protocol: Protocol, Instances: []string{}}
 		for name := range ns.insts {
 			p.Instances = append(p.Instances, name)
 		}
@@ -257,7 +257,7 @@ func (ns *NetworkServer) handler() http.Handler {
 		json.NewEncoder(w).Encode(p)
 	})
 	mux.HandleFunc("POST /attach", func(w http.ResponseWriter, r *http.Request) {
-		var rec NetworkRecord
+		var rec Record
 		if !decode(w, r, &rec) {
 			return
 		}
@@ -265,7 +265,7 @@ func (ns *NetworkServer) handler() http.Handler {
 		answer(w, a, err)
 	})
 	mux.HandleFunc("POST /detach", func(w http.ResponseWriter, r *http.Request) {
-		var d NetworkDetach
+		var d DetachRequest
 		if !decode(w, r, &d) {
 			return
 		}
@@ -281,13 +281,13 @@ func (ns *NetworkServer) handler() http.Handler {
 		ns.mu.Unlock()
 		if !ok {
 			w.WriteHeader(http.StatusNotFound)
-			json.NewEncoder(w).Encode(NetworkError{Error: "not attached"})
+			json.NewEncoder(w).Encode(WireError{Error: "not attached"})
 			return
 		}
 		json.NewEncoder(w).Encode(nics)
 	})
 	mux.HandleFunc("POST /quit", func(w http.ResponseWriter, r *http.Request) {
-		var q NetworkQuit
+		var q QuitRequest
 		if !decode(w, r, &q) {
 			return
 		}
@@ -295,7 +295,7 @@ func (ns *NetworkServer) handler() http.Handler {
 		quit := !q.IfIdle || len(ns.insts) == 0
 		if quit {
 			ns.quitting = true
-			os.Remove(NetworkSocketPath(ns.Dir))
+			os.Remove(SocketPath(ns.Dir))
 		}
 		n := len(ns.insts)
 		ns.mu.Unlock()
@@ -303,7 +303,7 @@ func (ns *NetworkServer) handler() http.Handler {
 			ns.Log.Info("asked to exit", "attached", n)
 			defer ns.quit()
 		}
-		a := NetworkQuit{Quitting: quit}
+		a := QuitRequest{Quitting: quit}
 		if quit {
 			a.Pid = os.Getpid()
 		}
@@ -318,7 +318,7 @@ var errQuitting = errors.New("the network process is exiting")
 
 // attach joins an instance to the project's networks, making them when
 // none is attached, and publishes its ports.
-func (ns *NetworkServer) attach(rec *NetworkRecord) (*NetworkAttachment, error) {
+func (ns *Server) attach(rec *Record) (*AttachReply, error) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	if ns.quitting {
@@ -352,7 +352,7 @@ func (ns *NetworkServer) attach(rec *NetworkRecord) (*NetworkAttachment, error) 
 		return nil, err // it names the service and the port
 	}
 	ns.insts[instance] = true
-	a := &NetworkAttachment{NICs: nics}
+	a := &AttachReply{NICs: nics}
 	for _, c := range rec.Networks {
 		if sub, ok := ns.m.Subnet(c.Name); ok {
 			c.Subnet = sub.String()
@@ -363,7 +363,7 @@ func (ns *NetworkServer) attach(rec *NetworkRecord) (*NetworkAttachment, error) 
 	return a, nil
 }
 
-func (ns *NetworkServer) detach(instance string) error {
+func (ns *Server) detach(instance string) error {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	if ns.m == nil || !ns.insts[instance] {
@@ -379,7 +379,7 @@ func (ns *NetworkServer) detach(instance string) error {
 
 // closeIfIdle ends the networks once no instance is attached, so that the
 // next attach makes them as it says; ns.mu is held.
-func (ns *NetworkServer) closeIfIdle() {
+func (ns *Server) closeIfIdle() {
 	if len(ns.insts) > 0 || ns.m == nil {
 		return
 	}
@@ -392,7 +392,7 @@ func (ns *NetworkServer) closeIfIdle() {
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
 		w.WriteHeader(http.StatusBadRequest)
-		json.NewEncoder(w).Encode(NetworkError{Error: "request: " + err.Error()})
+		json.NewEncoder(w).Encode(WireError{Error: "request: " + err.Error()})
 		return false
 	}
 	return true
@@ -405,7 +405,7 @@ func answer(w http.ResponseWriter, v any, err error) {
 			status = http.StatusServiceUnavailable
 		}
 		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(NetworkError{Error: err.Error(), Code: errorCode(err)})
+		json.NewEncoder(w).Encode(WireError{Error: err.Error(), Code: errorCode(err)})
 		return
 	}
 	json.NewEncoder(w).Encode(v)

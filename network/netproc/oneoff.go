@@ -1,4 +1,4 @@
-package reconcile
+package netproc
 
 import (
 	"context"
@@ -34,7 +34,7 @@ type OneOff struct {
 // and mac_address belong to its instances. It gives the VM its NICs and
 // publishes o.Ports. The record is nil when the service joins no network;
 // Detach undoes the rest.
-func (n *Networks) AttachOneOff(ctx context.Context, p *types.Project, instance string, svc types.ServiceConfig, o OneOff, spec *vm.Spec, guest *agent.Spec) (*NetworkRecord, error) {
+func (n *Networks) AttachOneOff(ctx context.Context, p *types.Project, instance string, svc types.ServiceConfig, o OneOff, spec *vm.Spec, guest *agent.Spec) (*Record, error) {
 	atts, err := network.AttachmentsOf(svc)
 	if err != nil || len(atts) == 0 {
 		return nil, err
@@ -52,7 +52,7 @@ func (n *Networks) AttachOneOff(ctx context.Context, p *types.Project, instance 
 			atts[i].Aliases = nil
 		}
 	}
-	return n.attachVM(ctx, &NetworkRecord{Project: p.Name, Endpoint: ep, Attachments: atts, Ports: o.Ports, Networks: network.NetworksOf(p)}, spec, guest)
+	return n.attachVM(ctx, &Record{Project: p.Name, Endpoint: ep, Attachments: atts, Ports: o.Ports, Networks: network.NetworksOf(p)}, spec, guest)
 }
 
 // DetachEnded detaches the one-off VMs whose run ended without detaching
@@ -84,7 +84,7 @@ func (n *Networks) DetachEnded(ctx context.Context, d vm.Driver) {
 // VM's NICs are connected. (Attached also says yes for a network process
 // that replaced a dead one and attached the instance again, but QEMU does
 // not reconnect a NIC.) It starts no network process.
-func (n *Networks) Keeps(ctx context.Context, p *NetworkPing, instance string) bool {
+func (n *Networks) Keeps(ctx context.Context, p *Ping, instance string) bool {
 	now, err := n.Ping(ctx)
 	return err == nil && p != nil && now.Pid == p.Pid && now.Started.Equal(p.Started) && slices.Contains(now.Instances, instance)
 }

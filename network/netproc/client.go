@@ -1,4 +1,4 @@
-package reconcile
+package netproc
 
 import (
 	"bytes"
@@ -27,10 +27,10 @@ import (
 	"github.com/vmcompose/vmcompose/vm"
 )
 
-// NetworkRecord is what joining an instance to the project's networks
+// Record is what joining an instance to the project's networks
 // needs, kept in the state file so that a restarted supervisor attaches it
 // again with the same addresses.
-type NetworkRecord struct {
+type Record struct {
 	Project     string                    `json:"project"`
 	Endpoint    network.Endpoint          `json:"endpoint"`
 	Attachments []network.Attachment      `json:"attachments"` // MAC and IP filled in
@@ -39,8 +39,21 @@ type NetworkRecord struct {
 	Networks []network.NetworkConfig `json:"networks"`
 }
 
+// Loss is a network process that ended, killed or crashed, while
+// instances were attached to it.
+type Loss struct {
+	Pid int `json:"pid,omitempty"`
+	// Status is how it ended ("signal: killed", "exit status 2"), as its
+	// parent learnt it, or why that is unknown.
+	Status string    `json:"status"`
+	At     time.Time `json:"at"`
+	// Instances were attached to it, sorted: the NICs of their running
+	// VMs were connected to it and stay dead.
+	Instances []string `json:"-"`
+}
+
 // Networks is the supervisor's end of the project's network process (see
-// NetworkServer), which holds the network so that VMs keep it when their
+// Server), which holds the network so that VMs keep it when their
 // supervisor is replaced. Networks starts the process when none answers
 // and starts it again when it went away; Close leaves it running while an
 // instance is attached. Its methods are safe for concurrent use.
@@ -89,19 +102,19 @@ type netProc struct {
 	moved    []string
 }
 
-func (p *netProc) is(ping *NetworkPing) bool {
+func (p *netProc) is(ping *Ping) bool {
 	return p.pid == ping.Pid && p.started.Equal(ping.Started)
 }
 
 // registration is an instance as Networks attached it.
 type registration struct {
-	rec  *NetworkRecord
+	rec  *Record
 	proc *netProc
 }
 
 type watching struct {
 	ctx  context.Context
-	lost func(NetworkLoss)
+	lost func(Loss)
 }
 
 // NewNetworks returns the network client of the supervisor of the project
@@ -112,7 +125,7 @@ func NewNetworks(dir string, log *slog.Logger, start func(ctx context.Context) (
 	}
 	return &Networks{Dir: dir, Log: log, Start: start, recs: map[string]*registration{}, http: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return unixsock.Dial(ctx, dir, NetworkSocketName)
+			return unixsock.Dial(ctx, dir, SocketName)
 		},
 		DisableKeepAlives: true,
 	}}}
@@ -122,12 +135,12 @@ func NewNetworks(dir string, log *slog.Logger, start func(ctx context.Context) (
 // service's networks, gives the VM one NIC per network, has vminit
 // configure them statically with the gateway as resolver, and publishes
 // the service's ports.
-func (n *Networks) Attach(ctx context.Context, p *types.Project, instance string, svc types.ServiceConfig, spec *vm.Spec, guest *agent.Spec) (*NetworkRecord, error) {
+func (n *Networks) Attach(ctx context.Context, p *types.Project, instance string, svc types.ServiceConfig, spec *vm.Spec, guest *agent.Spec) (*Record, error) {
 	atts, err := network.AttachmentsOf(svc)
 	if err != nil || len(atts) == 0 {
 		return nil, err // none: network_mode none, host or service:
 	}
-	return n.attachVM(ctx, &NetworkRecord{
+	return n.attachVM(ctx, &Record{
 		Project: p.Name, Endpoint: network.EndpointOf(p, svc, instance), Attachments: atts,
 		Ports: svc.Ports, Networks: network.NetworksOf(p),
 	}, spec, guest)
@@ -135,8 +148,8 @@ func (n *Networks) Attach(ctx context.Context, p *types.Project, instance string
 
 // attachVM attaches rec's instance and gives its VM the NICs, configured
 // by vminit, that the network process handed out.
-func (n *Networks) attachVM(ctx context.Context, rec *NetworkRecord, spec *vm.Spec, guest *agent.Spec) (*NetworkRecord, error) {
-	var a NetworkAttachment
+func (n *Networks) attachVM(ctx context.Context, rec *Record, spec *vm.Spec, guest *agent.Spec) (*Record, error) {
+	var a AttachReply
 	rec, err := n.attach(ctx, rec, &a)
 	if err != nil {
 		return nil, err
@@ -147,17 +160,17 @@ func (n *Networks) attachVM(ctx context.Context, rec *NetworkRecord, spec *vm.Sp
 
 // Reattach joins a recorded instance again, with its addresses, before its
 // VM boots.
-func (n *Networks) Reattach(ctx context.Context, instance string, rec *NetworkRecord) error {
+func (n *Networks) Reattach(ctx context.Context, instance string, rec *Record) error {
 	r := *rec
 	r.Endpoint.Instance = instance
-	_, err := n.attach(ctx, &r, &NetworkAttachment{})
+	_, err := n.attach(ctx, &r, &AttachReply{})
 	return err
 }
 
 // attach attaches rec's instance to the running network process, starting
 // one when none runs, and notes it. It returns rec with the MACs and
 // addresses the process gave and the networks' subnets resolved.
-func (n *Networks) attach(ctx context.Context, rec *NetworkRecord, a *NetworkAttachment) (*NetworkRecord, error) {
+func (n *Networks) attach(ctx context.Context, rec *Record, a *AttachReply) (*Record, error) {
 	for try := 1; ; try++ {
 		proc, err := n.ensure(ctx)
 		if err != nil {
@@ -187,7 +200,7 @@ func (n *Networks) attach(ctx context.Context, rec *NetworkRecord, a *NetworkAtt
 
 // withAddresses returns rec with the MACs and addresses of a and its
 // networks' subnets resolved.
-func withAddresses(rec *NetworkRecord, a *NetworkAttachment) *NetworkRecord {
+func withAddresses(rec *Record, a *AttachReply) *Record {
 	r := *rec
 	r.Attachments = slices.Clone(rec.Attachments)
 	for i := range r.Attachments {
@@ -206,7 +219,7 @@ func withAddresses(rec *NetworkRecord, a *NetworkAttachment) *NetworkRecord {
 // Attached reports whether the network process runs and has the instance
 // attached with its recorded addresses: then its running VM's NICs are
 // still connected. It starts no network process.
-func (n *Networks) Attached(ctx context.Context, instance string, rec *NetworkRecord) (bool, error) {
+func (n *Networks) Attached(ctx context.Context, instance string, rec *Record) (bool, error) {
 	p, err := n.Ping(ctx)
 	if errors.Is(err, errNetworkDown) {
 		return false, nil
@@ -214,7 +227,7 @@ func (n *Networks) Attached(ctx context.Context, instance string, rec *NetworkRe
 	if err != nil {
 		return false, err
 	}
-	if p.Protocol != NetworkProtocol {
+	if p.Protocol != Protocol {
 		return false, nil
 	}
 	n.mu.Lock()
@@ -249,7 +262,7 @@ func (n *Networks) Attached(ctx context.Context, instance string, rec *NetworkRe
 	return true, nil
 }
 
-// Detach is the Supervisor's NetworkDetach: it frees the instance's ports
+// Detach is the Supervisor's DetachRequest: it frees the instance's ports
 // and addresses. With no network process there is nothing to free.
 func (n *Networks) Detach(instance string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -257,7 +270,7 @@ func (n *Networks) Detach(instance string) error {
 	n.mu.Lock()
 	delete(n.recs, instance)
 	n.mu.Unlock()
-	err := n.do(ctx, "POST", "/detach", NetworkDetach{Instance: instance}, nil)
+	err := n.do(ctx, "POST", "/detach", DetachRequest{Instance: instance}, nil)
 	if errors.Is(err, errNetworkDown) {
 		return nil
 	}
@@ -270,8 +283,8 @@ func (n *Networks) Detach(instance string) error {
 func (n *Networks) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var q NetworkQuit
-	err := n.do(ctx, "POST", "/quit", NetworkQuit{IfIdle: true}, &q)
+	var q QuitRequest
+	err := n.do(ctx, "POST", "/quit", QuitRequest{IfIdle: true}, &q)
 	if errors.Is(err, errNetworkDown) {
 		return nil
 	}
@@ -294,7 +307,7 @@ func (n *Networks) Release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n.asked()
-	err := n.do(ctx, "POST", "/quit", NetworkQuit{}, &NetworkQuit{})
+	err := n.do(ctx, "POST", "/quit", QuitRequest{}, &QuitRequest{})
 	switch {
 	case errors.Is(err, errNetworkDown):
 	case err != nil:
@@ -315,7 +328,7 @@ func (n *Networks) asked() {
 }
 
 // Ping asks the network process who it is.
-func (n *Networks) Ping(ctx context.Context) (*NetworkPing, error) {
+func (n *Networks) Ping(ctx context.Context) (*Ping, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://network/ping", nil)
@@ -324,7 +337,7 @@ func (n *Networks) Ping(ctx context.Context) (*NetworkPing, error) {
 		return nil, fmt.Errorf("network process: %w", errors.Join(errNetworkDown, err))
 	}
 	defer resp.Body.Close()
-	var p NetworkPing
+	var p Ping
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
 		return nil, fmt.Errorf("network process ping: %w", err)
 	}
@@ -372,7 +385,7 @@ func (n *Networks) do(ctx context.Context, method, path string, in, out any) err
 	case http.StatusNotFound:
 		return errNotAttached
 	}
-	var e NetworkError
+	var e WireError
 	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Error == "" {
 		return fmt.Errorf("network process: %s", resp.Status)
 	}
@@ -391,13 +404,13 @@ func (n *Networks) ensure(ctx context.Context) (*netProc, error) {
 // ensureLocked is ensure with n.mu held.
 func (n *Networks) ensureLocked(ctx context.Context) (*netProc, error) {
 	p, err := n.Ping(ctx)
-	if err == nil && p.Protocol == NetworkProtocol {
+	if err == nil && p.Protocol == Protocol {
 		return n.seen(ctx, p, nil), nil
 	}
 	if err == nil {
-		n.Log.Warn("network process speaks another protocol: replacing it; its VMs boot again", "pid", p.Pid, "protocol", p.Protocol, "want", NetworkProtocol, "version", p.Version)
-		var q NetworkQuit
-		if err := n.do(ctx, "POST", "/quit", NetworkQuit{}, &q); err != nil {
+		n.Log.Warn("network process speaks another protocol: replacing it; its VMs boot again", "pid", p.Pid, "protocol", p.Protocol, "want", Protocol, "version", p.Version)
+		var q QuitRequest
+		if err := n.do(ctx, "POST", "/quit", QuitRequest{}, &q); err != nil {
 			return nil, fmt.Errorf("replacing the network process of another protocol: %w", err)
 		}
 	}
@@ -413,8 +426,8 @@ func (n *Networks) ensureLocked(ctx context.Context) (*netProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.Protocol != NetworkProtocol {
-		return nil, fmt.Errorf("network process pid %d: protocol %d, want %d", p.Pid, p.Protocol, NetworkProtocol)
+	if p.Protocol != Protocol {
+		return nil, fmt.Errorf("network process pid %d: protocol %d, want %d", p.Pid, p.Protocol, Protocol)
 	}
 	if child != nil && child.Pid != p.Pid {
 		child = nil // another one answers: the one started exited
@@ -426,7 +439,7 @@ func (n *Networks) ensureLocked(ctx context.Context) (*netProc, error) {
 // one means the one seen before has ended (the lock in the state dir lets
 // one run at a time): unless that one was asked to exit, the instances
 // attached to it are attached to the new one. n.mu is held.
-func (n *Networks) seen(ctx context.Context, p *NetworkPing, child *Child) *netProc {
+func (n *Networks) seen(ctx context.Context, p *Ping, child *Child) *netProc {
 	if n.cur != nil && n.cur.is(p) {
 		return n.cur
 	}
@@ -449,7 +462,7 @@ func (n *Networks) restore(ctx context.Context, old *netProc) {
 	old.moved = n.on(old)
 	for _, name := range old.moved {
 		r := n.recs[name]
-		if err := n.do(ctx, "POST", "/attach", r.rec, &NetworkAttachment{}); err != nil {
+		if err := n.do(ctx, "POST", "/attach", r.rec, &AttachReply{}); err != nil {
 			// Its VM joins again when it boots, or says why not.
 			n.Log.Warn("attaching an instance to the new network process", "instance", name, "err", err)
 			continue
@@ -478,10 +491,10 @@ func (n *Networks) on(proc *netProc) []string {
 // it, it starts another with those instances attached again and calls
 // lost. Their VMs' NICs were connected to the dead process, and QEMU does
 // not reconnect them. Call it once.
-func (n *Networks) Watch(ctx context.Context, lost func(NetworkLoss)) {
+func (n *Networks) Watch(ctx context.Context, lost func(Loss)) {
 	n.mu.Lock()
 	n.watch = &watching{ctx: ctx, lost: lost}
-	if p, err := n.Ping(ctx); err == nil && p.Protocol == NetworkProtocol {
+	if p, err := n.Ping(ctx); err == nil && p.Protocol == Protocol {
 		n.seen(ctx, p, nil)
 	}
 	if n.cur != nil {
@@ -537,7 +550,7 @@ func (n *Networks) ended(w *watching, proc *netProc) {
 		}
 	}
 	n.mu.Unlock()
-	w.lost(NetworkLoss{Pid: proc.pid, Status: status, At: time.Now(), Instances: names})
+	w.lost(Loss{Pid: proc.pid, Status: status, At: time.Now(), Instances: names})
 }
 
 // waitProcess returns once proc has ended, with how it did when this

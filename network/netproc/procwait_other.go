@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package reconcile
+package netproc
 
 import (
 	"context"

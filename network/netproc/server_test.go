@@ -1,4 +1,4 @@
-package reconcile
+package netproc_test
 
 import (
 	"context"
@@ -9,40 +9,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vmcompose/vmcompose/internal/unixsock"
 	"github.com/vmcompose/vmcompose/network"
-	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/network/netproc"
+	"github.com/vmcompose/vmcompose/network/netproc/netproctest"
 )
 
-// inProcess returns a Networks whose Start runs a NetworkServer of dir in
-// this process, counting the starts; each server's Run result goes to
-// ended.
-func inProcess(t *testing.T, dir string) (n *Networks, starts *atomic.Int64, ended chan error) {
-	starts = new(atomic.Int64)
-	ended = make(chan error, 10)
-	n = NewNetworks(dir, nil, func(ctx context.Context) (*Child, error) {
-		starts.Add(1)
-		ns := NewNetworkServer(dir, nil)
-		ns.Version = "test"
-		go func() { ended <- ns.Run(context.Background()) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if _, err := n.Ping(ctx); err == nil {
-				return nil, nil
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		return nil, errors.New("no answer")
-	})
-	return n, starts, ended
-}
-
-func webRecord() *NetworkRecord {
-	return &NetworkRecord{
+func webRecord() *netproc.Record {
+	return &netproc.Record{
 		Project:     "proj",
 		Endpoint:    network.Endpoint{Instance: "web-1", Service: "web"},
 		Attachments: []network.Attachment{{Network: "default"}},
@@ -57,7 +34,7 @@ func webRecord() *NetworkRecord {
 func TestNetworkProcess(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	n, starts, ended := inProcess(t, dir)
+	n, starts, ended := netproctest.InProcess(dir)
 
 	rec := webRecord()
 	if ok, err := n.Attached(ctx, "web-1", rec); ok || err != nil {
@@ -72,8 +49,8 @@ func TestNetworkProcess(t *testing.T) {
 	if starts.Load() != 1 {
 		t.Errorf("starts: %d, want 1", starts.Load())
 	}
-	var nics []network.NIC
-	if err := n.do(ctx, "GET", "/instances/web-1", nil, &nics); err != nil || len(nics) != 1 ||
+	nics, err := n.NICsOf(ctx, "web-1")
+	if err != nil || len(nics) != 1 ||
 		nics[0].Address.Addr() != netip.MustParseAddr("10.77.0.2") || !fileExistsT(nics[0].Socket) {
 		t.Fatalf("NICs of web-1: %+v, %v", nics, err)
 	}
@@ -91,9 +68,9 @@ func TestNetworkProcess(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	next, _, _ := inProcess(t, dir)
+	next, _, _ := netproctest.InProcess(dir)
 	p, err := next.Ping(ctx)
-	if err != nil || strings.Join(p.Instances, ",") != "web-1" || p.Protocol != NetworkProtocol {
+	if err != nil || strings.Join(p.Instances, ",") != "web-1" || p.Protocol != netproc.Protocol {
 		t.Fatalf("ping after Close with web-1 attached: %+v, %v", p, err)
 	}
 	if ok, err := next.Attached(ctx, "web-1", rec); !ok || err != nil {
@@ -110,7 +87,7 @@ func TestNetworkProcess(t *testing.T) {
 	if err := next.Detach("web-1"); err != nil {
 		t.Fatal(err)
 	}
-	if !fileExistsT(NetworkSocketPath(dir)) {
+	if !fileExistsT(netproc.SocketPath(dir)) {
 		t.Fatal("no socket before Close")
 	}
 	if err := next.Close(); err != nil {
@@ -124,7 +101,7 @@ func TestNetworkProcess(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the network process did not exit after Close with nothing attached")
 	}
-	if fileExistsT(NetworkSocketPath(dir)) || fileExistsT(nics[0].Socket) {
+	if fileExistsT(netproc.SocketPath(dir)) || fileExistsT(nics[0].Socket) {
 		t.Errorf("sockets left after the network process exited")
 	}
 	if err := next.Detach("web-1"); err != nil {
@@ -147,23 +124,23 @@ func TestNetworkProcess(t *testing.T) {
 // another protocol is asked to quit and replaced.
 func TestNetworkProcessOtherProtocol(t *testing.T) {
 	dir := t.TempDir()
-	l, err := unixsock.Listen(dir, NetworkSocketName)
+	l, err := unixsock.Listen(dir, netproc.SocketName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	quit := make(chan struct{})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(NetworkPing{Pid: 1, Protocol: NetworkProtocol + 1, Version: "future"})
+		json.NewEncoder(w).Encode(netproc.Ping{Pid: 1, Protocol: netproc.Protocol + 1, Version: "future"})
 	})
 	mux.HandleFunc("POST /quit", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(NetworkQuit{Quitting: true})
-		os.Remove(NetworkSocketPath(dir))
+		json.NewEncoder(w).Encode(netproc.QuitRequest{Quitting: true})
+		os.Remove(netproc.SocketPath(dir))
 		close(quit)
 		go l.Close()
 	})
 	go http.Serve(l, mux)
-	n, starts, ended := inProcess(t, dir)
+	n, starts, ended := netproctest.InProcess(dir)
 	if err := n.Reattach(context.Background(), "web-1", webRecord()); err != nil {
 		t.Fatal(err)
 	}
@@ -184,22 +161,22 @@ func TestNetworkProcessOtherProtocol(t *testing.T) {
 // exits after IdleExit; a second one cannot run beside it.
 func TestNetworkProcessIdleExit(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
-	ns := NewNetworkServer(dir, nil)
+	ns := netproc.NewServer(dir, nil)
 	ns.IdleExit = 200 * time.Millisecond
 	done := make(chan error, 1)
 	go func() { done <- ns.Run(context.Background()) }()
 	deadline := time.Now().Add(5 * time.Second)
-	for !fileExistsT(NetworkSocketPath(dir)) && time.Now().Before(deadline) {
+	for !fileExistsT(netproc.SocketPath(dir)) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	second := NewNetworkServer(dir, nil)
+	second := netproc.NewServer(dir, nil)
 	second.LockWait = 50 * time.Millisecond
-	if err := second.Run(context.Background()); !errors.Is(err, ErrNetworkRunning) {
-		t.Errorf("a second network process: %v, want ErrNetworkRunning", err)
+	if err := second.Run(context.Background()); !errors.Is(err, netproc.ErrRunning) {
+		t.Errorf("a second network process: %v, want netproc.ErrRunning", err)
 	}
-	n := NewNetworks(dir, nil, nil)
+	n := netproc.NewNetworks(dir, nil, nil)
 	if _, err := n.Ping(context.Background()); err != nil {
-		t.Errorf("ping through a socket path of %d bytes: %v", len(NetworkSocketPath(dir)), err)
+		t.Errorf("ping through a socket path of %d bytes: %v", len(netproc.SocketPath(dir)), err)
 	}
 	select {
 	case err := <-done:
@@ -209,7 +186,7 @@ func TestNetworkProcessIdleExit(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("an idle network process did not exit")
 	}
-	if fileExistsT(NetworkSocketPath(dir)) {
+	if fileExistsT(netproc.SocketPath(dir)) {
 		t.Error("socket left")
 	}
 }
@@ -217,37 +194,4 @@ func TestNetworkProcessIdleExit(t *testing.T) {
 func fileExistsT(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// TestSupervisorReleasesNetwork: a supervisor that exits with no VM
-// running ends the network process, which no VM needs.
-func TestSupervisorReleasesNetwork(t *testing.T) {
-	dir := t.TempDir()
-	n, _, ended := inProcess(t, dir)
-	rec := webRecord()
-	if err := n.Reattach(context.Background(), "web-1", rec); err != nil {
-		t.Fatal(err)
-	}
-	s := NewSupervisor(dir, nil)
-	s.Runtime = &Runtime{Driver: &fakeDriver{vms: map[string]vm.State{"web-1": vm.StateExited}}}
-	s.NetworkRelease = n.Release
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !fileExistsT(SocketPath(dir)) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-ended:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the network process outlived a supervisor that left no VM running")
-	}
-	if fileExistsT(NetworkSocketPath(dir)) {
-		t.Error("network.sock left")
-	}
 }

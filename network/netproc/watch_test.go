@@ -1,4 +1,4 @@
-package reconcile
+package netproc
 
 import (
 	"bytes"
@@ -30,11 +30,11 @@ const networkDirEnv = "VMCOMPOSE_TEST_NETWORK_DIR"
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(networkDirEnv); dir != "" {
-		ns := NewNetworkServer(dir, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		ns := NewServer(dir, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 		ns.Version = "test"
 		ns.IdleExit = time.Minute
 		err := ns.Run(context.Background())
-		if err != nil && !errors.Is(err, ErrNetworkRunning) {
+		if err != nil && !errors.Is(err, ErrRunning) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 func processNetworks(t *testing.T, dir string) *Networks {
 	var n *Networks
 	n = NewNetworks(dir, slog.New(slog.NewTextHandler(testWriter{t}, nil)), func(ctx context.Context) (*Child, error) {
-		logf, err := os.OpenFile(filepath.Join(dir, NetworkLogName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		logf, err := os.OpenFile(filepath.Join(dir, LogName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, err
 		}
@@ -142,8 +142,8 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func record(instance, service, ip string, port int) *NetworkRecord {
-	rec := &NetworkRecord{
+func record(instance, service, ip string, port int) *Record {
+	rec := &Record{
 		Project:     "proj",
 		Endpoint:    network.Endpoint{Instance: instance, Service: service},
 		Attachments: []network.Attachment{{Network: "default", IP: netip.MustParseAddr(ip)}},
@@ -166,8 +166,8 @@ func TestNetworkProcessKilled(t *testing.T) {
 	n := processNetworks(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	lost := make(chan NetworkLoss, 4)
-	go n.Watch(ctx, func(l NetworkLoss) { lost <- l })
+	lost := make(chan Loss, 4)
+	go n.Watch(ctx, func(l Loss) { lost <- l })
 
 	port := freeTCPPort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
@@ -184,7 +184,7 @@ func TestNetworkProcessKilled(t *testing.T) {
 
 	killed := time.Now()
 	syscall.Kill(first.Pid, syscall.SIGKILL)
-	var l NetworkLoss
+	var l Loss
 	select {
 	case l = <-lost:
 	case <-time.After(30 * time.Second):
@@ -209,7 +209,7 @@ func TestNetworkProcessKilled(t *testing.T) {
 	if pids := waitNetworkProcs(dir, 1); len(pids) != 1 || pids[0] != second.Pid {
 		t.Errorf("network processes: %v, want only %d", pids, second.Pid)
 	}
-	if _, ok, _ := flock.TryLock(filepath.Join(dir, NetworkLockName)); ok {
+	if _, ok, _ := flock.TryLock(filepath.Join(dir, LockName)); ok {
 		t.Error("nobody holds the network lock")
 	}
 	select {
@@ -224,9 +224,9 @@ func TestNetworkProcessKilled(t *testing.T) {
 	later := processNetworks(t, dir)
 	lctx, lcancel := context.WithCancel(context.Background())
 	defer lcancel()
-	lost2 := make(chan NetworkLoss, 4)
-	go later.Watch(lctx, func(l NetworkLoss) { lost2 <- l })
-	for _, rec := range []*NetworkRecord{record("web-1", "web", "10.77.0.10", port), record("db-1", "db", "10.77.0.11", 0)} {
+	lost2 := make(chan Loss, 4)
+	go later.Watch(lctx, func(l Loss) { lost2 <- l })
+	for _, rec := range []*Record{record("web-1", "web", "10.77.0.10", port), record("db-1", "db", "10.77.0.11", 0)} {
 		rec.Attachments[0].MAC = macOf(t, later, rec.Endpoint.Instance)
 		if ok, err := later.Attached(lctx, rec.Endpoint.Instance, rec); !ok || err != nil {
 			t.Fatalf("adopting %s: %v, %v", rec.Endpoint.Instance, ok, err)
