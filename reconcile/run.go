@@ -78,7 +78,7 @@ func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 	if svc.Image == "" {
 		return nil, fmt.Errorf("service %q: no image: set image: (build: is not supported yet)", s.Config.Name)
 	}
-	img, err := r.image(ctx, svc)
+	img, err := r.Image(ctx, svc)
 	if err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
@@ -126,9 +126,9 @@ func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 	}, nil
 }
 
-// image returns the service's image from the store, pulling it first when
+// Image returns the service's image from the store, pulling it first when
 // pull_policy asks for it or it is missing.
-func (r *Runtime) image(ctx context.Context, svc types.ServiceConfig) (oci.Image, error) {
+func (r *Runtime) Image(ctx context.Context, svc types.ServiceConfig) (oci.Image, error) {
 	policy, err := oci.ParsePullPolicy(svc.PullPolicy)
 	if err != nil {
 		return oci.Image{}, fmt.Errorf("pull_policy: %w", err)
@@ -185,7 +185,7 @@ func (r *Runtime) Boot(ctx context.Context, p *Prepared) (_ *Attached, err error
 	if err != nil {
 		return nil, err
 	}
-	client, err := dialAgent(ctx, st)
+	client, err := DialAgent(ctx, st)
 	if err != nil {
 		return nil, fmt.Errorf("service %q: VM %s: %w (boot messages: %s)", p.Service, name, err, st.Console)
 	}
@@ -200,9 +200,9 @@ func (r *Runtime) Boot(ctx context.Context, p *Prepared) (_ *Attached, err error
 	return &Attached{Name: name, Client: client, driver: r.Driver}, nil
 }
 
-// dialAgent connects to the VM's agent, waiting up to a minute for vminit
+// DialAgent connects to the VM's agent, waiting up to a minute for vminit
 // to answer.
-func dialAgent(ctx context.Context, st vm.Status) (*agent.Client, error) {
+func DialAgent(ctx context.Context, st vm.Status) (*agent.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	return agent.DialSocket(ctx, st.Agent)

@@ -12,31 +12,8 @@ import (
 
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/vm/vmfake"
 )
-
-// fakeDriver knows VMs by name and state; it does nothing else.
-type fakeDriver struct{ vms map[string]vm.State }
-
-func (f *fakeDriver) Create(context.Context, vm.Spec) error             { return nil }
-func (f *fakeDriver) Start(context.Context, string) error               { return nil }
-func (f *fakeDriver) Stop(context.Context, string, time.Duration) error { return nil }
-func (f *fakeDriver) Kill(context.Context, string) error                { return nil }
-func (f *fakeDriver) Remove(context.Context, string) error              { return nil }
-func (f *fakeDriver) Inspect(_ context.Context, name string) (vm.Status, error) {
-	st, ok := f.vms[name]
-	if !ok {
-		return vm.Status{}, vm.ErrNotFound
-	}
-	return vm.Status{Name: name, State: st}, nil
-}
-func (f *fakeDriver) List(ctx context.Context) ([]vm.Status, error) {
-	var out []vm.Status
-	for name := range f.vms {
-		st, _ := f.Inspect(ctx, name)
-		out = append(out, st)
-	}
-	return out, nil
-}
 
 func TestObserveVMs(t *testing.T) {
 	dir := t.TempDir()
@@ -51,7 +28,7 @@ func TestObserveVMs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &fakeDriver{vms: map[string]vm.State{
+	d := &vmfake.Driver{VMs: map[string]vm.State{
 		"web-1": vm.StateExited, "app-1": vm.StateRunning,
 		"new-2":          vm.StateRunning, // created, never recorded
 		"web-run-0a1b2c": vm.StateRunning, // a `run` VM
@@ -140,9 +117,6 @@ func TestRestartPolicy(t *testing.T) {
 	if err != nil || p != (RestartPolicy{Mode: "on-failure", MaxRetries: 3}) {
 		t.Errorf("deploy.restart_policy: %+v, %v", p, err)
 	}
-	if Backoff(0) != 100*time.Millisecond || Backoff(3) != 800*time.Millisecond || Backoff(50) != 10*time.Second {
-		t.Errorf("backoff: %v %v %v", Backoff(0), Backoff(3), Backoff(50))
-	}
 }
 
 func TestParseHealth(t *testing.T) {
@@ -161,57 +135,5 @@ func TestParseHealth(t *testing.T) {
 		if h, err := ParseHealth("s", none); h != nil || err != nil {
 			t.Errorf("%+v: %+v, %v", none, h, err)
 		}
-	}
-}
-
-func TestServiceLogLines(t *testing.T) {
-	dir := t.TempDir()
-	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	l, err := openServiceLog(dir, "web-1", func() time.Time { return now })
-	if err != nil {
-		t.Fatal(err)
-	}
-	boot := now.Add(-time.Minute)
-	if l.offset(boot, "stdout") != 0 {
-		t.Fatal("offset of a new boot")
-	}
-	l.writer("stdout").Write([]byte("one\ntw"))
-	l.writer("stderr").Write([]byte("err\r\n"))
-	l.writer("stdout").Write([]byte("o\nthr"))
-	// A supervisor that dies now has "thr" only in memory: its successor
-	// reads it again.
-	l2, _ := openServiceLog(dir, "web-1", time.Now)
-	if off := l2.offset(boot, "stdout"); off != int64(len("one\ntwo\n")) {
-		t.Errorf("stdout offset with a partial line held: %d", off)
-	}
-	l2.Close()
-	l.writer("stdout").Write([]byte("ee"))
-	l.flush("stdout")
-	l.Close()
-	lines, _, err := ReadLog(dir, "web-1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, line := range lines {
-		got = append(got, line.Stream+":"+line.Text)
-		if !line.Time.Equal(now) {
-			t.Errorf("time %v", line.Time)
-		}
-	}
-	if g := strings.Join(got, ","); g != "stdout:one,stderr:err,stdout:two,stdout:three" {
-		t.Errorf("lines: %s", g)
-	}
-	// A restarted supervisor resumes where the log ends, for the same boot.
-	l, _ = openServiceLog(dir, "web-1", time.Now)
-	if off := l.offset(boot, "stdout"); off != int64(len("one\ntwo\nthree")) {
-		t.Errorf("stdout offset after reopening: %d", off)
-	}
-	if off := l.offset(boot.Add(time.Second), "stdout"); off != 0 {
-		t.Errorf("offset of a new boot: %d", off)
-	}
-	l.Close()
-	if tail, _, _ := ReadLog(dir, "web-1", 1); len(tail) != 1 || tail[0].Text != "three" {
-		t.Errorf("tail 1: %+v", tail)
 	}
 }

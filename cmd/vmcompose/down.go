@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/supervisor"
 )
 
 func downCommand() *cli.Command {
@@ -65,7 +66,7 @@ func runDown(c *cli.Context) error {
 		ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
 		defer cancel()
 		for ctx.Err() == nil {
-			if _, err := os.Stat(reconcile.SocketPath(dir)); err != nil {
+			if _, err := os.Stat(supervisor.SocketPath(dir)); err != nil {
 				break
 			}
 			time.Sleep(20 * time.Millisecond)

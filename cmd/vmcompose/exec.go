@@ -20,7 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
-	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/supervisor"
 )
 
 func execCommand() *cli.Command {
@@ -83,7 +83,7 @@ func execIn(c *cli.Context, service string, index int, spec *agent.ExecSpec, std
 	}
 	req.Services, req.Index, req.Exec = []string{service}, index, spec
 	body, _ := json.Marshal(req)
-	conn, err := reconcile.DialSupervisor(ctx, dir)
+	conn, err := supervisor.DialSupervisor(ctx, dir)
 	if err != nil {
 		return 0, fmt.Errorf("talking to the supervisor: %w", err)
 	}

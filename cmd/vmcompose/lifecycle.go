@@ -8,7 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
-	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/supervisor"
 )
 
 func lifecycleCommands() []*cli.Command {
@@ -34,7 +34,7 @@ func lifecycleCommands() []*cli.Command {
 			if sig != "" && !strings.HasPrefix(sig, "SIG") && (sig[0] < '0' || sig[0] > '9') {
 				sig = "SIG" + sig
 			}
-			return servicesOp(c, "/kill", func(r *reconcile.Request) { r.Signal = sig })
+			return servicesOp(c, "/kill", func(r *supervisor.Request) { r.Signal = sig })
 		},
 	}, {
 		Name: "top", Usage: "show the processes running in the services' VMs", ArgsUsage: "[SERVICE...]",
@@ -43,7 +43,7 @@ func lifecycleCommands() []*cli.Command {
 }
 
 // servicesOp sends an operation on the named services to the supervisor.
-func servicesOp(c *cli.Context, path string, edit func(*reconcile.Request)) error {
+func servicesOp(c *cli.Context, path string, edit func(*supervisor.Request)) error {
 	_, dir, err := projectState(c)
 	if err != nil {
 		return err

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/vmcompose/vmcompose/planner"
-	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/supervisor"
 )
 
 func logsCommand() *cli.Command {
@@ -63,19 +63,19 @@ func runLogs(c *cli.Context) error {
 	printer.noPrefix = c.Bool("no-log-prefix")
 	type entry struct {
 		vm   string
-		line reconcile.LogLine
+		line supervisor.LogLine
 	}
 	var all []entry
 	next := map[string]int64{}
 	for _, name := range vms {
-		var lines []reconcile.LogLine
+		var lines []supervisor.LogLine
 		if tail >= 0 {
-			lines, next[name], err = reconcile.ReadLog(dir, name, tail)
+			lines, next[name], err = supervisor.ReadLog(dir, name, tail)
 			if err != nil {
 				return err
 			}
 		} else {
-			_, next[name], _ = reconcile.ReadLog(dir, name, 1)
+			_, next[name], _ = supervisor.ReadLog(dir, name, 1)
 		}
 		for _, l := range lines {
 			all = append(all, entry{name, l})
@@ -110,7 +110,7 @@ func followAll(ctx context.Context, dir string, services []string, from map[stri
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				reconcile.FollowLog(ctx, dir, name, from[name], func(l reconcile.LogLine) { printer.print(name, l) })
+				supervisor.FollowLog(ctx, dir, name, from[name], func(l supervisor.LogLine) { printer.print(name, l) })
 			}()
 		}
 		select {
@@ -124,7 +124,7 @@ func followAll(ctx context.Context, dir string, services []string, from map[stri
 
 // logVMs lists the VMs with a log, of the named services or all.
 func logVMs(dir string, services []string) []string {
-	files, _ := filepath.Glob(filepath.Join(reconcile.LogDir(dir), "*.log"))
+	files, _ := filepath.Glob(filepath.Join(supervisor.LogDir(dir), "*.log"))
 	var out []string
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".log")
@@ -180,7 +180,7 @@ func (p *logPrinter) add(vm string) {
 	}
 }
 
-func (p *logPrinter) print(vm string, l reconcile.LogLine) {
+func (p *logPrinter) print(vm string, l supervisor.LogLine) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var b strings.Builder

@@ -25,6 +25,7 @@ import (
 	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/supervisor"
 )
 
 // superviseCommand is the hidden command the CLI starts, detached, as a
@@ -44,7 +45,7 @@ func superviseCommand() *cli.Command {
 func runSupervise(c *cli.Context) error {
 	dir := c.String("state-dir")
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	sup := reconcile.NewSupervisor(dir, log)
+	sup := supervisor.NewSupervisor(dir, log)
 	sup.IdleExit = 10 * time.Minute
 	sup.Version = programVersion()
 	rt, err := supervisorRuntime(dir, sup, log)
@@ -63,29 +64,29 @@ func runSupervise(c *cli.Context) error {
 	// context of main does that.
 	signal.Ignore(syscall.SIGHUP)
 	err = sup.Run(c.Context)
-	if errors.Is(err, reconcile.ErrSupervisorRunning) {
+	if errors.Is(err, supervisor.ErrSupervisorRunning) {
 		log.Info("another supervisor runs; exiting")
 		return nil
 	}
 	return err
 }
 
-// supervisor is the CLI's end of the connection to a project's supervisor.
-type supervisor struct {
+// supervisorClient is the CLI's end of the connection to a project's supervisor.
+type supervisorClient struct {
 	dir  string
 	http *http.Client
 }
 
-func newSupervisorClient(dir string) *supervisor {
-	return &supervisor{dir: dir, http: &http.Client{Transport: &http.Transport{
+func newSupervisorClient(dir string) *supervisorClient {
+	return &supervisorClient{dir: dir, http: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return reconcile.DialSupervisor(ctx, dir)
+			return supervisor.DialSupervisor(ctx, dir)
 		},
 		DisableKeepAlives: true,
 	}}}
 }
 
-func (s *supervisor) ping(ctx context.Context) error {
+func (s *supervisorClient) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://supervisor/ping", nil)
@@ -94,7 +95,7 @@ func (s *supervisor) ping(ctx context.Context) error {
 		return err
 	}
 	defer resp.Body.Close()
-	var p reconcile.Ping
+	var p supervisor.Ping
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
 		return fmt.Errorf("supervisor ping: %w", err)
 	}
@@ -123,13 +124,13 @@ func programVersion() string {
 // replace asks a supervisor of another version to exit once its current
 // operation is done, and waits for its socket to go. The new one adopts
 // the VMs.
-func (s *supervisor) replace(ctx context.Context) error {
-	if err := s.call(ctx, "/quit", &reconcile.Request{}, nil); err != nil {
+func (s *supervisorClient) replace(ctx context.Context) error {
+	if err := s.call(ctx, "/quit", &supervisor.Request{}, nil); err != nil {
 		return fmt.Errorf("replacing the supervisor of another version: %w", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := os.Stat(reconcile.SocketPath(s.dir)); err != nil {
+		if _, err := os.Stat(supervisor.SocketPath(s.dir)); err != nil {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -141,7 +142,7 @@ func (s *supervisor) replace(ctx context.Context) error {
 // and start is set. Starting is serialised by a lock in the state dir, so
 // two commands never start two supervisors (and the supervisor's own lock
 // would make the second exit anyway).
-func connect(ctx context.Context, dir string, start bool) (*supervisor, error) {
+func connect(ctx context.Context, dir string, start bool) (*supervisorClient, error) {
 	s := newSupervisorClient(dir)
 	err := s.ping(ctx)
 	if err == nil {
@@ -245,7 +246,7 @@ func (e *serviceFailure) Error() string { return e.msg }
 
 // call sends a request and hands each progress event to onEvent until the
 // last one, whose error it returns.
-func (s *supervisor) call(ctx context.Context, path string, req *reconcile.Request, onEvent func(reconcile.Event)) error {
+func (s *supervisorClient) call(ctx context.Context, path string, req *supervisor.Request, onEvent func(supervisor.Event)) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
@@ -266,7 +267,7 @@ func (s *supervisor) call(ctx context.Context, path string, req *reconcile.Reque
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
-		var e reconcile.Event
+		var e supervisor.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return fmt.Errorf("supervisor answer: %w", err)
 		}
@@ -292,7 +293,7 @@ func (s *supervisor) call(ctx context.Context, path string, req *reconcile.Reque
 // request is a supervisor request carrying the project's load options,
 // made absolute so that the supervisor, in another directory, loads the
 // same project with the same environment.
-func request(c *cli.Context) (*reconcile.Request, error) {
+func request(c *cli.Context) (*supervisor.Request, error) {
 	o := loadOptions(c)
 	wd, err := os.Getwd()
 	if err != nil {
@@ -313,7 +314,7 @@ func request(c *cli.Context) (*reconcile.Request, error) {
 	o.ProjectDir = abs(o.ProjectDir)
 	o.WorkingDir = wd
 	o.Env = os.Environ()
-	return &reconcile.Request{Load: o, Timeout: -1}, nil
+	return &supervisor.Request{Load: o, Timeout: -1}, nil
 }
 
 // projectState loads the project and returns it with its state dir.
@@ -340,7 +341,7 @@ func observe(ctx context.Context, dir string) (reconcile.Observation, error) {
 }
 
 // printEvent shows an operation's progress on stderr, as compose does.
-func printEvent(c *cli.Context) func(reconcile.Event) {
+func printEvent(c *cli.Context) func(supervisor.Event) {
 	if c.String("progress") == "quiet" {
 		return nil
 	}
@@ -348,7 +349,7 @@ func printEvent(c *cli.Context) func(reconcile.Event) {
 	if w == nil {
 		w = os.Stderr
 	}
-	return func(e reconcile.Event) {
+	return func(e supervisor.Event) {
 		if e.Instance == "" {
 			fmt.Fprintln(w, e.Message)
 			return

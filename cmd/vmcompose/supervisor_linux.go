@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/supervisor"
 	"github.com/vmcompose/vmcompose/vm"
 	"github.com/vmcompose/vmcompose/vm/qemu"
 )
@@ -13,7 +14,7 @@ import (
 // supervisorRuntime opens the store and the QEMU driver of the project
 // whose state dir is dir, for its supervisor: VMs outlive the process and
 // are stopped through the supervisor's agent connections.
-func supervisorRuntime(dir string, sup *reconcile.Supervisor, log *slog.Logger) (*reconcile.Runtime, error) {
+func supervisorRuntime(dir string, sup *supervisor.Supervisor, log *slog.Logger) (*reconcile.Runtime, error) {
 	store, err := openStore()
 	if err != nil {
 		return nil, err

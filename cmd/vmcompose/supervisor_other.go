@@ -8,10 +8,11 @@ import (
 	"runtime"
 
 	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/supervisor"
 	"github.com/vmcompose/vmcompose/vm"
 )
 
-func supervisorRuntime(string, *reconcile.Supervisor, *slog.Logger) (*reconcile.Runtime, error) {
+func supervisorRuntime(string, *supervisor.Supervisor, *slog.Logger) (*reconcile.Runtime, error) {
 	return nil, fmt.Errorf("running VMs on %s is not supported yet: vmcompose runs VMs on Linux with QEMU", runtime.GOOS)
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/supervisor"
 )
 
 func upCommand() *cli.Command {
@@ -103,7 +104,7 @@ func reportFailure(c *cli.Context, dir string, err error) {
 		if in.Service != sf.service {
 			continue
 		}
-		lines, _, _ := reconcile.ReadLog(dir, in.VM, 20)
+		lines, _, _ := supervisor.ReadLog(dir, in.VM, 20)
 		fmt.Fprintf(w, "last lines of the log of %s:\n", in.VM)
 		for _, l := range lines {
 			fmt.Fprintf(w, "  %s | %s\n", in.VM, l.Text)
@@ -116,7 +117,7 @@ func reportFailure(c *cli.Context, dir string, err error) {
 
 // foreground streams the services' logs until they all ended, one ended
 // with --abort-on-container-exit, or Ctrl-C; the last two stop them all.
-func foreground(c *cli.Context, sup *supervisor, dir string, req *reconcile.Request, abort bool) error {
+func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervisor.Request, abort bool) error {
 	st, err := reconcile.ReadState(dir)
 	if err != nil {
 		return err

@@ -54,6 +54,8 @@ var rules = []rule{
 		banned: []string{mod + "reconcile", mod + "supervisor", mod + "cmd/", mod + "oci", mod + "project"}},
 	{pkg: "reconcile", why: "observing and executing plans knows nothing of the daemon that runs them or of the CLI",
 		banned: []string{mod + "supervisor", mod + "cmd/"}},
+	{pkg: "supervisor", why: "the daemon uses the vm.Driver interface, never a backend, and knows nothing of the CLI",
+		banned: []string{mod + "cmd/", mod + "vm/qemu"}},
 	{pkg: "guest/agent", why: "host and guest share the protocol; it depends on neither side", own: []string{}},
 	{pkg: "cmd/vminit", why: "the guest must not depend on host packages", linuxOnly: true,
 		own: []string{"guest/", "vm/initramfs/modload"}},

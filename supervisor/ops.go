@@ -1,4 +1,4 @@
-package reconcile
+package supervisor
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/reconcile"
 )
 
 // up converges the project: pull what is missing, observe, plan, execute,
@@ -33,7 +34,7 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	if err != nil {
 		return err
 	}
-	o, err := ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+	o, err := reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
 	if err != nil {
 		return err
 	}
@@ -47,10 +48,10 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	if err := plan.Blocked(); err != nil {
 		return err
 	}
-	if err := CheckVolumes(p, req.Scale); err != nil {
+	if err := reconcile.CheckVolumes(p, req.Scale); err != nil {
 		return err
 	}
-	for _, w := range VolumeWarnings(p) {
+	for _, w := range reconcile.VolumeWarnings(p) {
 		emit(Event{Message: "warning: " + w})
 	}
 	for _, w := range plan.Warnings {
@@ -106,7 +107,7 @@ func (s *Supervisor) awaitRun(ctx context.Context, p *project.Project, plan *pla
 
 // adoptObserved makes sure every observed instance has its in-memory
 // record, and every running one a watcher: the level, not the events.
-func (s *Supervisor) adoptObserved(o Observation) {
+func (s *Supervisor) adoptObserved(o reconcile.Observation) {
 	for _, rec := range o.Instances {
 		in := s.instance(rec)
 		if o.VMs[rec.VM].State == "running" {
@@ -133,9 +134,9 @@ func (s *Supervisor) pull(ctx context.Context, p *project.Project, targets []str
 			continue
 		}
 		g.Go(func() error {
-			img, err := s.Runtime.image(ctx, svc)
+			img, err := s.Runtime.Image(ctx, svc)
 			if err != nil {
-				return &ServiceError{Service: name, Err: err}
+				return &reconcile.ServiceError{Service: name, Err: err}
 			}
 			mu.Lock()
 			digests[name] = img.Digest.String()
@@ -149,15 +150,15 @@ func (s *Supervisor) pull(ctx context.Context, p *project.Project, targets []str
 // execute carries the plan out through reconcile's Execute, with the
 // supervisor's instances doing each operation and answering for the
 // depends_on conditions.
-func (s *Supervisor) execute(ctx context.Context, p *project.Project, plan *planner.Plan, o Observation, timeout int, emit func(Event)) error {
-	return Execute(ctx, p.Project, plan, &operations{s: s, p: p, o: o, timeout: timeout, emit: emit})
+func (s *Supervisor) execute(ctx context.Context, p *project.Project, plan *planner.Plan, o reconcile.Observation, timeout int, emit func(Event)) error {
+	return reconcile.Execute(ctx, p.Project, plan, &operations{s: s, p: p, o: o, timeout: timeout, emit: emit})
 }
 
 // operations is the Executor of one plan.
 type operations struct {
 	s       *Supervisor
 	p       *project.Project
-	o       Observation
+	o       reconcile.Observation
 	timeout int
 	emit    func(Event)
 }
@@ -175,12 +176,12 @@ func (x *operations) Await(ctx context.Context, instance, condition string) erro
 }
 
 // do carries out one operation.
-func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, o Observation, timeout int, emit func(Event)) error {
+func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, o reconcile.Observation, timeout int, emit func(Event)) error {
 	say := func(msg string) { emit(Event{Instance: op.Instance, Message: msg}) }
 	in := s.lookup(op.Instance)
 	switch op.Kind {
 	case planner.Blocked:
-		return serviceErr(op.Service, "%s", op.Reason)
+		return reconcile.ServiceErrorf(op.Service, "%s", op.Reason)
 	case planner.Nothing:
 		if in != nil {
 			if st := o.VMs[op.Instance]; st.State == "running" {
@@ -210,7 +211,7 @@ func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, 
 		return nil
 	case planner.Start, planner.Restart:
 		if in == nil {
-			return serviceErr(op.Service, "%s: not supervised", op.Instance)
+			return reconcile.ServiceErrorf(op.Service, "%s: not supervised", op.Instance)
 		}
 		if op.Kind == planner.Restart {
 			say("Restarting")
@@ -238,7 +239,7 @@ func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, 
 	case planner.Remove:
 		say("Removing")
 		if in == nil {
-			in = s.instance(InstanceState{VM: op.Instance, Instance: planner.Instance{Service: op.Service, Number: op.Number}})
+			in = s.instance(reconcile.InstanceState{VM: op.Instance, Instance: planner.Instance{Service: op.Service, Number: op.Number}})
 		}
 		if err := s.removeInstance(ctx, in, timeout); err != nil {
 			return err
@@ -256,17 +257,17 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 		svc, ok = p.DisabledServices[op.Service]
 	}
 	if !ok {
-		return serviceErr(op.Service, "not in the project")
+		return reconcile.ServiceErrorf(op.Service, "not in the project")
 	}
-	prep, err := s.Runtime.Prepare(ctx, Service{Project: p, Name: op.Instance, Config: svc, StateDir: s.Dir})
+	prep, err := s.Runtime.Prepare(ctx, reconcile.Service{Project: p, Name: op.Instance, Config: svc, StateDir: s.Dir})
 	if err != nil {
-		return &ServiceError{Service: op.Service, Err: unwrapService(err)}
+		return &reconcile.ServiceError{Service: op.Service, Err: unwrapService(err)}
 	}
-	health, err := ParseHealth(op.Service, svc.HealthCheck)
+	health, err := reconcile.ParseHealth(op.Service, svc.HealthCheck)
 	if err != nil {
 		return err
 	}
-	restart, err := ParseRestart(svc)
+	restart, err := reconcile.ParseRestart(svc)
 	if err != nil {
 		return err
 	}
@@ -279,10 +280,10 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	var netrec *netproc.Record
 	if s.Network != nil {
 		if netrec, err = s.Network(ctx, p.Project, op.Instance, svc, &spec, &guest); err != nil {
-			return &ServiceError{Service: op.Service, Err: fmt.Errorf("network: %w", err)}
+			return &reconcile.ServiceError{Service: op.Service, Err: fmt.Errorf("network: %w", err)}
 		}
 	}
-	rec := InstanceState{
+	rec := reconcile.InstanceState{
 		Instance: planner.Instance{Service: op.Service, Number: op.Number, State: planner.Stopped, Hash: op.Hash, Fields: fields},
 		VM:       op.Instance, Phase: "created", Image: svc.Image, Command: svc.Command,
 		Guest: guest, Healthcheck: svc.HealthCheck, Restart: restart, Network: netrec,
@@ -300,7 +301,7 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 		}
 		s.forget(op.Instance)
 		s.save()
-		return serviceErr(op.Service, "creating %s: %w", op.Instance, err)
+		return reconcile.ServiceErrorf(op.Service, "creating %s: %w", op.Instance, err)
 	}
 	return s.startInstance(ctx, in)
 }
@@ -385,7 +386,7 @@ func (s *Supervisor) down(ctx context.Context, req *Request, emit func(Event)) e
 	if err != nil {
 		return err
 	}
-	o, err := ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+	o, err := reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
 	if err != nil {
 		return err
 	}
@@ -405,17 +406,17 @@ func (s *Supervisor) down(ctx context.Context, req *Request, emit func(Event)) e
 	if len(req.Services) > 0 {
 		return nil
 	}
-	left, err := ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+	left, err := reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
 	if req.Volumes && err == nil && len(left.Instances) == 0 {
-		if err := RemoveVolumes(s.Dir); err != nil {
+		if err := reconcile.RemoveVolumes(s.Dir); err != nil {
 			return err
 		}
 		emit(Event{Message: "Removed the project's volumes"})
 	}
 	if err == nil && len(left.Instances) == 0 {
-		os.Remove(s.Dir + "/" + StateFile)
+		os.Remove(s.Dir + "/" + reconcile.StateFile)
 		os.RemoveAll(LogDir(s.Dir))
-		os.Remove(VMRoot(s.Dir)) // only when empty: run VMs may live there
+		os.Remove(reconcile.VMRoot(s.Dir)) // only when empty: run VMs may live there
 		s.Log.Info("nothing left to supervise")
 		go s.quit()
 	}
@@ -424,15 +425,15 @@ func (s *Supervisor) down(ctx context.Context, req *Request, emit func(Event)) e
 
 // selected returns the instances of the named services (all when none),
 // sorted by name.
-func (s *Supervisor) selected(ctx context.Context, p *project.Project, services []string) ([]*instance, Observation, error) {
+func (s *Supervisor) selected(ctx context.Context, p *project.Project, services []string) ([]*instance, reconcile.Observation, error) {
 	for _, name := range services {
 		if _, ok := p.Services[name]; !ok {
 			if _, ok := p.DisabledServices[name]; !ok {
-				return nil, Observation{}, fmt.Errorf("no such service: %s", name)
+				return nil, reconcile.Observation{}, fmt.Errorf("no such service: %s", name)
 			}
 		}
 	}
-	o, err := ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+	o, err := reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
 	if err != nil {
 		return nil, o, err
 	}
@@ -535,10 +536,10 @@ func (s *Supervisor) kill(ctx context.Context, req *Request, emit func(Event)) e
 		}
 		switch sig {
 		case "SIGKILL", "KILL", "9", "SIGTERM", "TERM", "15":
-			in.update(func(r *InstanceState) { r.Stopped = true })
+			in.update(func(r *reconcile.InstanceState) { r.Stopped = true })
 		}
 		if err := c.Signal(ctx, sig); err != nil {
-			return serviceErr(rec.Service, "signalling %s: %w", rec.VM, err)
+			return reconcile.ServiceErrorf(rec.Service, "signalling %s: %w", rec.VM, err)
 		}
 		emit(Event{Instance: rec.VM, Message: "Killed (" + sig + ")"})
 	}

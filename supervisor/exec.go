@@ -1,4 +1,4 @@
-package reconcile
+package supervisor
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/planner"
+	"github.com/vmcompose/vmcompose/reconcile"
 )
 
 // exec runs a process next to a service over the supervisor's agent
@@ -30,7 +31,7 @@ func (s *Supervisor) exec(w http.ResponseWriter, r *http.Request) {
 	in := s.lookup(name)
 	if in == nil {
 		// A supervisor that just started adopts what runs.
-		if o, err := ObserveVMs(r.Context(), s.Dir, s.Runtime.Driver); err == nil {
+		if o, err := reconcile.ObserveVMs(r.Context(), s.Dir, s.Runtime.Driver); err == nil {
 			s.adoptObserved(o)
 		}
 		in = s.lookup(name)

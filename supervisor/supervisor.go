@@ -1,4 +1,4 @@
-package reconcile
+package supervisor
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/vm"
 )
 
@@ -44,7 +45,7 @@ type NetworkHook func(ctx context.Context, p *types.Project, instance string, sv
 // run.
 type Supervisor struct {
 	Dir     string
-	Runtime *Runtime
+	Runtime *reconcile.Runtime
 	Log     *slog.Logger
 	Network NetworkHook
 	// NetworkDetach, when set, disconnects an instance whose VM was
@@ -227,7 +228,7 @@ func (s *Supervisor) detachAll() {
 // adopt takes over the VMs of the record: watchers for those that run, a
 // restart for those whose policy wants one and that died unsupervised.
 func (s *Supervisor) adopt(ctx context.Context) error {
-	o, err := ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+	o, err := reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
 	if err != nil {
 		return err
 	}
@@ -253,10 +254,10 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 			}
 			loss := &netproc.Loss{Status: "unknown: it ended while no supervisor ran", At: s.Now()}
 			if rec.Restart.Restarts(nil, rec.Restarts, rec.Stopped) {
-				in.update(func(r *InstanceState) { r.NetworkLost, r.Restarts = loss, r.Restarts+1 })
+				in.update(func(r *reconcile.InstanceState) { r.NetworkLost, r.Restarts = loss, r.Restarts+1 })
 				s.watchIf(in, true)
 			} else {
-				in.update(func(r *InstanceState) {
+				in.update(func(r *reconcile.InstanceState) {
 					r.NetworkLost, r.Phase, r.ExitCode, r.FinishedAt, r.State = loss, "exited", nil, s.Now(), planner.Stopped
 				})
 			}
@@ -268,7 +269,7 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 				s.Log.Info("restarting VM that ended unsupervised", "vm", rec.VM)
 				s.watchIf(in, true)
 			} else {
-				in.update(func(r *InstanceState) { r.Phase = "exited"; r.FinishedAt = st.FinishedAt })
+				in.update(func(r *reconcile.InstanceState) { r.Phase = "exited"; r.FinishedAt = st.FinishedAt })
 			}
 		}
 	}
@@ -304,7 +305,7 @@ func (s *Supervisor) networkLost(loss netproc.Loss) {
 		}
 		r, _ := in.snapshot()
 		s.Log.Warn("VM lost its network: ending it; its restart policy decides", "vm", name, "restart", r.Restart.Mode)
-		in.update(func(r *InstanceState) { r.NetworkLost = &note })
+		in.update(func(r *reconcile.InstanceState) { r.NetworkLost = &note })
 		kctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 		if err := s.Runtime.Driver.Kill(kctx, name); err != nil {
 			s.Log.Error("ending a VM that lost its network", "vm", name, "err", err)
@@ -330,8 +331,8 @@ func (s *Supervisor) anyRunning() bool {
 	if l, ok := s.Runtime.Driver.(vm.Lister); ok {
 		statuses, err = l.List(ctx) // instances and one-offs
 	} else {
-		var o Observation
-		o, err = ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
+		var o reconcile.Observation
+		o, err = reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
 		for _, st := range o.VMs {
 			statuses = append(statuses, st)
 		}
@@ -350,7 +351,7 @@ func (s *Supervisor) anyRunning() bool {
 
 // networkKept reports whether a running VM's network outlived the previous
 // supervisor with the VM attached.
-func (s *Supervisor) networkKept(ctx context.Context, rec InstanceState) bool {
+func (s *Supervisor) networkKept(ctx context.Context, rec reconcile.InstanceState) bool {
 	if s.NetworkAttached == nil {
 		return false
 	}
@@ -363,14 +364,14 @@ func (s *Supervisor) networkKept(ctx context.Context, rec InstanceState) bool {
 }
 
 // instance returns the in-memory instance of a record, creating it.
-func (s *Supervisor) instance(rec InstanceState) *instance {
+func (s *Supervisor) instance(rec reconcile.InstanceState) *instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if in, ok := s.insts[rec.VM]; ok {
 		return in
 	}
 	in := &instance{s: s, rec: rec, changed: make(chan struct{})}
-	in.health, _ = ParseHealth(rec.Service, rec.Healthcheck)
+	in.health, _ = reconcile.ParseHealth(rec.Service, rec.Healthcheck)
 	s.insts[rec.VM] = in
 	return in
 }
@@ -390,14 +391,14 @@ func (s *Supervisor) forget(vmName string) {
 // save writes the record of every instance.
 func (s *Supervisor) save() error {
 	s.mu.Lock()
-	st := State{Project: s.name, Instances: []InstanceState{}}
+	st := reconcile.State{Project: s.name, Instances: []reconcile.InstanceState{}}
 	for _, in := range s.insts {
 		in.mu.Lock()
 		st.Instances = append(st.Instances, in.rec)
 		in.mu.Unlock()
 	}
 	s.mu.Unlock()
-	slices.SortFunc(st.Instances, func(a, b InstanceState) int {
+	slices.SortFunc(st.Instances, func(a, b reconcile.InstanceState) int {
 		if a.Service != b.Service {
 			if a.Service < b.Service {
 				return -1
@@ -408,7 +409,7 @@ func (s *Supervisor) save() error {
 	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := WriteState(s.Dir, st)
+	err := reconcile.WriteState(s.Dir, st)
 	if err != nil {
 		s.Log.Error("saving state", "err", err)
 	}
@@ -472,20 +473,6 @@ type Ping struct {
 	Version string `json:"version"`
 }
 
-// ServiceError is an error of one service, so that the CLI can name it and
-// show its log.
-type ServiceError struct {
-	Service string
-	Err     error
-}
-
-func (e *ServiceError) Error() string { return fmt.Sprintf("service %q: %v", e.Service, e.Err) }
-func (e *ServiceError) Unwrap() error { return e.Err }
-
-func serviceErr(service string, format string, args ...any) error {
-	return &ServiceError{Service: service, Err: fmt.Errorf(format, args...)}
-}
-
 func (s *Supervisor) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
@@ -537,7 +524,7 @@ func (s *Supervisor) stream(op func(context.Context, *Request, func(Event)) erro
 		if err != nil {
 			s.Log.Warn("operation failed", "path", r.URL.Path, "err", err)
 			final.Error = err.Error()
-			var se *ServiceError
+			var se *reconcile.ServiceError
 			if errors.As(err, &se) {
 				final.Service = se.Service
 			}

@@ -1,4 +1,4 @@
-package reconcile
+package supervisor
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/reconcile"
 )
 
 // scriptedHealth answers healthchecks from a script of exit codes and
@@ -59,19 +60,19 @@ func (c *fakeClock) elapsed() time.Duration { return c.Now().Sub(c.start) }
 func TestHealthLoop(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		health Health
+		health reconcile.Health
 		codes  []int
 		want   string // health after each check
 		times  string // when each check ran
 	}{{
 		name:   "failures in the start period do not count",
-		health: Health{Interval: 10 * time.Second, Retries: 2, StartPeriod: 5 * time.Second, StartInterval: time.Second},
+		health: reconcile.Health{Interval: 10 * time.Second, Retries: 2, StartPeriod: 5 * time.Second, StartInterval: time.Second},
 		codes:  []int{1, 1, 1, 1, 0, 1, 1},
 		want:   "starting,starting,starting,starting,healthy,healthy,unhealthy",
 		times:  "1s 2s 3s 4s 5s 15s 25s",
 	}, {
 		name:   "retries failures in a row",
-		health: Health{Interval: 2 * time.Second, Retries: 3, StartInterval: time.Second},
+		health: reconcile.Health{Interval: 2 * time.Second, Retries: 3, StartInterval: time.Second},
 		codes:  []int{1, 1, 0, 1, 1, 1, 0},
 		want:   "starting,starting,healthy,healthy,healthy,unhealthy,healthy",
 		times:  "2s 4s 6s 8s 10s 12s 14s",
@@ -81,7 +82,7 @@ func TestHealthLoop(t *testing.T) {
 			s := NewSupervisor(t.TempDir(), nil)
 			s.Now, s.After = clock.Now, clock.After
 			h := tc.health
-			in := &instance{s: s, health: &h, changed: make(chan struct{}), rec: InstanceState{VM: "web-1", Health: "starting"}}
+			in := &instance{s: s, health: &h, changed: make(chan struct{}), rec: reconcile.InstanceState{VM: "web-1", Health: "starting"}}
 			s.insts["web-1"] = in
 			checker := &scriptedHealth{codes: tc.codes, clock: clock, done: make(chan struct{})}
 			var seen []string

@@ -1,4 +1,4 @@
-package reconcile
+package supervisor
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/planner"
+	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/vm"
 )
 
@@ -22,10 +23,10 @@ import (
 // healthcheck and applies its restart policy.
 type instance struct {
 	s      *Supervisor
-	health *Health
+	health *reconcile.Health
 
 	mu      sync.Mutex
-	rec     InstanceState
+	rec     reconcile.InstanceState
 	client  *agent.Client
 	changed chan struct{} // closed and replaced on every change
 	cancel  context.CancelFunc
@@ -33,7 +34,7 @@ type instance struct {
 }
 
 // update changes the record, wakes the waiters and saves the state.
-func (in *instance) update(f func(*InstanceState)) {
+func (in *instance) update(f func(*reconcile.InstanceState)) {
 	in.mu.Lock()
 	f(&in.rec)
 	close(in.changed)
@@ -42,7 +43,7 @@ func (in *instance) update(f func(*InstanceState)) {
 	in.s.save()
 }
 
-func (in *instance) snapshot() (InstanceState, <-chan struct{}) {
+func (in *instance) snapshot() (reconcile.InstanceState, <-chan struct{}) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.rec, in.changed
@@ -64,28 +65,28 @@ func (in *instance) await(ctx context.Context, cond string) error {
 		svc := r.Service
 		switch {
 		case r.Error != "":
-			return serviceErr(svc, "%s", r.Error)
+			return reconcile.ServiceErrorf(svc, "%s", r.Error)
 		case r.Phase == "starting" || r.Phase == "created" || r.Phase == "":
 		case cond == condStarted || cond == "":
 			return nil
 		case cond == condHealthy:
 			if in.health == nil {
-				return serviceErr(svc, "depended on as service_healthy, but it has no healthcheck: add one, or use condition service_started")
+				return reconcile.ServiceErrorf(svc, "depended on as service_healthy, but it has no healthcheck: add one, or use condition service_started")
 			}
 			switch {
 			case r.Health == "healthy":
 				return nil
 			case r.Health == "unhealthy":
-				return serviceErr(svc, "is unhealthy")
+				return reconcile.ServiceErrorf(svc, "is unhealthy")
 			case r.Phase == "exited":
-				return serviceErr(svc, "exited with code %s before it was healthy", codeString(r.ExitCode))
+				return reconcile.ServiceErrorf(svc, "exited with code %s before it was healthy", codeString(r.ExitCode))
 			}
 		case cond == condCompleted:
 			if r.Phase == "exited" {
 				if r.ExitCode != nil && *r.ExitCode == 0 {
 					return nil
 				}
-				return serviceErr(svc, "did not complete successfully: exit code %s", codeString(r.ExitCode))
+				return reconcile.ServiceErrorf(svc, "did not complete successfully: exit code %s", codeString(r.ExitCode))
 			}
 		case cond == condRunning:
 			if r.Phase == "running" {
@@ -94,12 +95,12 @@ func (in *instance) await(ctx context.Context, cond string) error {
 			if r.ExitCode != nil && *r.ExitCode == 0 {
 				return nil // a job that completed
 			}
-			return serviceErr(svc, "exited with code %s", codeString(r.ExitCode))
+			return reconcile.ServiceErrorf(svc, "exited with code %s", codeString(r.ExitCode))
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return serviceErr(svc, "waiting to be %s: %w", conditionWord(cond), ctx.Err())
+			return reconcile.ServiceErrorf(svc, "waiting to be %s: %w", conditionWord(cond), ctx.Err())
 		}
 	}
 }
@@ -154,7 +155,7 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 	backoff := 0
 	for {
 		if boot {
-			in.update(func(r *InstanceState) {
+			in.update(func(r *reconcile.InstanceState) {
 				r.Phase, r.Error, r.ExitCode = "starting", "", nil
 				if in.health != nil {
 					r.Health = "starting"
@@ -162,13 +163,13 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 			})
 			if r, _ := in.snapshot(); r.Network != nil && s.NetworkReattach != nil {
 				if err := s.NetworkReattach(ctx, name, r.Network); err != nil {
-					in.update(func(r *InstanceState) { r.Phase, r.Error = "exited", "joining the network: "+err.Error() })
+					in.update(func(r *reconcile.InstanceState) { r.Phase, r.Error = "exited", "joining the network: "+err.Error() })
 					return
 				}
 			}
 			if err := d.Start(ctx, name); err != nil {
 				if ctx.Err() == nil {
-					in.update(func(r *InstanceState) { r.Phase, r.Error = "exited", "starting the VM: "+err.Error() })
+					in.update(func(r *reconcile.InstanceState) { r.Phase, r.Error = "exited", "starting the VM: "+err.Error() })
 				}
 				return
 			}
@@ -182,7 +183,7 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 			kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			d.Kill(kctx, name)
 			cancel()
-			in.update(func(r *InstanceState) { r.Phase, r.Error, r.FinishedAt = "exited", err.Error(), s.Now() })
+			in.update(func(r *reconcile.InstanceState) { r.Phase, r.Error, r.FinishedAt = "exited", err.Error(), s.Now() })
 			return
 		}
 		r, _ := in.snapshot()
@@ -203,7 +204,7 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 		if r, _ := in.snapshot(); r.Stopped {
 			return
 		}
-		in.update(func(r *InstanceState) { r.Restarts++ })
+		in.update(func(r *reconcile.InstanceState) { r.Restarts++ })
 		boot = true
 	}
 }
@@ -227,7 +228,7 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 		in.mu.Lock()
 		in.client = nil
 		in.mu.Unlock()
-		in.update(func(r *InstanceState) {
+		in.update(func(r *reconcile.InstanceState) {
 			r.Phase, r.ExitCode, r.FinishedAt, r.State = "exited", code, fin.FinishedAt, planner.Stopped
 			if r.FinishedAt.IsZero() {
 				r.FinishedAt = s.Now()
@@ -238,7 +239,7 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 	if st.State != vm.StateRunning {
 		return ended()
 	}
-	client, err := dialAgent(ctx, st)
+	client, err := reconcile.DialAgent(ctx, st)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, nil, ctx.Err()
@@ -275,7 +276,7 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 	in.mu.Lock()
 	in.client = client
 	in.mu.Unlock()
-	in.update(func(r *InstanceState) {
+	in.update(func(r *reconcile.InstanceState) {
 		r.Phase, r.StartedAt, r.Error, r.State = "running", st.StartedAt, "", planner.Running
 		if in.health != nil && r.Health == "" {
 			r.Health = "starting"
@@ -369,7 +370,7 @@ func (s *Supervisor) healthLoop(ctx context.Context, in *instance, client health
 		if err == nil && res.ExitCode == 0 {
 			fails = 0
 			if r.Health != "healthy" {
-				in.update(func(r *InstanceState) { r.Health = "healthy" })
+				in.update(func(r *reconcile.InstanceState) { r.Health = "healthy" })
 			}
 			continue
 		}
@@ -379,14 +380,14 @@ func (s *Supervisor) healthLoop(ctx context.Context, in *instance, client health
 		fails++
 		s.Log.Debug("healthcheck failed", "vm", r.VM, "exit", res.ExitCode, "output", res.Output, "err", err)
 		if fails >= h.Retries && r.Health != "unhealthy" {
-			in.update(func(r *InstanceState) { r.Health = "unhealthy" })
+			in.update(func(r *reconcile.InstanceState) { r.Health = "unhealthy" })
 		}
 	}
 }
 
 // stopTimeout is how long each step of a stop may take: -t when given,
 // else the stop grace period and some time to power off.
-func stopTimeout(rec InstanceState, t int) time.Duration {
+func stopTimeout(rec reconcile.InstanceState, t int) time.Duration {
 	if t >= 0 {
 		return time.Duration(t) * time.Second
 	}
@@ -399,10 +400,10 @@ func stopTimeout(rec InstanceState, t int) time.Duration {
 
 // stopInstance stops the VM and keeps it; no restart policy brings it back.
 func (s *Supervisor) stopInstance(ctx context.Context, in *instance, timeout int) error {
-	in.update(func(r *InstanceState) { r.Stopped = true })
+	in.update(func(r *reconcile.InstanceState) { r.Stopped = true })
 	r, _ := in.snapshot()
 	if err := s.Runtime.Driver.Stop(ctx, r.VM, stopTimeout(r, timeout)); err != nil && !errors.Is(err, vm.ErrNotFound) {
-		return serviceErr(r.Service, "stopping %s: %w", r.VM, err)
+		return reconcile.ServiceErrorf(r.Service, "stopping %s: %w", r.VM, err)
 	}
 	in.mu.Lock()
 	done, cancel := in.done, in.cancel
@@ -423,7 +424,7 @@ func (s *Supervisor) stopInstance(ctx context.Context, in *instance, timeout int
 			return ctx.Err()
 		}
 	}
-	in.update(func(r *InstanceState) {
+	in.update(func(r *reconcile.InstanceState) {
 		if r.Phase != "exited" {
 			r.Phase = "exited"
 		}
@@ -434,7 +435,7 @@ func (s *Supervisor) stopInstance(ctx context.Context, in *instance, timeout int
 // startInstance boots a created or stopped VM and returns once its service
 // runs (or has already ended).
 func (s *Supervisor) startInstance(ctx context.Context, in *instance) error {
-	in.update(func(r *InstanceState) { r.Stopped, r.Restarts, r.NetworkLost = false, 0, nil })
+	in.update(func(r *reconcile.InstanceState) { r.Stopped, r.Restarts, r.NetworkLost = false, 0, nil })
 	r, _ := in.snapshot()
 	if st, err := s.Runtime.Driver.Inspect(ctx, r.VM); err == nil && st.State == vm.StateRunning {
 		s.watchIf(in, false)
@@ -451,7 +452,7 @@ func (s *Supervisor) removeInstance(ctx context.Context, in *instance, timeout i
 	}
 	r, _ := in.snapshot()
 	if err := s.Runtime.Driver.Remove(ctx, r.VM); err != nil {
-		return serviceErr(r.Service, "removing %s: %w", r.VM, err)
+		return reconcile.ServiceErrorf(r.Service, "removing %s: %w", r.VM, err)
 	}
 	if s.NetworkDetach != nil {
 		if err := s.NetworkDetach(r.VM); err != nil {
@@ -460,7 +461,7 @@ func (s *Supervisor) removeInstance(ctx context.Context, in *instance, timeout i
 	}
 	os.Remove(LogPath(s.Dir, r.VM))
 	os.Remove(filepath.Join(LogDir(s.Dir), r.VM+".offsets"))
-	if err := RemoveAnonVolumes(s.Dir, r.VM); err != nil {
+	if err := reconcile.RemoveAnonVolumes(s.Dir, r.VM); err != nil {
 		s.Log.Warn("removing a VM's volumes", "vm", r.VM, "err", err)
 	}
 	s.forget(r.VM)

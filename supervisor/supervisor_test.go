@@ -1,4 +1,4 @@
-package reconcile
+package supervisor
 
 import (
 	"context"
@@ -11,7 +11,9 @@ import (
 	"github.com/vmcompose/vmcompose/network"
 	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/network/netproc/netproctest"
+	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/vm/vmfake"
 )
 
 // TestSupervisorIdleExit: a supervisor with nothing to run exits once idle,
@@ -23,7 +25,7 @@ func TestSupervisorIdleExit(t *testing.T) {
 	fired := make(chan time.Time)
 	close(fired)
 	s := NewSupervisor(dir, nil)
-	s.Runtime = &Runtime{Driver: &fakeDriver{vms: map[string]vm.State{}}}
+	s.Runtime = &reconcile.Runtime{Driver: &vmfake.Driver{VMs: map[string]vm.State{}}}
 	s.IdleExit = time.Hour
 	s.Now = func() time.Time { return base.Add(time.Duration(ticks.Load()) * time.Minute) }
 	release := make(chan struct{})
@@ -84,7 +86,7 @@ func TestSupervisorReleasesNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := NewSupervisor(dir, nil)
-	s.Runtime = &Runtime{Driver: &fakeDriver{vms: map[string]vm.State{"web-1": vm.StateExited}}}
+	s.Runtime = &reconcile.Runtime{Driver: &vmfake.Driver{VMs: map[string]vm.State{"web-1": vm.StateExited}}}
 	s.NetworkRelease = n.Release
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
