@@ -389,7 +389,7 @@ func (n *Networks) do(ctx context.Context, method, path string, in, out any) err
 	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Error == "" {
 		return fmt.Errorf("network process: %s", resp.Status)
 	}
-	return fromWire(e) // it names the service, network or port
+	return errorCodes.Rebuild(e.Error, e.Code) // it names the service, network or port
 }
 
 // ensure makes sure a network process of this protocol answers, and

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmcompose/vmcompose/internal/errcode"
 	"github.com/vmcompose/vmcompose/internal/flock"
 	"github.com/vmcompose/vmcompose/internal/unixsock"
 	"github.com/vmcompose/vmcompose/network"
@@ -95,43 +96,10 @@ type WireError struct {
 // errorCodes are the sentinels of package network that an error answered
 // by the network process may wrap, by their code on the wire. Add new
 // codes at will: a client that does not know a code keeps the message.
-var errorCodes = []struct {
-	code string
-	err  error
-}{
-	{"port_in_use", network.ErrPortInUse},
-	{"unknown_network", network.ErrUnknownNetwork},
-	{"closed", network.ErrClosed},
-}
-
-// errorCode returns the code of the sentinel err wraps, or "".
-func errorCode(err error) string {
-	for _, c := range errorCodes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
-	}
-	return ""
-}
-
-// remoteError is an error the network process answered: its message, and
-// the sentinel its code names, for errors.Is.
-type remoteError struct {
-	msg      string
-	sentinel error
-}
-
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.sentinel }
-
-// fromWire rebuilds an answered error.
-func fromWire(e WireError) error {
-	for _, c := range errorCodes {
-		if c.code == e.Code {
-			return &remoteError{msg: e.Error, sentinel: c.err}
-		}
-	}
-	return errors.New(e.Error)
+var errorCodes = errcode.Table{
+	{Code: "port_in_use", Err: network.ErrPortInUse},
+	{Code: "unknown_network", Err: network.ErrUnknownNetwork},
+	{Code: "closed", Err: network.ErrClosed},
 }
 
 // SocketPath is the network process's socket of the project whose
@@ -405,7 +373,7 @@ func answer(w http.ResponseWriter, v any, err error) {
 			status = http.StatusServiceUnavailable
 		}
 		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(WireError{Error: err.Error(), Code: errorCode(err)})
+		json.NewEncoder(w).Encode(WireError{Error: err.Error(), Code: errorCodes.Of(err)})
 		return
 	}
 	json.NewEncoder(w).Encode(v)
