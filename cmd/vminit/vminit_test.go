@@ -587,8 +587,8 @@ while :; do sleep 100 & wait; done`
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("health timeout of 300ms took %v", d)
 		}
-		if _, err := c.Health(ctx, []string{"no-such-command"}, time.Second); !errors.Is(err, agent.ErrInvalid) {
-			t.Errorf("health with a missing command: %v, want ErrInvalid", err)
+		if _, err := c.Health(ctx, []string{"no-such-command"}, time.Second); !errors.Is(err, agent.ErrCommandNotFound) {
+			t.Errorf("health with a missing command: %v, want ErrCommandNotFound", err)
 		}
 	})
 

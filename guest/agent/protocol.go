@@ -350,6 +350,8 @@ const (
 	codeAlreadyStarted = "already_started"
 	codeBootFailed     = "boot_failed"
 	codeInvalid        = "invalid"
+	codeNotFound       = "command_not_found"
+	codeNotExecutable  = "command_not_executable"
 )
 
 var (
@@ -366,6 +368,13 @@ var (
 	// ErrInvalid: the guest refused the request's content (unknown user,
 	// bad sysctl, command not found...). Retrying cannot help.
 	ErrInvalid = errors.New("invalid request")
+	// ErrCommandNotFound: the command to start is not in the guest
+	// (docker's exit status 127). Retrying cannot help.
+	ErrCommandNotFound = errors.New("command not found")
+	// ErrCommandNotExecutable: the command is there but cannot be run: not
+	// executable, a directory, not a format the kernel runs (docker's
+	// exit status 126). Retrying cannot help.
+	ErrCommandNotExecutable = errors.New("command cannot be run")
 )
 
 // CodeOf returns the wire code for err, for vminit's responses.
@@ -381,6 +390,10 @@ func CodeOf(err error) string {
 		return codeBootFailed
 	case errors.Is(err, ErrInvalid):
 		return codeInvalid
+	case errors.Is(err, ErrCommandNotFound):
+		return codeNotFound
+	case errors.Is(err, ErrCommandNotExecutable):
+		return codeNotExecutable
 	}
 	return ""
 }
@@ -402,6 +415,10 @@ func (r *Response) err() error {
 		sentinel = ErrBootFailed
 	case codeInvalid:
 		sentinel = ErrInvalid
+	case codeNotFound:
+		sentinel = ErrCommandNotFound
+	case codeNotExecutable:
+		sentinel = ErrCommandNotExecutable
 	}
 	if sentinel == nil {
 		return &GuestError{Msg: r.Error}

@@ -3,6 +3,7 @@ package agentd
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -111,13 +112,23 @@ func (r *reaper) start(p procSpec) (int, <-chan unix.WaitStatus, error) {
 	err = cmd.Start()
 	restore()
 	if err != nil {
-		return 0, nil, fmt.Errorf("starting %s: %w", p.argv[0], err)
+		return 0, nil, fmt.Errorf("%w: starting %s: %w", startFailure(err), p.argv[0], err)
 	}
 	pid := cmd.Process.Pid
 	cmd.Process.Release()
 	ch := make(chan unix.WaitStatus, 1)
 	r.waiters[pid] = ch
 	return pid, ch, nil
+}
+
+// startFailure says which of docker's two failures to start a command
+// err is: the file is missing (127), or it is there and cannot be run
+// (126).
+func startFailure(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+		return agent.ErrCommandNotFound
+	}
+	return agent.ErrCommandNotExecutable
 }
 
 // exitStatus turns a wait status into docker's exit code convention.
@@ -148,7 +159,7 @@ func lookPath(file string, env []string, dir string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: exec: %q: executable file not found in $PATH", agent.ErrInvalid, file)
+	return "", fmt.Errorf("%w: exec: %q: executable file not found in $PATH", agent.ErrCommandNotFound, file)
 }
 
 // parseSignal accepts "SIGTERM", "TERM", "term" or a number.
