@@ -191,9 +191,8 @@ func (r *Runtime) Boot(ctx context.Context, p *Prepared) (_ *Attached, err error
 	}
 	if err := client.Start(ctx, p.Guest); err != nil {
 		client.Close()
-		var ge *agent.GuestError
-		if errors.As(err, &ge) {
-			return nil, fmt.Errorf("service %q: %s", p.Service, ge.Msg)
+		if r := GuestRefusal(err); r != nil {
+			return nil, fmt.Errorf("service %q: %w", p.Service, r)
 		}
 		return nil, fmt.Errorf("service %q: VM %s: starting the service: %w", p.Service, name, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -72,7 +73,11 @@ func (s *Supervisor) exec(w http.ResponseWriter, r *http.Request) {
 	pr, pw := io.Pipe()
 	proc, err := c.Exec(ctx, *req.Exec, agent.ExecIO{Stdin: pr, Stdout: frame(agent.FrameStdout), Stderr: frame(agent.FrameStderr)})
 	if err != nil {
-		st, _ := json.Marshal(agent.ExitStatus{Code: 126})
+		code := 126 // docker's status for a command that cannot be run
+		if errors.Is(err, agent.ErrCommandNotFound) {
+			code = 127
+		}
+		st, _ := json.Marshal(agent.ExitStatus{Code: code})
 		frame(agent.FrameStderr).Write([]byte(fmt.Sprintf("vmcompose: exec in %s: %v\n", name, err)))
 		frame(agent.FrameExit).Write(st)
 		return

@@ -183,8 +183,15 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 			kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			d.Kill(kctx, name)
 			cancel()
-			in.update(func(r *reconcile.InstanceState) { r.Phase, r.Error, r.FinishedAt = "exited", err.Error(), s.Now() })
-			return
+			if r, _ := in.snapshot(); errors.Is(err, reconcile.ErrTerminal) || !r.Restart.Restarts(nil, r.Restarts, r.Stopped) {
+				in.update(func(r *reconcile.InstanceState) { r.Phase, r.Error, r.FinishedAt = "exited", err.Error(), s.Now() })
+				return
+			}
+			// A failure a retry may fix (the agent did not answer in
+			// time, its connection broke): the restart policy decides, as
+			// for a VM that died without an exit status.
+			in.update(func(r *reconcile.InstanceState) { r.Phase, r.ExitCode, r.FinishedAt = "exited", nil, s.Now() })
+			code = nil
 		}
 		r, _ := in.snapshot()
 		if !r.Restart.Restarts(code, r.Restarts, r.Stopped) {
@@ -210,8 +217,9 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 }
 
 // runOnce attaches to a running VM and follows it until its service ended
-// and the VM is off. err is for a service that cannot run at all (a bad
-// spec, a failed boot): no restart fixes it.
+// and the VM is off. err is for a service that did not run: terminal
+// (reconcile.ErrTerminal) when no restart can fix it (a spec the guest
+// refuses, a failed boot), else a failure a retry may fix.
 func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 	Info(string, ...any)
 	Warn(string, ...any)
@@ -239,7 +247,12 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 	if st.State != vm.StateRunning {
 		return ended()
 	}
-	client, err := reconcile.DialAgent(ctx, st)
+	dctx, cancel := ctx, context.CancelFunc(func() {})
+	if s.AgentWait > 0 {
+		dctx, cancel = context.WithTimeout(ctx, s.AgentWait)
+	}
+	client, err := reconcile.DialAgent(dctx, st)
+	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, nil, ctx.Err()
@@ -256,12 +269,11 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 	}
 	switch status.Phase {
 	case agent.PhaseFailed:
-		return 0, nil, fmt.Errorf("the guest could not boot: %s", status.BootError)
+		return 0, nil, reconcile.Terminal(fmt.Errorf("the guest could not boot: %s", status.BootError))
 	case agent.PhaseBooting, agent.PhaseReady:
 		if err := client.Start(ctx, in.rec.Guest); err != nil {
-			var ge *agent.GuestError
-			if errors.As(err, &ge) {
-				return 0, nil, errors.New(ge.Msg)
+			if r := reconcile.GuestRefusal(err); r != nil {
+				return 0, nil, r
 			}
 			if ctx.Err() == nil {
 				if cur, ierr := d.Inspect(ctx, name); ierr == nil && cur.State != vm.StateRunning {

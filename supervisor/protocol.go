@@ -8,8 +8,12 @@ import (
 	"path/filepath"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/errcode"
 	"github.com/vmcompose/vmcompose/internal/unixsock"
+	"github.com/vmcompose/vmcompose/network"
+	"github.com/vmcompose/vmcompose/oci"
 	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/reconcile"
 )
 
 // The CLI talks to the supervisor with HTTP/1.1 over the unix socket
@@ -58,13 +62,40 @@ type Request struct {
 }
 
 // Event is one line of progress; the last one of an answer has Done set,
-// and Error when the operation failed, Service naming the service at fault.
+// and Error when the operation failed, Service naming the service at fault
+// and Code the sentinel the error wraps (see ErrorCodes).
 type Event struct {
 	Instance string `json:"instance,omitempty"`
 	Message  string `json:"message,omitempty"`
 	Done     bool   `json:"done,omitempty"`
 	Error    string `json:"error,omitempty"`
 	Service  string `json:"service,omitempty"`
+	Code     string `json:"code,omitempty"`
+}
+
+// ErrorCodes are the sentinels an operation's error may wrap, by their
+// code in Event.Code, so that the CLI's errors.Is sees what the
+// supervisor's saw. Add codes at will: a CLI that does not know one keeps
+// the message.
+var ErrorCodes = errcode.Table{
+	{Code: "command_not_found", Err: agent.ErrCommandNotFound},
+	{Code: "command_not_executable", Err: agent.ErrCommandNotExecutable},
+	{Code: "boot_failed", Err: agent.ErrBootFailed},
+	{Code: "port_in_use", Err: network.ErrPortInUse},
+	{Code: "image_not_found", Err: oci.ErrNotFound},
+	{Code: "unauthorized", Err: oci.ErrUnauthorized},
+	{Code: "terminal", Err: reconcile.ErrTerminal},
+	{Code: "canceled", Err: context.Canceled},
+	{Code: "deadline_exceeded", Err: context.DeadlineExceeded},
+}
+
+// Err is the error of a final event, wrapping its code's sentinel; nil
+// when the operation succeeded.
+func (e Event) Err() error {
+	if e.Error == "" {
+		return nil
+	}
+	return ErrorCodes.Rebuild(e.Error, e.Code)
 }
 
 // SocketPath is the supervisor's socket of the project whose state dir is

@@ -72,6 +72,9 @@ type Supervisor struct {
 	// again (Networks.Watch). The supervisor ends their running VMs, whose
 	// NICs cannot reconnect, and restart policies decide (networkLost).
 	NetworkWatch func(ctx context.Context, lost func(netproc.Loss))
+	// AgentWait bounds the wait for a booted VM's agent to answer;
+	// zero is reconcile.DialAgent's minute.
+	AgentWait time.Duration
 	// Now and After are the clock; tests may replace them.
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
@@ -523,7 +526,7 @@ func (s *Supervisor) stream(op func(context.Context, *Request, func(Event)) erro
 		final := Event{Done: true}
 		if err != nil {
 			s.Log.Warn("operation failed", "path", r.URL.Path, "err", err)
-			final.Error = err.Error()
+			final.Error, final.Code = err.Error(), ErrorCodes.Of(err)
 			var se *reconcile.ServiceError
 			if errors.As(err, &se) {
 				final.Service = se.Service

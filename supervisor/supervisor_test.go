@@ -113,3 +113,47 @@ func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// TestTransientFailureRestarts: an instance whose agent does not answer
+// in time failed in a way a retry may fix: its restart policy decides.
+// With restart: always it is booted again; with no, it ends, saying why.
+func TestTransientFailureRestarts(t *testing.T) {
+	for _, tc := range []struct {
+		policy string
+		again  bool
+	}{{"always", true}, {"no", false}} {
+		t.Run(tc.policy, func(t *testing.T) {
+			s := NewSupervisor(t.TempDir(), nil)
+			s.Runtime = &reconcile.Runtime{Driver: &vmfake.Driver{VMs: map[string]vm.State{"web-1": vm.StateRunning}}}
+			s.AgentWait = 50 * time.Millisecond // nothing answers on the fake VM's channel
+			in := s.instance(reconcile.InstanceState{VM: "web-1", Restart: reconcile.RestartPolicy{Mode: tc.policy}})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go s.watch(ctx, in, false, done)
+			deadline := time.After(20 * time.Second)
+			for {
+				r, changed := in.snapshot()
+				if tc.again && r.Restarts >= 2 {
+					break
+				}
+				if !tc.again && r.Error != "" {
+					if r.Restarts != 0 || r.Phase != "exited" {
+						t.Errorf("restart: no: %d restarts, phase %s", r.Restarts, r.Phase)
+					}
+					break
+				}
+				select {
+				case <-changed:
+				case <-done:
+					if tc.again {
+						t.Fatalf("the watch ended after a transient failure: %+v", r)
+					}
+				case <-deadline:
+					t.Fatalf("still waiting: %+v", r)
+				}
+			}
+			cancel()
+			<-done
+		})
+	}
+}

@@ -257,7 +257,7 @@ func runVM(c *cli.Context, rt *reconcile.Runtime, dir string, p *project.Project
 	att, err := rt.Boot(c.Context, prep)
 	if err != nil {
 		remove()
-		return err
+		return commandFailure(err)
 	}
 	if rec != nil && !nets.Keeps(ctx, netproc, o.vmName) {
 		// It ended while the VM booted: a supervisor that exited just
@@ -362,6 +362,30 @@ type exitCode int
 
 func (e exitCode) Error() string { return "" }
 func (e exitCode) ExitCode() int { return int(e) }
+
+// failedCommand is an error starting the command of a one-off VM, with
+// docker run's exit status for it: 127 when the command is not in the
+// image, 126 when it is there and cannot be run.
+type failedCommand struct {
+	err  error
+	code int
+}
+
+func (e *failedCommand) Error() string { return e.err.Error() }
+func (e *failedCommand) Unwrap() error { return e.err }
+func (e *failedCommand) ExitCode() int { return e.code }
+
+// commandFailure gives err docker's exit status when it is a failure to
+// start the command; other errors exit 1.
+func commandFailure(err error) error {
+	switch {
+	case errors.Is(err, agent.ErrCommandNotFound):
+		return &failedCommand{err, 127}
+	case errors.Is(err, agent.ErrCommandNotExecutable):
+		return &failedCommand{err, 126}
+	}
+	return err
+}
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -285,19 +285,25 @@ func TestRunStopSignal(t *testing.T) {
 	}
 }
 
-// TestRunBrokenImage: a missing entrypoint or an unknown user fails with
-// an error naming the service, and no VM keeps running.
+// TestRunBrokenImage: a missing or unrunnable command or an unknown user
+// fails with an error naming the service and docker run's exit status,
+// and no VM keeps running.
 func TestRunBrokenImage(t *testing.T) {
 	p := newRunProject(t)
 	ref := p.push("busybox", testimage.Busybox(t))
-	for _, tc := range []struct{ compose, want string }{
-		{"services:\n  svc:\n    image: " + ref + "\n    entrypoint: [/no/such/program]\n", "/no/such/program"},
-		{"services:\n  svc:\n    image: " + ref + "\n    user: nosuchuser\n    command: [\"true\"]\n", "nosuchuser"},
+	for _, tc := range []struct {
+		compose, want string
+		code          int // docker run's: 127 not found, 126 cannot be run
+	}{
+		{"services:\n  svc:\n    image: " + ref + "\n    entrypoint: [/no/such/program]\n", "/no/such/program", 127},
+		{"services:\n  svc:\n    image: " + ref + "\n    command: [no-such-program]\n", "no-such-program", 127},
+		{"services:\n  svc:\n    image: " + ref + "\n    entrypoint: [/etc]\n", "/etc", 126},
+		{"services:\n  svc:\n    image: " + ref + "\n    user: nosuchuser\n    command: [\"true\"]\n", "nosuchuser", 1},
 	} {
 		start := time.Now()
 		_, stderr, code := p.run(tc.compose, "run", "--rm", "svc")
-		if code == 0 || !strings.Contains(stderr, `service "svc": `) || !strings.Contains(stderr, tc.want) {
-			t.Errorf("exit %d, stderr %q; want an error naming the service and %q", code, stderr, tc.want)
+		if code != tc.code || !strings.Contains(stderr, `service "svc": `) || !strings.Contains(stderr, tc.want) {
+			t.Errorf("exit %d, stderr %q; want %d and an error naming the service and %q", code, stderr, tc.code, tc.want)
 		}
 		if out, _ := exec.Command("pgrep", "-f", p.home).Output(); len(out) > 0 {
 			t.Errorf("processes left running after a failed run (%s): %s", time.Since(start), out)

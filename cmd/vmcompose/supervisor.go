@@ -237,12 +237,15 @@ func lastLines(path string, n int) string {
 	return strings.Join(lines, "; ")
 }
 
-// serviceFailure is an operation's error that names a service.
+// serviceFailure is an operation's error as the supervisor answered it:
+// its message, the service at fault (if any) and the sentinel it wraps.
 type serviceFailure struct {
-	service, msg string
+	service string
+	err     error
 }
 
-func (e *serviceFailure) Error() string { return e.msg }
+func (e *serviceFailure) Error() string { return e.err.Error() }
+func (e *serviceFailure) Unwrap() error { return e.err }
 
 // call sends a request and hands each progress event to onEvent until the
 // last one, whose error it returns.
@@ -272,8 +275,8 @@ func (s *supervisorClient) call(ctx context.Context, path string, req *superviso
 			return fmt.Errorf("supervisor answer: %w", err)
 		}
 		if e.Done {
-			if e.Error != "" {
-				return &serviceFailure{service: e.Service, msg: e.Error}
+			if err := e.Err(); err != nil {
+				return &serviceFailure{service: e.Service, err: err}
 			}
 			return nil
 		}

@@ -248,6 +248,11 @@ func TestUpLifecycle(t *testing.T) {
 	if out, stderr, code := p.in(dir, "", "exec", "-T", "web", "cat", "/etc/mark"); code != 0 || out != "kept\n" {
 		t.Errorf("the writable layer after stop and start: exit %d, %q, %s", code, out, stderr)
 	}
+	for cmd, want := range map[string]int{"no-such-program": 127, "/etc": 126} {
+		if _, stderr, code := p.in(dir, "", "exec", "-T", "web", cmd); code != want {
+			t.Errorf("exec %s: exit %d, want %d (docker's); stderr: %s", cmd, code, want, stderr)
+		}
+	}
 
 	if out, stderr, code := p.in(dir, "", "top", "web"); code != 0 || !strings.Contains(out, "web-1") || !strings.Contains(out, "sleep 1000") {
 		t.Errorf("top: exit %d, %q, %s", code, out, stderr)
