@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -72,12 +73,14 @@ func (p *Plan) Changes() int {
 	return n
 }
 
-// Blocked returns an error naming every operation that cannot run, or nil.
+// Blocked returns an error naming every service that cannot run, and
+// why, on one line, or nil.
 func (p *Plan) Blocked() error {
 	var lines []string
 	for _, op := range p.Ops {
-		if op.Kind == Blocked {
-			lines = append(lines, fmt.Sprintf("service %q: %s", op.Service, op.Reason))
+		line := fmt.Sprintf("service %q: %s", op.Service, op.Reason)
+		if op.Kind == Blocked && !slices.Contains(lines, line) {
+			lines = append(lines, line)
 		}
 	}
 	if len(lines) == 0 {

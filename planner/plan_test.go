@@ -68,7 +68,7 @@ services:
       db: {condition: service_healthy}
       cache: {condition: service_started}
       migrate: {condition: service_completed_successfully}
-  db: {image: postgres}
+  db: {image: postgres, healthcheck: {test: [CMD, pg_isready]}}
   cache: {image: redis}
   migrate: {image: app, command: migrate, depends_on: [db]}
 `

@@ -71,6 +71,10 @@ type Desired struct {
 	// Digests holds the image digest of a service's image reference, for
 	// the services whose image is known locally.
 	Digests map[string]string
+	// Problems holds, by service, why up must refuse to run it for what
+	// only I/O can tell (a bind mount of a host socket, say); project.Load
+	// finds them. Up blocks those services with these reasons.
+	Problems map[string][]string
 }
 
 // Options are the up flags that change the plan, as docker compose has
@@ -106,6 +110,8 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 	}
 	have := byService(observed)
 	b := newBuilder(p.Name, false)
+	problems, warnings := check(desired, selected, opts.Scale, runningOthers(have, selected))
+	b.plan.Warnings = append(b.plan.Warnings, warnings...)
 
 	blocked := map[string]string{}
 	bounced := map[string]bool{} // services whose VMs are recreated or restarted
@@ -115,7 +121,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		reason := unrunnable(svc)
+		reason := strings.Join(problems[name], "; ")
 		for _, dep := range g.deps[g.index[name]] {
 			if _, ok := blocked[g.names[dep.to]]; ok && reason == "" && dep.dep.Required {
 				reason = fmt.Sprintf("depends on %s, which cannot run", g.names[dep.to])
@@ -269,15 +275,20 @@ func (e *DisabledDependencyError) Error() string {
 		e.Service, e.Dependency, strings.Join(flags, " or "), e.Dependency)
 }
 
-// unrunnable says why a service cannot run, or returns "".
-func unrunnable(svc types.ServiceConfig) string {
-	if svc.Image == "" && svc.Build != nil {
-		return "build: is not supported yet: build the image elsewhere and set image: to its reference"
+// runningOthers counts the running VMs of the services not planned.
+func runningOthers(have map[string][]Instance, planned types.Services) map[string]int {
+	out := map[string]int{}
+	for name, is := range have {
+		if _, ok := planned[name]; ok {
+			continue
+		}
+		for _, in := range is {
+			if in.State == Running {
+				out[name]++
+			}
+		}
 	}
-	if svc.Image == "" {
-		return "no image: set image: to the reference of the image to run"
-	}
-	return ""
+	return out
 }
 
 // MaxReplicas bounds the replicas of one service: each one is a VM.

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -234,12 +235,15 @@ func TestLoadCorpus(t *testing.T) {
 				if len(p.Services) != mode.services {
 					t.Errorf("profiles %v: %d services, want %d", mode.profiles, len(p.Services), mode.services)
 				}
-				plan, err := planner.Up(planner.Desired{Project: p.Project}, planner.Observed{}, planner.Options{})
+				plan, err := planner.Up(planner.Desired{Project: p.Project, Problems: p.Problems}, planner.Observed{}, planner.Options{})
 				if err != nil {
 					t.Fatalf("profiles %v: planning: %v", mode.profiles, err)
 				}
 				if len(plan.Ops) < len(p.Services) {
 					t.Errorf("profiles %v: %d operations for %d services", mode.profiles, len(plan.Ops), len(p.Services))
+				}
+				if got, want := blockedServices(plan), corpusBlocked[tc.file]; mode.profiles == nil && got != want {
+					t.Errorf("%q blocked, want %q:\n%s", got, want, plan)
 				}
 				if want, ok := awesomeWaves[tc.file]; ok && (plan.Waves() != want.waves || len(p.Services) != want.services) {
 					t.Errorf("%d services in %d waves, want %d in %d:\n%s", len(p.Services), plan.Waves(), want.services, want.waves, plan)
@@ -247,4 +251,75 @@ func TestLoadCorpus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// corpusBlocked lists, for the files whose plan blocks services with the
+// default profiles, those services and the first word of why: what up
+// refuses before it boots anything.
+var corpusBlocked = map[string]string{
+	"awesome-compose/angular/compose.yaml":                                                    "web:build",
+	"awesome-compose/apache-php/compose.yaml":                                                 "web:build",
+	"awesome-compose/aspnet-mssql/compose.yaml":                                               "web:build",
+	"awesome-compose/django/compose.yaml":                                                     "web:build",
+	"awesome-compose/fastapi/compose.yaml":                                                    "api:build",
+	"awesome-compose/flask-redis/compose.yaml":                                                "web:build",
+	"awesome-compose/flask/compose.yaml":                                                      "web:build",
+	"awesome-compose/nginx-aspnet-mysql/compose.yaml":                                         "backend:build db:secrets proxy:build",
+	"awesome-compose/nginx-flask-mongo/compose.yaml":                                          "backend:build web:depends",
+	"awesome-compose/nginx-flask-mysql/compose.yaml":                                          "backend:build db:secrets proxy:build",
+	"awesome-compose/nginx-golang-mysql/compose.yaml":                                         "backend:build db:secrets proxy:depends",
+	"awesome-compose/nginx-golang-postgres/compose.yaml":                                      "backend:build db:secrets proxy:depends",
+	"awesome-compose/nginx-golang/compose.yaml":                                               "backend:build proxy:depends",
+	"awesome-compose/nginx-nodejs-redis/compose.yaml":                                         "nginx:build web1:build web2:build",
+	"awesome-compose/nginx-wsgi-flask/compose.yaml":                                           "flask-app:build nginx-proxy:build",
+	"awesome-compose/react-express-mongodb/compose.yaml":                                      "backend:build frontend:build",
+	"awesome-compose/react-express-mysql/compose.yaml":                                        "backend:build db:secrets frontend:build",
+	"awesome-compose/react-java-mysql/compose.yaml":                                           "backend:build db:secrets frontend:build",
+	"awesome-compose/react-nginx/compose.yaml":                                                "frontend:build",
+	"awesome-compose/react-rust-postgres/compose.yaml":                                        "backend:build frontend:build",
+	"awesome-compose/sparkjava-mysql/compose.yaml":                                            "backend:build db:secrets",
+	"awesome-compose/sparkjava/compose.yaml":                                                  "sparkjava:build",
+	"awesome-compose/spring-postgres/compose.yaml":                                            "backend:build db:secrets",
+	"awesome-compose/traefik-golang/compose.yaml":                                             "backend:build frontend:depends",
+	"awesome-compose/vuejs/compose.yaml":                                                      "web:build",
+	"awesome-compose/wasmedge-kafka-mysql/compose.yml":                                        "etl:build",
+	"awesome-compose/wasmedge-mysql-nginx/compose.yml":                                        "backend:build",
+	"compose-go-fixtures/cli/testdata/simple/compose-with-paths.yaml":                         "test:volumes",
+	"compose-go-fixtures/loader/testdata/combined/compose.yaml":                               "service:build",
+	"compose-go-fixtures/loader/testdata/combined/dir/extended.yaml":                          "service:build",
+	"compose-go-fixtures/loader/testdata/combined/dir/included.yaml":                          "service:build",
+	"compose-go-fixtures/loader/testdata/compose-test-extends-with-context-url-imported.yaml": "imported-with-https-url:build",
+	"compose-go-fixtures/loader/testdata/compose-test-extends-with-context-url.yaml":          "importer-with-https-url:build",
+	"compose-go-fixtures/loader/testdata/compose-test-with-version.yaml":                      "web:build",
+	"compose-go-fixtures/loader/testdata/extends/interpolated.yaml":                           "foo:volumes",
+	"compose-go-fixtures/loader/testdata/extends/nested.yaml":                                 "with-build:build",
+	"compose-go-fixtures/loader/testdata/extends/sibling.yaml":                                "test:build",
+	"compose-go-fixtures/loader/testdata/golden/web-stack.golden.yaml":                        "cache:configs db:secrets",
+	"compose-go-fixtures/loader/testdata/golden/web-stack.yaml":                               "cache:configs db:secrets",
+	"compose-go-fixtures/loader/testdata/include-diamond-base.yaml":                           "diamond:build",
+	"compose-go-fixtures/loader/testdata/include-diamond-left.yaml":                           "diamond:build",
+	"compose-go-fixtures/loader/testdata/include-diamond-right.yaml":                          "diamond:build",
+	"compose-go-fixtures/loader/testdata/include/compose.yaml":                                "included:build",
+	"compose-go-fixtures/loader/testdata/include/included.yaml":                               "included:build",
+	"compose-go-fixtures/loader/testdata/include/project-directory.yaml":                      "service:build",
+	"compose-spec/spec-md-examples/depends_on-long-syntax.yaml":                               "web:build",
+	"compose-spec/spec-md-examples/illustrative-example.yaml":                                 "frontend:secrets",
+	"compose-spec/spec-md-examples/networks-advanced-example.yaml":                            "app:build proxy:build",
+	"compose-spec/spec-md-examples/pre_start-hook.yaml":                                       "app:depends_on.db.condition",
+}
+
+// blockedServices is "service:field ..." for the blocked services of a
+// plan, field being the start of the reason up to its first colon or
+// space.
+func blockedServices(plan *planner.Plan) string {
+	var out []string
+	for _, op := range plan.Ops {
+		if op.Kind == planner.Blocked && op.Number == 1 {
+			field, _, _ := strings.Cut(op.Reason, ":")
+			field, _, _ = strings.Cut(field, " ")
+			out = append(out, op.Service+":"+field)
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
 }

@@ -47,6 +47,9 @@ type Project struct {
 	// VMs holds the resolved VM settings of every service, the ones that
 	// profiles disable included (run starts those).
 	VMs map[string]VM
+	// Problems holds, by service, why up must refuse to run it for what
+	// only the host can tell, for planner.Desired.Problems.
+	Problems map[string][]string
 }
 
 // Load reads, merges, interpolates and validates a compose project the way
@@ -65,7 +68,7 @@ func Load(ctx context.Context, opts Options) (*Project, error) {
 		}
 		vms[name] = vm
 	}
-	return &Project{Project: p, VMs: vms}, nil
+	return &Project{Project: p, VMs: vms, Problems: problems(p, vms)}, nil
 }
 
 func loadCompose(ctx context.Context, opts Options) (*types.Project, error) {

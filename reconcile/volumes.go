@@ -6,10 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -64,71 +62,6 @@ func ExternalVolumeDir() (string, error) {
 func volumeSerial(path string) string {
 	h := sha256.Sum256([]byte(path))
 	return "v-" + hex.EncodeToString(h[:4])
-}
-
-// CheckVolumes refuses named volumes that two services (or two replicas
-// of one) would mount read-write at once: ext4 is not a cluster file
-// system. One writer and any number of read-only mounts are fine. It also
-// refuses bind mounts that cannot work (see checkBind), before anything
-// boots.
-func CheckVolumes(p *project.Project, scale map[string]int) error {
-	for _, name := range p.ServiceNames() {
-		for _, v := range p.Services[name].Volumes {
-			if v.Type != types.VolumeTypeBind {
-				continue
-			}
-			if _, err := checkBind(v); err != nil {
-				return &ServiceError{Service: name, Err: err}
-			}
-		}
-	}
-	type user struct {
-		service string
-		rw      bool
-	}
-	users := map[string][]user{}
-	for _, name := range p.ServiceNames() {
-		svc := p.Services[name]
-		n := 1
-		if svc.Deploy != nil && svc.Deploy.Replicas != nil {
-			n = *svc.Deploy.Replicas
-		}
-		if svc.Scale != nil {
-			n = *svc.Scale
-		}
-		if s, ok := scale[name]; ok {
-			n = s
-		}
-		for _, v := range svc.Volumes {
-			if v.Type != types.VolumeTypeVolume || v.Source == "" {
-				continue
-			}
-			for i := 0; i < n; i++ {
-				users[v.Source] = append(users[v.Source], user{name, !v.ReadOnly})
-			}
-		}
-	}
-	vols := make([]string, 0, len(users))
-	for v := range users {
-		vols = append(vols, v)
-	}
-	sort.Strings(vols)
-	for _, v := range vols {
-		var rw []string
-		for _, u := range users[v] {
-			if u.rw {
-				rw = append(rw, u.service)
-			}
-		}
-		if len(rw) < 2 {
-			continue
-		}
-		if rw[0] == rw[1] {
-			return &ServiceError{Service: rw[0], Err: fmt.Errorf("volume %q is mounted read-write by more than one replica: a volume disk can have only one writer (ext4 is not a cluster file system)", v)}
-		}
-		return &ServiceError{Service: rw[1], Err: fmt.Errorf("volume %q is mounted read-write by services %q and %q: a volume disk can have only one writer (ext4 is not a cluster file system); mount it :ro in all but one", v, rw[0], rw[1])}
-	}
-	return nil
 }
 
 // Storage is what a service's volumes make of its VM: the disks and
@@ -192,48 +125,11 @@ func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, d
 	return st, nil
 }
 
-// checkBind checks a bind mount's source, which compose-go has made
-// absolute (relative paths are the project directory's): it returns what
-// is there, nil when nothing is and bind.create_host_path lets Volumes
-// create a directory, as docker compose does (the short syntax always
-// does). Only a directory or a regular file can be shared with a VM.
-func checkBind(v types.ServiceVolumeConfig) (fs.FileInfo, error) {
-	what := fmt.Sprintf("volumes: bind mount of %s at %s", v.Source, v.Target)
-	if !filepath.IsAbs(v.Source) {
-		return nil, fmt.Errorf("%s: the source is not an absolute path", what)
-	}
-	fi, err := os.Stat(v.Source)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if v.Bind != nil && !bool(v.Bind.CreateHostPath) {
-			return nil, fmt.Errorf("%s: the source does not exist, and bind.create_host_path is false: create it, or drop create_host_path: false to have it created", what)
-		}
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("%s: %w", what, err)
-	case !fi.IsDir() && !fi.Mode().IsRegular():
-		return nil, fmt.Errorf("%s: the source is a %s: only a directory or a regular file can be shared with a VM (a host socket or device cannot be reached from the guest)", what, fileKind(fi.Mode()))
-	}
-	return fi, nil
-}
-
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	}
-	return "special file"
-}
-
 // bindShare maps a bind mount to the VM's share tag and the guest's
 // virtiofs mount, creating a missing source directory. A file is shared
 // alone (vm.Share) and bound at the target in the guest.
 func bindShare(v types.ServiceVolumeConfig, tag string) (vm.Share, agent.Mount, error) {
-	fi, err := checkBind(v)
+	fi, err := project.CheckBind(v)
 	if err != nil {
 		return vm.Share{}, agent.Mount{}, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -30,25 +29,34 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	if err != nil {
 		return err
 	}
-	digests, err := s.pull(ctx, p, req.Services, emit)
-	if err != nil {
-		return err
-	}
 	o, err := reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
 	if err != nil {
 		return err
 	}
-	plan, err := planner.Up(planner.Desired{Project: p.Project, Digests: digests}, o.Observed(), planner.Options{
+	desired := planner.Desired{Project: p.Project, Problems: p.Problems}
+	opts := planner.Options{
 		Services: req.Services, NoDeps: req.NoDeps, ForceRecreate: req.ForceRecreate, AlwaysRecreateDeps: req.AlwaysRecreateDeps,
 		NoRecreate: req.NoRecreate, RemoveOrphans: req.RemoveOrphans, Scale: req.Scale,
-	})
+	}
+	// What cannot run is refused before anything is pulled or booted; the
+	// digests change what is recreated, not what is blocked.
+	plan, err := planner.Up(desired, o.Observed(), opts)
 	if err != nil {
 		return err
 	}
 	if err := plan.Blocked(); err != nil {
 		return err
 	}
-	if err := reconcile.CheckVolumes(p, req.Scale); err != nil {
+	if desired.Digests, err = s.pull(ctx, p, plan, emit); err != nil {
+		return err
+	}
+	if o, err = reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver); err != nil { // as they are after the pull
+		return err
+	}
+	if plan, err = planner.Up(desired, o.Observed(), opts); err != nil {
+		return err
+	}
+	if err := plan.Blocked(); err != nil {
 		return err
 	}
 	for _, w := range reconcile.VolumeWarnings(p) {
@@ -116,13 +124,13 @@ func (s *Supervisor) adoptObserved(o reconcile.Observation) {
 	}
 }
 
-// pull gets the image of every service that may be planned, so that the
+// pull gets the image of every service the plan runs, so that the final
 // plan sees their digests.
-func (s *Supervisor) pull(ctx context.Context, p *project.Project, targets []string, emit func(Event)) (map[string]string, error) {
-	svcs := maps.Clone(p.Services)
-	for _, t := range targets {
-		if svc, ok := p.DisabledServices[t]; ok {
-			svcs[t] = svc
+func (s *Supervisor) pull(ctx context.Context, p *project.Project, plan *planner.Plan, emit func(Event)) (map[string]string, error) {
+	all, svcs := p.AllServices(), types.Services{}
+	for _, op := range plan.Ops {
+		if svc, ok := all[op.Service]; ok && op.Kind != planner.Remove {
+			svcs[op.Service] = svc
 		}
 	}
 	var mu sync.Mutex

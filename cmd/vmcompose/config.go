@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcompose/vmcompose/planner"
+	"github.com/vmcompose/vmcompose/project"
 )
 
 func configCommand() *cli.Command {
@@ -37,6 +38,7 @@ func runConfig(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	warnProblems(c, p)
 	out := c.App.Writer
 	lines := func(names []string) error {
 		for _, n := range names {
@@ -96,4 +98,19 @@ func runConfig(c *cli.Context) error {
 	}
 	_, err = out.Write(b)
 	return err
+}
+
+// warnProblems says on stderr what up would refuse or run otherwise than
+// written: config prints the project as docker compose does, but must not
+// let it pass in silence.
+func warnProblems(c *cli.Context, p *project.Project) {
+	problems, warnings := planner.Problems(planner.Desired{Project: p.Project, Problems: p.Problems})
+	for _, name := range slices.Sorted(maps.Keys(problems)) {
+		for _, msg := range problems[name] {
+			fmt.Fprintf(c.App.ErrWriter, "warning: service %q cannot run: %s\n", name, msg)
+		}
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", w)
+	}
 }

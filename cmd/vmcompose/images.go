@@ -51,28 +51,33 @@ type pullTarget struct {
 }
 
 // pullTargets lists the images of the named services (all when none),
-// one entry per image and platform. Services that only build are skipped.
-func pullTargets(services types.Services, names []string, policy oci.PullPolicy) ([]*pullTarget, error) {
+// one entry per image and platform, and says which services it skips and
+// why, as docker compose prints "Skipped": the ones with build:, which up
+// refuses (vmcompose builds nothing yet), and the ones whose pull_policy
+// forbids pulling.
+func pullTargets(services types.Services, names []string, policy oci.PullPolicy) (targets []*pullTarget, skipped []string, err error) {
 	if len(names) == 0 {
 		for name := range services {
 			names = append(names, name)
 		}
 	}
 	slices.Sort(names)
-	var targets []*pullTarget
 	for _, name := range names {
 		svc, ok := services[name]
 		if !ok {
-			return nil, fmt.Errorf("no such service: %s", name)
-		}
-		if svc.Image == "" {
-			continue // build-only: nothing to pull; plan says why it cannot run
+			return nil, nil, fmt.Errorf("no such service: %s", name)
 		}
 		p := policy
-		switch svc.PullPolicy {
-		case types.PullPolicyNever, types.PullPolicyBuild:
+		switch {
+		case svc.Build != nil:
+			skipped = append(skipped, fmt.Sprintf("service %q: skipped: build: is not supported yet, and up refuses the service: build its image elsewhere and `vmcompose image import` it (or push it to a registry), set image: to it and remove build:", name))
 			continue
-		case types.PullPolicyMissing, types.PullPolicyIfNotPresent:
+		case svc.Image == "":
+			continue // loading refuses it
+		case svc.PullPolicy == types.PullPolicyNever || svc.PullPolicy == types.PullPolicyBuild:
+			skipped = append(skipped, fmt.Sprintf("service %q: skipped: pull_policy: %s", name, svc.PullPolicy))
+			continue
+		case svc.PullPolicy == types.PullPolicyMissing || svc.PullPolicy == types.PullPolicyIfNotPresent:
 			if p == oci.PullAlways {
 				p = oci.PullMissing
 			}
@@ -84,7 +89,7 @@ func pullTargets(services types.Services, names []string, policy oci.PullPolicy)
 		}
 		targets[i].services = append(targets[i].services, name)
 	}
-	return targets, nil
+	return targets, skipped, nil
 }
 
 func runPull(c *cli.Context) error {
@@ -96,9 +101,14 @@ func runPull(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	targets, err := pullTargets(p.Services, c.Args().Slice(), policy)
+	targets, skipped, err := pullTargets(p.Services, c.Args().Slice(), policy)
 	if err != nil {
 		return err
+	}
+	if !c.Bool("quiet") {
+		for _, s := range skipped {
+			fmt.Fprintln(c.App.ErrWriter, s)
+		}
 	}
 	store, err := openStore()
 	if err != nil {

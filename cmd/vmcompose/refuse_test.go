@@ -1,0 +1,135 @@
+package main_test
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmcompose/vmcompose/internal/testimage"
+)
+
+// TestRefusedBeforeBoot: what up cannot run, plan shows as blocked (exit
+// 0, in text and JSON), config prints and warns about, and up refuses in
+// one line naming the service, the field and the fix, before it pulls or
+// boots anything, not even the services that could run.
+func TestRefusedBeforeBoot(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("busybox", testimage.Busybox(t))
+	good := "  good:\n    image: " + ref + "\n    command: [sleep, \"1000\"]\n"
+	cases := []struct {
+		name, compose, service, reason string
+		setup                          func(t *testing.T, dir string)
+	}{{
+		name:    "secrets",
+		compose: "  db:\n    image: " + ref + "\n    secrets: [pw]\nsecrets:\n  pw: {file: ./pw.txt}\n",
+		service: "db", reason: `secrets: "pw" is not supported yet: nothing would appear at /run/secrets/pw in the VM: bind-mount a file there instead`,
+	}, {
+		// Sentry: services that build an image of their own and never
+		// pull it; up used to fail pulling, naming another service.
+		name: "build",
+		compose: "  web:\n    image: snuba-local\n    build: .\n    pull_policy: never\n" +
+			"  worker:\n    image: snuba-local\n    build: .\n    pull_policy: never\n",
+		service: "web", reason: `build: is not supported yet: build image "snuba-local" elsewhere`,
+	}, {
+		name:    "backend",
+		compose: "  vz:\n    image: " + ref + "\n    x-vm: {backend: vz}\n",
+		service: "vz", reason: `x-vm.backend: "vz" is not supported on linux yet: set it to qemu or remove it`,
+	}, {
+		name:    "docker.sock",
+		compose: "  ci:\n    image: " + ref + "\n    volumes: [./docker.sock:/var/run/docker.sock]\n",
+		service: "ci", reason: "the source is a unix socket, which a VM cannot reach",
+		setup: func(t *testing.T, dir string) {
+			l, err := net.Listen("unix", filepath.Join(dir, "docker.sock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+		},
+	}, {
+		name:    "healthy without healthcheck",
+		compose: "  app:\n    image: " + ref + "\n    depends_on: {good: {condition: service_healthy}}\n",
+		service: "app", reason: "depends_on.good.condition: service_healthy, but good has no healthcheck",
+	}, {
+		name:    "volume writers",
+		compose: "  w:\n    image: " + ref + "\n    scale: 2\n    volumes: [data:/d]\nvolumes: {data: {}}\n",
+		service: "w", reason: `volumes: "data" is mounted read-write by its 2 replicas`,
+	}, {
+		name:    "image reference",
+		compose: "  bad:\n    image: \"UPPER/Case::bad@@sha256:zz\"\n",
+		service: "bad", reason: `image: "UPPER/Case::bad@@sha256:zz" is not an image reference`,
+	}, {
+		name:    "restart",
+		compose: "  flaky:\n    image: " + ref + "\n    restart: sometimes\n",
+		service: "flaky", reason: `restart: "sometimes" is not a policy`,
+	}}
+	var dirs []string
+	for _, tc := range cases {
+		dirs = append(dirs, filepath.Join(p.home, strings.ReplaceAll(strings.ReplaceAll(tc.name, " ", "-"), ".", "-")))
+	}
+	p.cleanup(dirs...)
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := dirs[i]
+			os.MkdirAll(dir, 0o755)
+			if tc.setup != nil {
+				tc.setup(t, dir)
+			}
+			compose := "services:\n" + good + tc.compose
+			plan, stderr, code := p.in(dir, compose, "plan")
+			if code != 0 || !strings.Contains(plan, "blocked  "+tc.service+"-1") || !strings.Contains(plan, tc.reason) || !strings.Contains(plan, "create   good-1") {
+				t.Errorf("plan: exit %d, %s\n%s", code, stderr, plan)
+			}
+			js, _, _ := p.in(dir, "", "plan", "--format", "json")
+			var parsed struct {
+				Operations []struct{ Kind, Service, Reason string }
+			}
+			if err := json.Unmarshal([]byte(js), &parsed); err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, op := range parsed.Operations {
+				found = found || op.Kind == "blocked" && op.Service == tc.service && strings.Contains(op.Reason, tc.reason)
+			}
+			if !found {
+				t.Errorf("plan --format json has no blocked %s:\n%s", tc.service, js)
+			}
+
+			out, stderr, code := p.in(dir, "", "config")
+			if code != 0 || !strings.Contains(out, "  "+tc.service+":\n") ||
+				!strings.Contains(stderr, `warning: service "`+tc.service+`" cannot run: `) || !strings.Contains(stderr, tc.reason) {
+				t.Errorf("config: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+			}
+
+			_, stderr, code = p.in(dir, "", "up", "-d")
+			if code == 0 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, `vmcompose: service "`+tc.service+`": `) || !strings.Contains(stderr, tc.reason) {
+				t.Errorf("up -d: exit %d, stderr %q; want one line with %q", code, stderr, tc.reason)
+			}
+			vms, _ := os.ReadDir(filepath.Join(p.home, "state", "vmcompose", filepath.Base(dir), "vms"))
+			if len(vms) != 0 || len(qemus(p.home)) != 0 {
+				t.Errorf("up booted %d VMs before refusing", len(vms))
+			}
+		})
+	}
+}
+
+// TestPullSaysWhatItSkips: a service with build: is not pulled, as docker
+// compose skips what it builds, but pull says so instead of exiting 0
+// with nothing printed.
+func TestPullSaysWhatItSkips(t *testing.T) {
+	dir := t.TempDir()
+	compose := "services:\n  web: {image: snuba-local, build: ., pull_policy: never}\n  app: {build: ./app}\n  side: {image: busybox, pull_policy: never}\n"
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := run(t, dir, "pull", "web")
+	if code != 0 || stderr != `service "web": skipped: build: is not supported yet, and up refuses the service: build its image elsewhere and `+"`vmcompose image import`"+` it (or push it to a registry), set image: to it and remove build:`+"\n" {
+		t.Errorf("pull web: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = run(t, dir, "pull")
+	if code != 0 || !strings.Contains(stderr, `service "app": skipped: build:`) || !strings.Contains(stderr, `service "side": skipped: pull_policy: never`) {
+		t.Errorf("pull: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -1,0 +1,171 @@
+package planner_test
+
+import (
+	"testing"
+
+	"github.com/vmcompose/vmcompose/planner"
+)
+
+// TestPlanBlocksGolden: what up would refuse, plan shows as blocked with
+// the reason, whatever the service's dependencies; up reads the same plan.
+func TestPlanBlocksGolden(t *testing.T) {
+	tests := []struct {
+		name     string
+		yaml     string
+		problems map[string][]string
+		observed func(t testing.TB) planner.Observed
+		opts     planner.Options
+		want     string
+		blocked  string // what up says, when the case checks it
+	}{{
+		name: "secrets and configs are refused, not dropped",
+		yaml: `
+services:
+  db: {image: mysql, secrets: [db-password]}
+  app: {image: app, configs: [{source: conf, target: /etc/app.conf}]}
+secrets:
+  db-password: {file: ./db/password.txt}
+configs:
+  conf: {content: "x=1"}
+`,
+		want: `project demo (up): 2 operations in 1 wave: 2 blocked
+wave 1
+  1  blocked  app-1  configs: "conf" is not supported yet: nothing would appear at /etc/app.conf in the VM: bind-mount a file there instead (volumes: ["FILE:/etc/app.conf:ro"])
+  2  blocked  db-1   secrets: "db-password" is not supported yet: nothing would appear at /run/secrets/db-password in the VM: bind-mount a file there instead (volumes: ["./db/password.txt:/run/secrets/db-password:ro"])
+`,
+	}, {
+		name: "build: with image: is blocked too, pull_policy never or not, and so is what requires it",
+		yaml: `
+services:
+  web: {image: getsentry/snuba, build: ., pull_policy: never}
+  worker: {image: getsentry/snuba, build: {context: .}}
+  nginx: {image: nginx, depends_on: [web]}
+`,
+		want: `project demo (up): 3 operations in 2 waves: 3 blocked
+wave 1
+  1  blocked  web-1     build: is not supported yet: build image "getsentry/snuba" elsewhere and ` + "`vmcompose image import`" + ` it (or push it to a registry), then remove build:
+  2  blocked  worker-1  build: is not supported yet: build image "getsentry/snuba" elsewhere and ` + "`vmcompose image import`" + ` it (or push it to a registry), then remove build:
+wave 2
+  3  blocked  nginx-1   depends on web, which cannot run (after 1)
+`,
+	}, {
+		name:     "what only the host can tell comes in Desired.Problems",
+		yaml:     `services: {ci: {image: docker, volumes: ["/var/run/docker.sock:/var/run/docker.sock"]}, web: {image: nginx}}`,
+		problems: map[string][]string{"ci": {"volumes: bind mount of /var/run/docker.sock at /var/run/docker.sock: the source is a unix socket, which a VM cannot reach"}, "gone": {"ignored"}},
+		want: `project demo (up): 2 operations in 1 wave: 1 create, 1 blocked
+wave 1
+  1  blocked  ci-1   volumes: bind mount of /var/run/docker.sock at /var/run/docker.sock: the source is a unix socket, which a VM cannot reach
+  2  create   web-1  new service
+`,
+	}, {
+		name: "service_healthy on a dependency without a healthcheck; required: false only warns",
+		yaml: `
+services:
+  app: {image: app, depends_on: {db: {condition: service_healthy}}}
+  side: {image: side, depends_on: {db: {condition: service_healthy, required: false}}}
+  off: {image: off, depends_on: {cache: {condition: service_healthy}}}
+  ok: {image: ok, depends_on: {checked: {condition: service_healthy}}}
+  db: {image: postgres}
+  cache: {image: redis, healthcheck: {disable: true}}
+  checked: {image: redis, healthcheck: {test: [CMD, redis-cli, ping]}}
+`,
+		want: `project demo (up): 7 operations in 2 waves: 5 create, 2 blocked
+wave 1
+  1  create   cache-1    new service
+  2  create   checked-1  new service
+  3  create   db-1       new service
+wave 2
+  4  blocked  app-1      depends_on.db.condition: service_healthy, but db has no healthcheck (an image's HEALTHCHECK is not run): add a healthcheck: to db, or use condition: service_started (after 3)
+  5  blocked  off-1      depends_on.cache.condition: service_healthy, but cache has no healthcheck (an image's HEALTHCHECK is not run): add a healthcheck: to cache, or use condition: service_started (after 1)
+  6  create   ok-1       new service (after 2)
+  7  create   side-1     new service (after 3)
+warnings
+  service "side": depends_on.db.condition: service_healthy, but db has no healthcheck (an image's HEALTHCHECK is not run): add a healthcheck: to db, or use condition: service_started (required: false, so side starts without waiting)
+`,
+	}, {
+		name: "two services writing one volume: the second is blocked; read-only is fine",
+		yaml: `
+services:
+  a: {image: a, volumes: [data:/d]}
+  b: {image: b, volumes: [data:/d]}
+  c: {image: c, volumes: [data:/d:ro]}
+volumes: {data: {}}
+`,
+		want: `project demo (up): 3 operations in 1 wave: 2 create, 1 blocked
+wave 1
+  1  create   a-1  new service
+  2  blocked  b-1  volumes: "data" is mounted read-write by services "a" and "b": a volume disk has one writer (ext4 is not a cluster file system): mount it :ro in all but one
+  3  create   c-1  new service
+`,
+	}, {
+		name: "replicas writing one volume, through --scale",
+		yaml: `services: {a: {image: a, volumes: [data:/d]}, b: {image: b, volumes: [data:/d:ro]}}
+volumes: {data: {}}`,
+		opts:    planner.Options{Scale: map[string]int{"a": 2}},
+		blocked: `service "a": volumes: "data" is mounted read-write by its 2 replicas: a volume disk has one writer (ext4 is not a cluster file system): run one replica, or mount it :ro`,
+		want: `project demo (up): 3 operations in 1 wave: 1 create, 2 blocked
+wave 1
+  1  blocked  a-1  volumes: "data" is mounted read-write by its 2 replicas: a volume disk has one writer (ext4 is not a cluster file system): run one replica, or mount it :ro
+  2  blocked  a-2  volumes: "data" is mounted read-write by its 2 replicas: a volume disk has one writer (ext4 is not a cluster file system): run one replica, or mount it :ro
+  3  create   b-1  new service
+`,
+	}, {
+		name: "a writer that runs and is not planned keeps its volume",
+		yaml: `services: {b: {image: b, volumes: [data:/d]}, a: {image: a, volumes: [data:/d]}}
+volumes: {data: {}}`,
+		observed: func(testing.TB) planner.Observed {
+			return planner.Observed{Instances: []planner.Instance{{Service: "b", Number: 1, State: planner.Running, Hash: "x"}}}
+		},
+		opts: planner.Options{Services: []string{"a"}},
+		want: `project demo (up): 1 operation in 1 wave: 1 blocked
+wave 1
+  1  blocked  a-1  volumes: "data" is mounted read-write by services "b" and "a": a volume disk has one writer (ext4 is not a cluster file system): mount it :ro in all but one
+`,
+	}, {
+		name: "a writer that does not run and is not planned is no conflict",
+		yaml: `services: {b: {image: b, volumes: [data:/d]}, a: {image: a, volumes: [data:/d]}}
+volumes: {data: {}}`,
+		observed: func(testing.TB) planner.Observed {
+			return planner.Observed{Instances: []planner.Instance{{Service: "b", Number: 1, State: planner.Stopped, Hash: "x"}}}
+		},
+		opts: planner.Options{Services: []string{"a"}},
+		want: `project demo (up): 1 operation in 1 wave: 1 create
+wave 1
+  1  create  a-1  new service
+`,
+	}, {
+		name: "an image reference that cannot parse and a restart policy that is none",
+		yaml: `
+services:
+  bad: {image: "UPPER/Case::bad@@sha256:zz"}
+  flaky: {image: busybox, restart: sometimes}
+  capped: {image: busybox, restart: "always:3"}
+  fine: {image: "registry.local:5000/team/app:1.2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", restart: "on-failure:5"}
+`,
+		want: `project demo (up): 4 operations in 1 wave: 1 create, 3 blocked
+wave 1
+  1  blocked  bad-1     image: "UPPER/Case::bad@@sha256:zz" is not an image reference: write [registry/]repository[:tag][@sha256:digest], the repository in lowercase
+  2  blocked  capped-1  restart: "always:3" takes no count: use on-failure:N for a bounded policy
+  3  create   fine-1    new service
+  4  blocked  flaky-1   restart: "sometimes" is not a policy: use no, always, on-failure[:N] or unless-stopped
+`,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var observed planner.Observed
+			if tt.observed != nil {
+				observed = tt.observed(t)
+			}
+			plan, err := planner.Up(planner.Desired{Project: load(t, tt.yaml), Problems: tt.problems}, observed, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := plan.String(); got != tt.want {
+				t.Errorf("plan:\n%s\nwant:\n%s", got, tt.want)
+			}
+			if err := plan.Blocked(); tt.blocked != "" && (err == nil || err.Error() != tt.blocked) {
+				t.Errorf("up says %v, want %s", err, tt.blocked)
+			}
+		})
+	}
+}

@@ -1,0 +1,87 @@
+package project
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// Backends are the x-vm.backend values this build can run, by GOOS; the
+// first is the default.
+var Backends = map[string][]string{"linux": {"qemu"}}
+
+// problems finds, service by service, what up must refuse that only the
+// host can tell: a bind mount whose source cannot be shared with a VM, an
+// x-vm.backend this build has not. The planner blocks those services with
+// them (planner.Desired.Problems), so plan and up say the same.
+func problems(p *types.Project, vms map[string]VM) map[string][]string {
+	out := map[string][]string{}
+	all := p.AllServices()
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		for _, v := range all[name].Volumes {
+			if v.Type != types.VolumeTypeBind {
+				continue
+			}
+			if _, err := CheckBind(v); err != nil {
+				out[name] = append(out[name], err.Error())
+			}
+		}
+		if b := vms[name].Backend; b != "" && !slices.Contains(Backends[runtime.GOOS], b) {
+			out[name] = append(out[name], backendProblem(b))
+		}
+	}
+	return out
+}
+
+func backendProblem(backend string) string {
+	have := Backends[runtime.GOOS]
+	if len(have) == 0 {
+		return fmt.Sprintf("x-vm.backend: %q is not supported on %s yet: vmcompose runs VMs on Linux with qemu", backend, runtime.GOOS)
+	}
+	return fmt.Sprintf("x-vm.backend: %q is not supported on %s yet: set it to %s or remove it", backend, runtime.GOOS, have[0])
+}
+
+// CheckBind checks a bind mount's source, which compose-go has made
+// absolute (relative paths are the project directory's): it returns what
+// is there, nil when nothing is and bind.create_host_path lets up create
+// a directory, as docker compose does (the short syntax always does).
+// Only a directory or a regular file can be shared with a VM: virtiofs
+// carries files, not the host kernel objects behind a socket or a device.
+func CheckBind(v types.ServiceVolumeConfig) (fs.FileInfo, error) {
+	what := fmt.Sprintf("volumes: bind mount of %s at %s", v.Source, v.Target)
+	if !filepath.IsAbs(v.Source) {
+		return nil, fmt.Errorf("%s: the source is not an absolute path", what)
+	}
+	fi, err := os.Stat(v.Source)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if v.Bind != nil && !bool(v.Bind.CreateHostPath) {
+			return nil, fmt.Errorf("%s: the source does not exist, and bind.create_host_path is false: create it, or drop create_host_path: false to have it created", what)
+		}
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", what, err)
+	case !fi.IsDir() && !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("%s: the source is a %s, which a VM cannot reach (virtiofs shares only directories and regular files): remove this volume, and reach the host's service over the network instead", what, fileKind(fi.Mode()))
+	}
+	return fi, nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSocket != 0:
+		return "unix socket"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
+}
