@@ -537,7 +537,7 @@ func TestPublish(t *testing.T) {
 // its own socket, gets no connection through the gateway, while x does.
 func TestSpoofedMAC(t *testing.T) {
 	m, _ := newManager(t, network.NetworkConfig{Name: "default"})
-	x := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x"}, network.Attachment{Network: "default"})[0]
+	x := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x", HostLoopback: true}, network.Attachment{Network: "default"})[0]
 	y := attach(t, m, network.Endpoint{Instance: "y-1", Service: "y"}, network.Attachment{Network: "default"})[0]
 	host, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -593,7 +593,7 @@ func TestSpoofedMAC(t *testing.T) {
 // addresses the querier cannot see are unknown.
 func TestReverseDNS(t *testing.T) {
 	m, res := newManager(t, network.NetworkConfig{Name: "a"}, network.NetworkConfig{Name: "b"})
-	x := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x", HostLoopback: true}, network.Attachment{Network: "a"})[0]
+	x := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x"}, network.Attachment{Network: "a"})[0]
 	y := attach(t, m, network.Endpoint{Instance: "y-1", Service: "y"}, network.Attachment{Network: "b"})[0]
 	c := dnsConn(t, m, "a")
 	for addr, want := range map[netip.Addr]string{
