@@ -40,8 +40,10 @@ import (
 // another protocol is asked to quit and replaced, and the VMs that were
 // on it boot again on the new one.
 
-// NetworkProtocol is the version of the network process's protocol.
-const NetworkProtocol = 1
+// NetworkProtocol is the version of the network process's protocol. 2:
+// the attach record's Endpoint.HostLoopback; a process of protocol 1
+// lets every guest reach the host's loopback.
+const NetworkProtocol = 2
 
 // The network process's files in the state dir.
 const (
