@@ -16,7 +16,13 @@ import (
 // upstreamTimeout bounds a lookup of a name outside the project.
 const upstreamTimeout = 5 * time.Second
 
-// hostNames resolve to the gateway, which forwards to the host's loopback.
+// hostNames resolve to the gateway for every instance, whether or not it
+// may reach the host's loopback there (Endpoint.HostLoopback): the
+// refusal is the gateway's, at connect, where it cannot be sidestepped
+// (the address is known without a name) and says what it is, a refused
+// connection. No answer would hide nothing, would make the name's
+// meaning depend on the asker, and would leave tools that probe
+// host.docker.internal with a resolver failure to puzzle over.
 var hostNames = []string{"host.containers.internal", "host.docker.internal"}
 
 // rotor turns multi-address answers round-robin.

@@ -29,18 +29,24 @@
 //     in the project's domain get NXDOMAIN; other names go to
 //     Config.Resolver (the host's) for A, TXT, MX and SRV records, except
 //     from internal networks; AAAA answers are empty (IPv4 only).
-//     host.containers.internal and host.docker.internal are the gateway.
+//     host.containers.internal and host.docker.internal are the gateway,
+//     for every instance (see hostNames).
 //   - NAT: TCP and UDP to outside addresses are made by the host's
 //     sockets. Connections to the gateway address itself (other than DNS)
-//     go to the host's 127.0.0.1, same port. Addresses of the project's
-//     other segments are refused, so VMs that share no network cannot
+//     go to the host's 127.0.0.1, same port, for instances with
+//     Endpoint.HostLoopback only; the rest are refused (TCP gets a reset,
+//     UDP no answer), as rootless podman and Docker on Linux do.
+//     127.0.0.0/8 and 0.0.0.0/8 are refused to everyone. Addresses of the
+//     project's segments are refused, so VMs that share no network cannot
 //     reach each other. Internal networks reach nothing outside. ICMP is
 //     not forwarded: the gateway answers pings for itself only.
 //   - Published ports: listeners on the host that dial the instance's
 //     address on its default NIC through the segment.
 //
-// The switch only passes frames whose source MAC is the NIC's own, so a
-// VM must use the MAC its NIC was given.
+// The switch only passes frames whose source MAC is the NIC's own, and
+// to the gateway only IPv4 and ARP from the NIC's own address (or
+// 0.0.0.0, before DHCP), so a VM must use the MAC and address its NIC was
+// given, and the gateway can tell instances apart by source address.
 //
 // # Lifetime
 //

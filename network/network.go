@@ -85,6 +85,11 @@ type Endpoint struct {
 	// Names are more DNS names on every network of the instance:
 	// container_name, hostname, "<project>-web-1".
 	Names []string
+	// HostLoopback lets the instance reach the host's 127.0.0.1 through
+	// its gateways' addresses (x-vm.host_loopback). Without it those
+	// connections are refused: an image is untrusted code, and services
+	// bound to the host's loopback trust whoever can connect.
+	HostLoopback bool `json:",omitempty"`
 }
 
 // Attachment is the instance's membership of one network (compose's
@@ -441,7 +446,7 @@ func (n *attached) serveConn(ctx context.Context, log *slog.Logger, c net.Conn, 
 	n.conns[c] = struct{}{}
 	n.mu.Unlock()
 	log.Debug("nic connected", "network", n.seg.name, "mac", n.MAC)
-	err := n.seg.sw.serve(ctx, n.MAC, c, datagram)
+	err := n.seg.sw.serve(ctx, n.MAC, n.Address.Addr(), c, datagram)
 	log.Debug("nic disconnected", "network", n.seg.name, "mac", n.MAC, "err", err)
 	n.mu.Lock()
 	delete(n.conns, c)

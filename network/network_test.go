@@ -356,14 +356,14 @@ func TestDNS(t *testing.T) {
 	}
 }
 
-// TestNAT: a guest reaches a listener on the host's loopback through its
-// gateway address, cannot reach another network's addresses, and an
-// internal network reaches nothing.
+// TestNAT: a guest that opted in reaches a listener on the host's
+// loopback through its gateway address, cannot reach another network's
+// addresses, and an internal network reaches nothing, opted in or not.
 func TestNAT(t *testing.T) {
 	m, _ := newManager(t, network.NetworkConfig{Name: "a"}, network.NetworkConfig{Name: "b"}, network.NetworkConfig{Name: "in", Internal: true})
-	na := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x"}, network.Attachment{Network: "a"})
+	na := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x", HostLoopback: true}, network.Attachment{Network: "a"})
 	nb := attach(t, m, network.Endpoint{Instance: "y-1", Service: "y"}, network.Attachment{Network: "b"})
-	ni := attach(t, m, network.Endpoint{Instance: "z-1", Service: "z"}, network.Attachment{Network: "in"})
+	ni := attach(t, m, network.Endpoint{Instance: "z-1", Service: "z", HostLoopback: true}, network.Attachment{Network: "in"})
 	ga, gb, gi := newFakeGuest(t, na[0]), newFakeGuest(t, nb[0]), newFakeGuest(t, ni[0])
 
 	host, err := net.Listen("tcp", "127.0.0.1:0")
@@ -537,7 +537,7 @@ func TestPublish(t *testing.T) {
 // its own socket, gets no connection through the gateway, while x does.
 func TestSpoofedMAC(t *testing.T) {
 	m, _ := newManager(t, network.NetworkConfig{Name: "default"})
-	x := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x"}, network.Attachment{Network: "default"})[0]
+	x := attach(t, m, network.Endpoint{Instance: "x-1", Service: "x", HostLoopback: true}, network.Attachment{Network: "default"})[0]
 	y := attach(t, m, network.Endpoint{Instance: "y-1", Service: "y"}, network.Attachment{Network: "default"})[0]
 	host, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

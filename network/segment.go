@@ -200,18 +200,31 @@ func (s *segment) dial(ctx context.Context, network string, ap netip.AddrPort) (
 	return nil, fmt.Errorf("network %q: dialling %s: only tcp and udp are supported", s.name, network)
 }
 
-// outboundTarget decides where a guest's connection to dst goes on the
-// host: the gateway address maps to the host's loopback, addresses of the
-// project's segments and link-local ones are refused, and internal
-// networks reach nothing.
-func (s *segment) outboundTarget(dst netip.Addr, port uint16) (string, bool) {
+// thisNetwork is 0.0.0.0/8, "this host on this network": the host's
+// sockets take 0.0.0.0 for its own loopback.
+var thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+
+// outboundTarget decides where a guest's connection from src to dst goes
+// on the host. The gateway's address maps to the host's 127.0.0.1, same
+// port, for an instance that opted in (Endpoint.HostLoopback) and is
+// refused for every other: a host service bound to its loopback trusts
+// whoever can connect, and an image is untrusted code. The host's
+// loopback is reached no other way: 127.0.0.0/8 and 0.0.0.0/8 are
+// refused to everyone (a guest can send them to the gateway by hand),
+// as are the addresses of the project's segments (the other gateways
+// too), link-local, multicast and broadcast ones. Internal networks
+// reach nothing.
+func (s *segment) outboundTarget(src, dst netip.Addr, port uint16) (string, bool) {
 	if s.internal || !dst.Is4() {
 		return "", false
 	}
 	if dst == s.gateway {
+		if !s.m.hostLoopback(s, src) {
+			return "", false
+		}
 		return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), true
 	}
-	if dst.IsLinkLocalUnicast() || dst.IsMulticast() || dst.IsUnspecified() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+	if dst.IsLoopback() || thisNetwork.Contains(dst) || dst.IsLinkLocalUnicast() || dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return "", false
 	}
 	for _, p := range s.m.subnets {
@@ -222,10 +235,21 @@ func (s *segment) outboundTarget(dst netip.Addr, port uint16) (string, bool) {
 	return net.JoinHostPort(dst.String(), strconv.Itoa(int(port))), true
 }
 
+// hostLoopback says whether the instance with address src on s opted in
+// to the host's loopback. The switch lets a NIC speak to the gateway only
+// from its own address, so src is the instance's.
+func (m *Manager) hostLoopback(s *segment, src netip.Addr) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	in := m.instanceAt(s, src)
+	return in != nil && in.ep.HostLoopback
+}
+
 func (s *segment) forwardTCP(r *tcp.ForwarderRequest) {
 	id := r.ID()
-	target, ok := s.outboundTarget(fromTCPIP(id.LocalAddress), id.LocalPort)
+	target, ok := s.outboundTarget(fromTCPIP(id.RemoteAddress), fromTCPIP(id.LocalAddress), id.LocalPort)
 	if !ok {
+		s.m.log.Debug("outbound tcp refused", "network", s.name, "from", fromTCPIP(id.RemoteAddress), "to", fromTCPIP(id.LocalAddress), "port", id.LocalPort)
 		r.Complete(true)
 		return
 	}
@@ -248,8 +272,7 @@ func (s *segment) forwardTCP(r *tcp.ForwarderRequest) {
 
 func (s *segment) forwardUDP(r *udp.ForwarderRequest) {
 	id := r.ID()
-	dst := fromTCPIP(id.LocalAddress)
-	target, ok := s.outboundTarget(dst, id.LocalPort)
+	target, ok := s.outboundTarget(fromTCPIP(id.RemoteAddress), fromTCPIP(id.LocalAddress), id.LocalPort)
 	if !ok {
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -26,7 +27,8 @@ const maxFrame = 65535
 // (the gVisor stack's link endpoint) and one per connected NIC, known by
 // the MAC the NIC was given: a frame from a NIC must carry that MAC as
 // its source, so no instance speaks as another. Frames go by destination
-// MAC; broadcast and multicast go to every other port.
+// MAC; broadcast and multicast go to every other port. The gateway takes
+// only IPv4 and ARP, and only from the NIC's own address (see fromOwn).
 type ethSwitch struct {
 	gateway interface {
 		DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer)
@@ -157,17 +159,46 @@ func (p *swPort) writeLoop() {
 	}
 }
 
+// fromOwn says whether the gateway may take a frame from the NIC whose
+// address is own: IPv4 sent from own, or from 0.0.0.0 as a DHCP client
+// does before it has its lease, and ARP that claims own (or 0.0.0.0, a
+// probe) for the NIC's MAC. The gateway decides by source address what an instance may
+// reach (the host loopback opt-in, the names it sees), so a guest must
+// not pass as another, neither by its packets nor by teaching the
+// gateway's ARP cache. Other types (IPv6) have nothing to reach there.
+func fromOwn(frame []byte, mac tcpip.LinkAddress, own tcpip.Address) bool {
+	payload := frame[header.EthernetMinimumSize:]
+	var src tcpip.Address
+	switch header.Ethernet(frame).Type() {
+	case header.IPv4ProtocolNumber:
+		ip := header.IPv4(payload)
+		if !ip.IsValid(len(payload)) {
+			return false
+		}
+		src = ip.SourceAddress()
+	case header.ARPProtocolNumber:
+		a := header.ARP(payload)
+		if !a.IsValid() || tcpip.LinkAddress(a.HardwareAddressSender()) != mac {
+			return false
+		}
+		src = tcpip.AddrFrom4Slice(a.ProtocolAddressSender())
+	default:
+		return false
+	}
+	return src == own || src == header.IPv4Any
+}
+
 // serve runs a NIC's connection until it ends or ctx is done. On a stream
 // connection frames are framed as QEMU's stream netdev does (a 32-bit
 // big-endian length, then the frame); on a datagram one each message is
 // a frame. A new connection for the same MAC (a restarted VM) replaces
 // the old one.
-func (sw *ethSwitch) serve(ctx context.Context, mac string, conn net.Conn, datagram bool) error {
+func (sw *ethSwitch) serve(ctx context.Context, mac string, ip netip.Addr, conn net.Conn, datagram bool) error {
 	hw, err := net.ParseMAC(mac)
 	if err != nil {
 		return err
 	}
-	own := tcpip.LinkAddress(hw)
+	own, ownIP := tcpip.LinkAddress(hw), addr(ip)
 	p := &swPort{conn: conn, datagram: datagram, out: make(chan []byte, portQueue), done: make(chan struct{})}
 	go p.writeLoop()
 	defer close(p.done)
@@ -205,13 +236,14 @@ func (sw *ethSwitch) serve(ctx context.Context, mac string, conn net.Conn, datag
 		if eth.SourceAddress() != own {
 			continue // spoofed
 		}
+		toGW := fromOwn(frame, own, ownIP)
 		if eth.DestinationAddress() == gw {
-			if !sw.pingsElsewhere(frame) {
+			if toGW && !sw.pingsElsewhere(frame) {
 				sw.toGateway(frame)
 			}
 			continue
 		}
-		sw.forward(own, frame, true)
+		sw.forward(own, frame, toGW)
 	}
 }
 

@@ -160,9 +160,10 @@ func (g *guest) sh(ctx context.Context, t *testing.T, script string) (int, strin
 // TestGuests boots three guests: web (busybox httpd) and client on
 // network front, lone on network other. The client gets its static lease
 // by DHCP, resolves web by service name and alias, pings it, fetches its
-// page, and reaches a listener on the host's loopback through its
-// gateway; lone can neither resolve nor reach web; the host fetches
-// web's page through a published 127.0.0.1 port.
+// page; web, which opted in to the host's loopback, reaches a listener
+// on the host's 127.0.0.1 through its gateway, the client, which did
+// not, is refused there; lone can neither resolve nor reach web; the
+// host fetches web's page through a published 127.0.0.1 port.
 func TestGuests(t *testing.T) {
 	f := realGuest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -191,7 +192,7 @@ func TestGuests(t *testing.T) {
 	host := httpServer(t, "hello from the host")
 	_, hostPort, _ := net.SplitHostPort(host)
 
-	webNICs, err := m.Attach(network.Endpoint{Instance: "web-1", Service: "web", Names: []string{"proj-web-1"}},
+	webNICs, err := m.Attach(network.Endpoint{Instance: "web-1", Service: "web", Names: []string{"proj-web-1"}, HostLoopback: true},
 		[]network.Attachment{{Network: "front", Aliases: []string{"site"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -282,10 +283,16 @@ for i in /sys/class/net/*; do [ "$(cat $i/address)" = "$MAC" ] && udhcpc -i ${i#
 		if code, out := cli.g.sh(ctx, t, "ping -c1 -W5 "+clientNICs[0].Gateway.String()); code != 0 {
 			t.Errorf("ping the gateway: exit %d:\n%s", code, out)
 		}
-		for _, h := range []string{"host.containers.internal", clientNICs[0].Gateway.String()} {
-			code, out := cli.g.sh(ctx, t, "timeout 10 wget -q -O - http://"+net.JoinHostPort(h, hostPort)+"/")
-			if code != 0 || out != "hello from the host" {
-				t.Errorf("wget the host's 127.0.0.1:%s as %s: exit %d: %q", hostPort, h, code, out)
+		for _, h := range []string{clientNICs[0].Gateway.String(), "host.docker.internal", "host.containers.internal"} {
+			get := "timeout 10 wget -q -O - http://" + net.JoinHostPort(h, hostPort) + "/"
+			if code, out := web.g.sh(ctx, t, get); code != 0 || out != "hello from the host" {
+				t.Errorf("web (opted in): wget the host's 127.0.0.1:%s as %s: exit %d: %q", hostPort, h, code, out)
+			}
+			t1 := time.Now()
+			if code, out := cli.g.sh(ctx, t, get); code == 0 || !strings.Contains(out, "Connection refused") {
+				t.Errorf("client (not opted in): wget the host's 127.0.0.1:%s as %s: exit %d: %q; want connection refused", hostPort, h, code, out)
+			} else if d := time.Since(t1); d > 5*time.Second {
+				t.Errorf("client: the refusal took %v", d)
 			}
 		}
 	})

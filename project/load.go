@@ -62,7 +62,7 @@ func Load(ctx context.Context, opts Options) (*Project, error) {
 	}
 	vms := make(map[string]VM, len(p.Services))
 	for name, svc := range p.AllServices() {
-		vm, err := resolveVM(svc)
+		vm, err := VMOf(svc)
 		if err != nil {
 			return nil, fmt.Errorf("%s: service %q: %w", filesOf(p), name, err)
 		}

@@ -38,16 +38,20 @@ type VM struct {
 	Kernel     string   `json:"kernel,omitempty"`
 	KernelArgs []string `json:"kernel_args,omitempty"`
 	Backend    string   `json:"backend,omitempty"`
+	// HostLoopback lets the service's guests reach the host's 127.0.0.1
+	// through their gateways (network.Endpoint.HostLoopback).
+	HostLoopback bool `json:"host_loopback,omitempty"`
 }
 
 // xvm is the extension as written in the compose file.
 type xvm struct {
-	VCPUs      *int            `json:"vcpus"`
-	Memory     json.RawMessage `json:"memory"`
-	Disk       json.RawMessage `json:"disk"`
-	Kernel     string          `json:"kernel"`
-	KernelArgs json.RawMessage `json:"kernel_args"`
-	Backend    string          `json:"backend"`
+	VCPUs        *int            `json:"vcpus"`
+	Memory       json.RawMessage `json:"memory"`
+	Disk         json.RawMessage `json:"disk"`
+	Kernel       string          `json:"kernel"`
+	KernelArgs   json.RawMessage `json:"kernel_args"`
+	Backend      string          `json:"backend"`
+	HostLoopback bool            `json:"host_loopback"`
 }
 
 var compiled = sync.OnceValues(func() (*jsonschema.Schema, error) {
@@ -62,10 +66,11 @@ var compiled = sync.OnceValues(func() (*jsonschema.Schema, error) {
 	return c.Compile("x-vm.schema.json")
 })
 
-// resolveVM validates the service's x-vm extension against the schema and
-// resolves its size: x-vm first, then deploy.resources.limits, then the
-// service's cpus and mem_limit, then the defaults.
-func resolveVM(svc types.ServiceConfig) (VM, error) {
+// VMOf validates the service's x-vm extension against the schema and
+// resolves its settings, as Load does for Project.VMs: the size from x-vm
+// first, then deploy.resources.limits, then the service's cpus and
+// mem_limit, then the defaults.
+func VMOf(svc types.ServiceConfig) (VM, error) {
 	vm := VM{VCPUs: DefaultVCPUs, Memory: DefaultMemory, Disk: DefaultDisk}
 	if lim := limitsOf(svc); lim != nil {
 		if lim.NanoCPUs > 0 {
@@ -100,6 +105,7 @@ func resolveVM(svc types.ServiceConfig) (VM, error) {
 		}
 		vm.Kernel = x.Kernel
 		vm.Backend = x.Backend
+		vm.HostLoopback = x.HostLoopback
 		if len(x.KernelArgs) > 0 {
 			var one string
 			if json.Unmarshal(x.KernelArgs, &one) == nil {

@@ -51,7 +51,7 @@ var rules = []rule{
 	{pkg: "network", why: "the network knows nothing of VMs, the supervisor or the CLI",
 		own: []string{"network/"}},
 	{pkg: "network/netproc", why: "the network process knows nothing of the supervisor, the store or the CLI",
-		banned: []string{mod + "reconcile", mod + "supervisor", mod + "cmd/", mod + "oci", mod + "project"}},
+		banned: []string{mod + "reconcile", mod + "supervisor", mod + "cmd/", mod + "oci"}},
 	{pkg: "reconcile", why: "observing and executing plans knows nothing of the daemon that runs them or of the CLI",
 		banned: []string{mod + "supervisor", mod + "cmd/"}},
 	{pkg: "supervisor", why: "the daemon uses the vm.Driver interface, never a backend, and knows nothing of the CLI",

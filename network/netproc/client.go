@@ -24,6 +24,7 @@ import (
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/internal/unixsock"
 	"github.com/vmcompose/vmcompose/network"
+	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/vm"
 )
 
@@ -140,10 +141,24 @@ func (n *Networks) Attach(ctx context.Context, p *types.Project, instance string
 	if err != nil || len(atts) == 0 {
 		return nil, err // none: network_mode none, host or service:
 	}
+	ep := network.EndpointOf(p, svc, instance)
+	if ep.HostLoopback, err = hostLoopback(svc); err != nil {
+		return nil, err
+	}
 	return n.attachVM(ctx, &Record{
-		Project: p.Name, Endpoint: network.EndpointOf(p, svc, instance), Attachments: atts,
+		Project: p.Name, Endpoint: ep, Attachments: atts,
 		Ports: svc.Ports, Networks: network.NetworksOf(p),
 	}, spec, guest)
+}
+
+// hostLoopback is the service's x-vm.host_loopback: whether its guests
+// may reach the host's 127.0.0.1 through their gateways.
+func hostLoopback(svc types.ServiceConfig) (bool, error) {
+	vmcfg, err := project.VMOf(svc)
+	if err != nil {
+		return false, fmt.Errorf("service %q: %w", svc.Name, err)
+	}
+	return vmcfg.HostLoopback, nil
 }
 
 // attachVM attaches rec's instance and gives its VM the NICs, configured

@@ -43,6 +43,9 @@ func (n *Networks) AttachOneOff(ctx context.Context, p *types.Project, instance 
 		n.DetachEnded(ctx, o.Driver)
 	}
 	ep := network.Endpoint{Instance: instance, Names: []string{p.Name + "-" + instance}}
+	if ep.HostLoopback, err = hostLoopback(svc); err != nil {
+		return nil, err
+	}
 	if o.Aliases {
 		ep.Service = svc.Name
 	}

@@ -41,8 +41,10 @@ import (
 // another protocol is asked to quit and replaced, and the VMs that were
 // on it boot again on the new one.
 
-// Protocol is the version of the network process's protocol.
-const Protocol = 1
+// Protocol is the version of the network process's protocol. 2: the
+// attach record's Endpoint.HostLoopback; a process of protocol 1 lets
+// every guest reach the host's loopback.
+const Protocol = 2
 
 // The network process's files in the state dir.
 const (
