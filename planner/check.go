@@ -5,7 +5,6 @@ import (
 	"maps"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -117,32 +116,12 @@ func secretTarget(target, source string) string {
 	return "/run/secrets/" + target
 }
 
-// restartProblem checks restart: and deploy.restart_policy.condition as
-// the supervisor reads them (reconcile.ParseRestart): a policy it cannot
-// parse would fail the VM's creation after others booted.
+// restartProblem is why the supervisor could not apply the service's
+// restart policy, or "": it would fail the VM's creation after others
+// booted.
 func restartProblem(svc types.ServiceConfig) string {
-	if r := svc.Restart; r != "" {
-		mode, count, _ := strings.Cut(r, ":")
-		switch mode {
-		case "no", "always", "unless-stopped":
-			if count != "" {
-				return fmt.Sprintf("restart: %q takes no count: use on-failure:N for a bounded policy", r)
-			}
-		case "on-failure":
-			if n, err := strconv.Atoi(count); count != "" && (err != nil || n < 0) {
-				return fmt.Sprintf("restart: %q: the count after on-failure: must be a number, 0 or more", r)
-			}
-		default:
-			return fmt.Sprintf("restart: %q is not a policy: use no, always, on-failure[:N] or unless-stopped", r)
-		}
-		return ""
-	}
-	if svc.Deploy != nil && svc.Deploy.RestartPolicy != nil {
-		switch c := svc.Deploy.RestartPolicy.Condition; c {
-		case "none", "on-failure", "any", "":
-		default:
-			return fmt.Sprintf("deploy.restart_policy.condition: %q: use none, on-failure or any", c)
-		}
+	if _, err := ParseRestart(svc); err != nil {
+		return err.Error()
 	}
 	return ""
 }

@@ -50,7 +50,7 @@ type InstanceState struct {
 	// Healthcheck and Restart are what the supervisor needs to run the
 	// instance without the compose file (after it restarted).
 	Healthcheck *types.HealthCheckConfig `json:"healthcheck,omitempty"`
-	Restart     RestartPolicy            `json:"restart_policy"`
+	Restart     planner.RestartPolicy    `json:"restart_policy"`
 	// Network joins the instance to the project's networks again.
 	Network *netproc.Record `json:"network,omitempty"`
 	// NetworkLost is set when the network process its VM's NICs were

@@ -275,9 +275,9 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	if err != nil {
 		return err
 	}
-	restart, err := reconcile.ParseRestart(svc)
+	restart, err := planner.ParseRestart(svc)
 	if err != nil {
-		return err
+		return reconcile.ServiceErrorf(op.Service, "%w", err)
 	}
 	fields, err := planner.ServiceFields(svc, prep.Image.Digest.String())
 	if err != nil {

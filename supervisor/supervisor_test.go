@@ -11,6 +11,7 @@ import (
 	"github.com/vmcompose/vmcompose/network"
 	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/network/netproc/netproctest"
+	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/vm"
 	"github.com/vmcompose/vmcompose/vm/vmfake"
@@ -126,7 +127,7 @@ func TestTransientFailureRestarts(t *testing.T) {
 			s := NewSupervisor(t.TempDir(), nil)
 			s.Runtime = &reconcile.Runtime{Driver: &vmfake.Driver{VMs: map[string]vm.State{"web-1": vm.StateRunning}}}
 			s.AgentWait = 50 * time.Millisecond // nothing answers on the fake VM's channel
-			in := s.instance(reconcile.InstanceState{VM: "web-1", Restart: reconcile.RestartPolicy{Mode: tc.policy}})
+			in := s.instance(reconcile.InstanceState{VM: "web-1", Restart: planner.RestartPolicy{Mode: tc.policy}})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go s.watch(ctx, in, false, done)
