@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 )
@@ -17,7 +18,7 @@ import (
 // planning (up, and down over everything running): errors are fine,
 // panics are not. The seeds are the corpus's compose files.
 func FuzzLoadPlan(f *testing.F) {
-	root := corpusDir(f)
+	root := testenv.Corpus(f)
 	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && (filepath.Ext(path) == ".yaml" || filepath.Ext(path) == ".yml") {
 			if b, err := os.ReadFile(path); err == nil {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vmcompose/vmcompose/internal/testenv"
 )
 
 var binary string
@@ -51,23 +53,11 @@ func run(t *testing.T, dir string, args ...string) (string, string, int) {
 	return stdout.String(), stderr.String(), code
 }
 
-func corpus(t *testing.T, parts ...string) string {
-	t.Helper()
-	dir, err := filepath.Abs(filepath.Join(append([]string{"../../../shared/corpus"}, parts...)...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("the compose corpus must be beside the checkout: %v", err)
-	}
-	return dir
-}
-
 // TestAwesomeCompose runs config and plan in every awesome-compose example
 // and checks that config's output is a project that loads back to the same
 // config hashes, and that plan covers every service.
 func TestAwesomeCompose(t *testing.T) {
-	root := corpus(t, "awesome-compose")
+	root := testenv.Corpus(t, "awesome-compose")
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +117,7 @@ func TestAwesomeCompose(t *testing.T) {
 }
 
 func TestCycleIsAClearError(t *testing.T) {
-	dir := corpus(t, "compose-go-fixtures", "loader", "testdata")
+	dir := testenv.Corpus(t, "compose-go-fixtures", "loader", "testdata")
 	stdout, stderr, code := run(t, dir, "-f", "compose-depends-on-cycle.yaml", "plan")
 	if code == 0 || stdout != "" {
 		t.Fatalf("exit %d, stdout %q", code, stdout)
@@ -139,7 +129,7 @@ func TestCycleIsAClearError(t *testing.T) {
 }
 
 func TestErrorsAreOneLine(t *testing.T) {
-	dir := corpus(t, "compose-go-fixtures", "schema")
+	dir := testenv.Corpus(t, "compose-go-fixtures", "schema")
 	_, stderr, code := run(t, dir, "-f", "using-variables.yaml", "config")
 	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
 	if code == 0 || !strings.HasPrefix(lines[len(lines)-1], "vmcompose: using-variables.yaml: error while interpolating") {
