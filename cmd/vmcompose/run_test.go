@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/term"
 
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/internal/testimage"
 	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/oci"
@@ -35,23 +36,14 @@ import (
 // so there a missing piece fails the test.
 func vmEnv(t testing.TB) []string {
 	t.Helper()
-	skip := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CI") == "true" {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		skip("no qemu-system-x86_64: run make setup")
-	}
+	testenv.LookPath(t, "qemu-system-x86_64", "run make setup")
 	dir, err := oci.DefaultDir()
 	if err != nil {
 		t.Fatal(err)
 	}
 	k, err := kernel.Find(dir)
 	if err != nil {
-		skip("no guest kernel: %v", err)
+		testenv.Missing(t, "no guest kernel: %v (run make setup)", err)
 	}
 	return []string{"VMCOMPOSE_KERNEL=" + k.Dir}
 }
