@@ -525,7 +525,9 @@ func TestRunPorts(t *testing.T) {
     ports: ["127.0.0.1:` + port + `:80"]
 `
 	os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644)
-	serve := "mkdir -p /www && echo hello from run > /www/index.html && httpd -p 80 -h /www && echo serving && sleep 6"
+	// The run serves until the test is done with it: vmcompose passes the
+	// SIGTERM on, and the trap ends the service.
+	serve := "trap 'exit 0' TERM; mkdir -p /www && echo hello from run > /www/index.html && httpd -p 80 -h /www && echo serving && while true; do sleep 0.1; done"
 	for _, tc := range []struct {
 		args    []string
 		open    string // the port that answers while the run serves
@@ -556,6 +558,7 @@ func TestRunPorts(t *testing.T) {
 				t.Errorf("%v: port %s answers %q; want it unpublished", tc.args, tc.refused, body)
 			}
 		}
+		c.Process.Signal(syscall.SIGTERM)
 		io.Copy(io.Discard, out)
 		if err := c.Wait(); err != nil {
 			t.Errorf("%v: %v\n%s", tc.args, err, stderr.String())
