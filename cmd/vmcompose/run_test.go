@@ -94,29 +94,12 @@ func (p *runProject) cmdIn(dir, compose, progress string, args ...string) *exec.
 			p.t.Fatal(err)
 		}
 	}
-	c := exec.Command(binary, append([]string{"--progress", progress}, args...)...)
-	c.Dir = dir
-	c.Env = append(os.Environ(), p.env...)
-	return c
+	return vmcompose(dir, p.env, append([]string{"--progress", progress}, args...)...)
 }
 
 func (p *runProject) run(compose string, args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
-	return p.output(p.cmd(compose, args...))
-}
-
-// output runs c and returns what it printed and its exit code.
-func (p *runProject) output(c *exec.Cmd) (stdout, stderr string, code int) {
-	p.t.Helper()
-	var o, e bytes.Buffer
-	c.Stdout, c.Stderr = &o, &e
-	err := c.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		p.t.Fatal(err)
-	}
-	return o.String(), e.String(), code
+	return output(p.t, p.cmd(compose, args...))
 }
 
 // configured is busybox with an image config that compose fields override.
