@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/internal/testimage"
 	"github.com/vmcompose/vmcompose/network"
 	"github.com/vmcompose/vmcompose/oci/rootfs"
@@ -46,12 +46,7 @@ var (
 
 func realGuest(t *testing.T) guestFiles {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("qemu-system-x86_64 missing (scripts/setup installs it)")
-		}
-		t.Skip("qemu-system-x86_64 missing")
-	}
+	testenv.LookPath(t, "qemu-system-x86_64", "scripts/setup installs it")
 	k := kerneltest.Kernel(t)
 	img := testimage.Busybox(t)
 	filesOnce.Do(func() {

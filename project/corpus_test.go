@@ -9,23 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 )
-
-// corpusDir is ../shared/corpus beside the checkout: real compose files
-// nobody here wrote.
-func corpusDir(t testing.TB) string {
-	t.Helper()
-	dir, err := filepath.Abs("../../shared/corpus")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("the compose corpus must be at %s (shared/ beside the checkout): %v", dir, err)
-	}
-	return dir
-}
 
 // corpus lists every compose file of the corpus with what loading it must
 // give: the number of services with the default profiles and with all
@@ -191,7 +178,7 @@ var awesomeWaves = map[string]struct{ services, waves int }{
 }
 
 func TestLoadCorpus(t *testing.T) {
-	root := corpusDir(t)
+	root := testenv.Corpus(t)
 	listed := map[string]bool{}
 	for _, tc := range corpus {
 		listed[tc.file] = true

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 )
@@ -17,7 +18,7 @@ import (
 // planning (up, and down over everything running): errors are fine,
 // panics are not. The seeds are the corpus's compose files.
 func FuzzLoadPlan(f *testing.F) {
-	root := corpusDir(f)
+	root := testenv.Corpus(f)
 	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && (filepath.Ext(path) == ".yaml" || filepath.Ext(path) == ".yml") {
 			if b, err := os.ReadFile(path); err == nil {
@@ -46,12 +47,32 @@ func FuzzLoadPlan(f *testing.F) {
 			return
 		}
 		_ = up.String()
+		// Carried out, the plan leaves every instance it does not block
+		// running its config: planning again must find nothing to do.
 		var running planner.Observed
 		for _, op := range up.Ops {
-			running.Instances = append(running.Instances, planner.Instance{Service: op.Service, Number: op.Number, State: planner.Running, Hash: op.Hash})
+			if op.Kind != planner.Blocked {
+				running.Instances = append(running.Instances, planner.Instance{Service: op.Service, Number: op.Number, State: planner.Running, Hash: op.Hash})
+			}
 		}
-		if _, err := planner.Up(desired, running, planner.Options{RemoveOrphans: true}); err != nil {
+		again, err := planner.Up(desired, running, planner.Options{RemoveOrphans: true})
+		if err != nil {
 			t.Fatalf("planning up over its own result: %v", err)
+		}
+		want := map[string]planner.Kind{}
+		for _, op := range up.Ops {
+			want[op.Instance] = planner.Nothing
+			if op.Kind == planner.Blocked {
+				want[op.Instance] = planner.Blocked // it still cannot run
+			}
+		}
+		if len(again.Ops) != len(up.Ops) {
+			t.Fatalf("planning up over its own result: %d operations, want %d\nfirst:\n%s\nagain:\n%s", len(again.Ops), len(up.Ops), up, again)
+		}
+		for _, op := range again.Ops {
+			if op.Kind != want[op.Instance] {
+				t.Fatalf("planning up over its own result: %s %s, want %q\nfirst:\n%s\nagain:\n%s", op.Kind, op.Instance, want[op.Instance], up, again)
+			}
 		}
 		down, err := planner.Down(desired, running, planner.DownOptions{RemoveOrphans: true})
 		if err != nil {

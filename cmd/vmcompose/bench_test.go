@@ -3,7 +3,6 @@ package main_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -16,9 +15,7 @@ import (
 func BenchmarkPlanProcess(b *testing.B) {
 	state := b.TempDir()
 	exec1 := func(b *testing.B, args ...string) {
-		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+state)
-		if out, err := cmd.CombinedOutput(); err != nil {
+		if out, err := vmcompose(".", []string{"XDG_STATE_HOME=" + state}, args...).CombinedOutput(); err != nil {
 			b.Fatalf("%v: %s", err, out)
 		}
 	}

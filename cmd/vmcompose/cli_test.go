@@ -3,11 +3,17 @@ package main_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/vmcompose/vmcompose/internal/testenv"
+	"github.com/vmcompose/vmcompose/planner"
+	"github.com/vmcompose/vmcompose/project"
 )
 
 var binary string
@@ -32,102 +38,139 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// run runs vmcompose in dir with a clean state dir and returns stdout,
-// stderr and the exit code.
-func run(t *testing.T, dir string, args ...string) (string, string, int) {
+// vmcompose prepares the CLI built by TestMain to run in dir, with env
+// added to the test's environment and the COMPOSE_* variables of whoever
+// runs the tests cleared. Every test runs the CLI through it.
+func vmcompose(dir string, env []string, args ...string) *exec.Cmd {
+	c := exec.Command(binary, args...)
+	c.Dir = dir
+	c.Env = append(os.Environ(), "COMPOSE_FILE=", "COMPOSE_PROJECT_NAME=", "COMPOSE_PROFILES=")
+	c.Env = append(c.Env, env...)
+	return c
+}
+
+// output runs c and returns what it printed and its exit code.
+func output(t testing.TB, c *exec.Cmd) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+t.TempDir(), "COMPOSE_FILE=", "COMPOSE_PROJECT_NAME=", "COMPOSE_PROFILES=")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
+	var o, e bytes.Buffer
+	c.Stdout, c.Stderr = &o, &e
+	err := c.Run()
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return stdout.String(), stderr.String(), code
+	return o.String(), e.String(), code
 }
 
-func corpus(t *testing.T, parts ...string) string {
+// run runs vmcompose in dir with an empty store and state dir of its own.
+func run(t *testing.T, dir string, args ...string) (string, string, int) {
 	t.Helper()
-	dir, err := filepath.Abs(filepath.Join(append([]string{"../../../shared/corpus"}, parts...)...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("the compose corpus must be beside the checkout: %v", err)
-	}
-	return dir
+	home := t.TempDir()
+	return output(t, vmcompose(dir, []string{"VMCOMPOSE_HOME=" + home, "XDG_STATE_HOME=" + filepath.Join(home, "state")}, args...))
 }
 
-// TestAwesomeCompose runs config and plan in every awesome-compose example
-// and checks that config's output is a project that loads back to the same
-// config hashes, and that plan covers every service.
+// TestAwesomeCompose loads and plans every awesome-compose example
+// in-process, as config and plan do: the project config renders loads back
+// to the same config hashes, up plans one operation per service, and down
+// with nothing recorded plans none. (project's TestLoadCorpus checks the
+// waves.) One example goes through the CLI, whose plan must be the one
+// planned here.
 func TestAwesomeCompose(t *testing.T) {
-	root := corpus(t, "awesome-compose")
+	root := testenv.Corpus(t, "awesome-compose")
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	env := []string{"HOME=" + os.Getenv("HOME")}
+	plans := map[string]*planner.Plan{}
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
 		}
-		n++
 		dir := filepath.Join(root, e.Name())
 		t.Run(e.Name(), func(t *testing.T) {
-			yaml, stderr, code := run(t, dir, "config")
-			if code != 0 {
-				t.Fatalf("config exited %d: %s", code, stderr)
-			}
-			hashes, _, code := run(t, dir, "config", "--hash", "*")
-			if code != 0 {
-				t.Fatalf("config --hash exited %d", code)
-			}
-			rendered := filepath.Join(t.TempDir(), "compose.yaml")
-			if err := os.WriteFile(rendered, []byte(yaml), 0o644); err != nil {
+			p, err := project.Load(t.Context(), project.Options{WorkingDir: dir, Env: env})
+			if err != nil {
 				t.Fatal(err)
 			}
-			again, stderr, code := run(t, dir, "-f", rendered, "--project-directory", dir, "config", "--hash", "*")
-			if code != 0 || again != hashes {
-				t.Errorf("config output does not load back to the same hashes (exit %d, %s):\n%s\nvs\n%s", code, stderr, hashes, again)
+			yaml, err := p.MarshalYAML()
+			if err != nil {
+				t.Fatalf("rendering: %v", err)
+			}
+			rendered := filepath.Join(t.TempDir(), "compose.yaml")
+			if err := os.WriteFile(rendered, yaml, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			again, err := project.Load(t.Context(), project.Options{Files: []string{rendered}, ProjectDir: dir, Env: env})
+			if err != nil {
+				t.Fatalf("loading the rendered project: %v\n%s", err, yaml)
+			}
+			if h, h2 := configHashes(t, p), configHashes(t, again); h != h2 {
+				t.Errorf("the rendered project does not load back to the same hashes:\n%s\nvs\n%s", h, h2)
 			}
 
-			services, _, _ := run(t, dir, "config", "--services")
-			plan, stderr, code := run(t, dir, "plan")
-			if code != 0 {
-				t.Fatalf("plan exited %d: %s", code, stderr)
+			desired := planner.Desired{Project: p.Project}
+			up, err := planner.Up(desired, planner.Observed{}, planner.Options{})
+			if err != nil {
+				t.Fatal(err)
 			}
-			for _, svc := range strings.Fields(services) {
-				if !strings.Contains(plan, " "+svc+"-1 ") {
-					t.Errorf("plan does not mention %s-1:\n%s", svc, plan)
+			plans[e.Name()] = up
+			instances := map[string]bool{}
+			for _, op := range up.Ops {
+				instances[op.Instance] = true
+			}
+			for _, svc := range p.ServiceNames() {
+				if !instances[svc+"-1"] {
+					t.Errorf("the plan has no operation on %s-1:\n%s", svc, up)
 				}
 			}
-			js, _, code := run(t, dir, "plan", "--format", "json")
-			var parsed struct {
-				Project    string
-				Operations []struct{ Kind, Instance string }
+			if len(up.Ops) != len(p.Services) {
+				t.Errorf("%d operations for %d services:\n%s", len(up.Ops), len(p.Services), up)
 			}
-			if code != 0 || json.Unmarshal([]byte(js), &parsed) != nil || len(parsed.Operations) != len(strings.Fields(services)) {
-				t.Errorf("plan --format json (exit %d):\n%s", code, js)
-			}
-			down, _, code := run(t, dir, "plan", "--down")
-			if code != 0 || !strings.Contains(down, "(down): nothing to do") {
-				t.Errorf("plan --down with nothing recorded (exit %d):\n%s", code, down)
+			down, err := planner.Down(desired, planner.Observed{}, planner.DownOptions{RemoveOrphans: true})
+			if err != nil || len(down.Ops) != 0 {
+				t.Errorf("down with nothing recorded: %v\n%s", err, down)
 			}
 		})
 	}
-	if n != 39 {
-		t.Errorf("%d awesome-compose examples, want 39", n)
+	if len(plans) != 39 {
+		t.Errorf("%d awesome-compose examples planned, want 39", len(plans))
+	}
+
+	// The wiring: the CLI plans the same, waves, hashes and all.
+	const example = "react-java-mysql"
+	want := plans[example]
+	if want == nil {
+		t.Fatalf("%s was not planned", example)
+	}
+	stdout, stderr, code := run(t, filepath.Join(root, example), "plan", "--format", "json")
+	var got planner.Plan
+	if err := json.Unmarshal([]byte(stdout), &got); code != 0 || err != nil {
+		t.Fatalf("plan --format json in %s: exit %d, %v\n%s%s", example, code, err, stdout, stderr)
+	}
+	if !reflect.DeepEqual(&got, want) {
+		t.Errorf("the CLI's plan of %s:\n%s\nwant:\n%s", example, &got, want)
 	}
 }
 
+// configHashes lists the config hash of each service of p, as config
+// --hash '*' prints them.
+func configHashes(t *testing.T, p *project.Project) string {
+	t.Helper()
+	var b strings.Builder
+	for _, name := range p.ServiceNames() {
+		f, err := planner.ServiceFields(p.Services[name], "")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		fmt.Fprintf(&b, "%s %s\n", name, f.Hash())
+	}
+	return b.String()
+}
+
 func TestCycleIsAClearError(t *testing.T) {
-	dir := corpus(t, "compose-go-fixtures", "loader", "testdata")
+	dir := testenv.Corpus(t, "compose-go-fixtures", "loader", "testdata")
 	stdout, stderr, code := run(t, dir, "-f", "compose-depends-on-cycle.yaml", "plan")
 	if code == 0 || stdout != "" {
 		t.Fatalf("exit %d, stdout %q", code, stdout)
@@ -139,7 +182,7 @@ func TestCycleIsAClearError(t *testing.T) {
 }
 
 func TestErrorsAreOneLine(t *testing.T) {
-	dir := corpus(t, "compose-go-fixtures", "schema")
+	dir := testenv.Corpus(t, "compose-go-fixtures", "schema")
 	_, stderr, code := run(t, dir, "-f", "using-variables.yaml", "config")
 	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
 	if code == 0 || !strings.HasPrefix(lines[len(lines)-1], "vmcompose: using-variables.yaml: error while interpolating") {
@@ -184,12 +227,9 @@ func TestPlanReadsRecordedState(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(state, "vmcompose", "demo", "state.json"), []byte(rec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "plan", "--remove-orphans")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+state)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v: %s", err, out)
+	out, stderr, code := output(t, vmcompose(dir, []string{"XDG_STATE_HOME=" + state}, "plan", "--remove-orphans"))
+	if code != 0 {
+		t.Fatalf("plan: exit %d: %s", code, stderr)
 	}
 	want := `project demo (up): 3 operations in 1 wave: 1 create, 1 start, 1 remove
 wave 1
@@ -197,7 +237,7 @@ wave 1
   2  remove  old-1  orphan: the service is no longer in the compose file
   3  create  web-1  new service
 `
-	if string(out) != want {
+	if out != want {
 		t.Errorf("plan:\n%s\nwant:\n%s", out, want)
 	}
 }

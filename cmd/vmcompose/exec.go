@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,14 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/terminal"
 	"github.com/vmcompose/vmcompose/supervisor"
 )
 
@@ -44,13 +42,9 @@ func runExec(c *cli.Context) error {
 		return fmt.Errorf("exec: name the service and the command to run")
 	}
 	spec := &agent.ExecSpec{Argv: c.Args().Tail(), Env: c.StringSlice("env"), User: c.String("user"), WorkingDir: c.String("workdir")}
-	stdinFd := int(os.Stdin.Fd())
-	spec.Tty = !c.Bool("no-TTY") && term.IsTerminal(stdinFd)
+	spec.Tty = !c.Bool("no-TTY") && terminal.IsTerminal(os.Stdin)
 	if spec.Tty {
-		spec.Rows, spec.Cols = 24, 80 // a terminal that does not know its size
-		if cols, rows, err := term.GetSize(stdinFd); err == nil && rows > 0 && cols > 0 {
-			spec.Rows, spec.Cols = uint16(rows), uint16(cols)
-		}
+		spec.Rows, spec.Cols = terminal.Size(os.Stdin)
 	}
 	code, err := execIn(c, c.Args().First(), c.Int("index"), spec, os.Stdin, c.App.Writer, c.App.ErrWriter)
 	if err != nil {
@@ -101,30 +95,10 @@ func execIn(c *cli.Context, service string, index int, spec *agent.ExecSpec, std
 		b, _ := io.ReadAll(resp.Body)
 		return 0, fmt.Errorf("%s", strings.TrimSpace(string(b)))
 	}
-	var wmu sync.Mutex
-	send := func(typ byte, payload []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		return agent.WriteFrame(conn, typ, payload)
-	}
+	in := agent.NewInput(conn)
 	if spec.Tty {
-		fd := int(os.Stdin.Fd())
-		if old, err := term.MakeRaw(fd); err == nil {
-			defer term.Restore(fd, old)
-		}
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for range winch {
-				if cols, rows, err := term.GetSize(fd); err == nil {
-					var b [4]byte
-					binary.BigEndian.PutUint16(b[:], uint16(rows))
-					binary.BigEndian.PutUint16(b[2:], uint16(cols))
-					send(agent.FrameResize, b[:])
-				}
-			}
-		}()
+		restore := terminal.Raw(os.Stdin, in)
+		defer restore()
 	} else {
 		// Signals go to the process, as docker compose exec forwards them.
 		sigs := make(chan os.Signal, 4)
@@ -132,41 +106,14 @@ func execIn(c *cli.Context, service string, index int, spec *agent.ExecSpec, std
 		defer signal.Stop(sigs)
 		go func() {
 			for sig := range sigs {
-				send(agent.FrameSignal, []byte(unix.SignalName(sig.(syscall.Signal))))
+				in.Signal(unix.SignalName(sig.(syscall.Signal)))
 			}
 		}()
 	}
-	go func() {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := stdin.Read(buf)
-			if n > 0 && send(agent.FrameStdin, buf[:n]) != nil {
-				return
-			}
-			if err != nil {
-				send(agent.FrameStdinEOF, nil)
-				return
-			}
-		}
-	}()
-	var buf []byte
-	for {
-		typ, payload, err := agent.ReadFrame(br, buf)
-		if err != nil {
-			return 0, fmt.Errorf("exec in %s: the connection ended early: %w", service, err)
-		}
-		buf = payload[:0]
-		switch typ {
-		case agent.FrameStdout:
-			stdout.Write(payload)
-		case agent.FrameStderr:
-			stderr.Write(payload)
-		case agent.FrameExit:
-			var st agent.ExitStatus
-			if err := json.Unmarshal(payload, &st); err != nil {
-				return 0, fmt.Errorf("exec in %s: exit status: %w", service, err)
-			}
-			return st.Code, nil
-		}
+	go in.SendStdin(stdin)
+	st, err := agent.ReadOutput(br, stdout, stderr)
+	if err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", service, err)
 	}
+	return st.Code, nil
 }

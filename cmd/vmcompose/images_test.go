@@ -24,15 +24,11 @@ import (
 // stdout and stderr, and failing the test on a non-zero exit.
 func vmc(t *testing.T, home, dir string, args ...string) (string, string) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "VMCOMPOSE_HOME="+home, "XDG_STATE_HOME="+filepath.Join(home, "state"))
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("vmcompose %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	stdout, stderr, code := output(t, vmcompose(dir, []string{"VMCOMPOSE_HOME=" + home, "XDG_STATE_HOME=" + filepath.Join(home, "state")}, args...))
+	if code != 0 {
+		t.Fatalf("vmcompose %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
 	}
-	return stdout.String(), stderr.String()
+	return stdout, stderr
 }
 
 // TestPullImagesPrune pulls a busybox image used by two services from an

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"os/signal"
@@ -19,9 +18,9 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/terminal"
 	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
@@ -128,7 +127,7 @@ func runRun(c *cli.Context) error {
 	}
 	prep.Guest.Tty, prep.Guest.OpenStdin = o.tty, o.stdin
 	if o.tty {
-		prep.Guest.Rows, prep.Guest.Cols = terminalSize(int(os.Stdin.Fd()))
+		prep.Guest.Rows, prep.Guest.Cols = terminal.Size(os.Stdin)
 	}
 	// The VM lives as long as this command: if vmcompose dies, so does it.
 	prep.Spec.DieWithController = true
@@ -168,7 +167,7 @@ func (o *runOptions) parse(c *cli.Context, svc types.ServiceConfig) error {
 	// docker compose run: stdin unless -i=false, and a terminal when
 	// both ends are one, unless -T.
 	o.stdin = c.Bool("interactive")
-	o.tty = o.stdin && !c.Bool("no-TTY") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
+	o.tty = o.stdin && !c.Bool("no-TTY") && terminal.IsTerminal(os.Stdin) && terminal.IsTerminal(os.Stdout)
 	return nil
 }
 
@@ -275,11 +274,12 @@ func runVM(c *cli.Context, rt *reconcile.Runtime, dir string, p *project.Project
 		}
 		defer in.Close()
 		if o.tty {
-			restore := rawTerminal(in)
+			// Every key, Ctrl-C included, goes to the guest's terminal.
+			restore := terminal.Raw(os.Stdin, in)
 			defer restore()
 		}
 		if o.stdin {
-			go copyStdin(in, os.Stdin)
+			go in.SendStdin(os.Stdin)
 		}
 	}
 	go forwardSignals(ctx, sigs, att, rt.Driver, o.vmName)
@@ -312,49 +312,6 @@ func forwardSignals(ctx context.Context, sigs <-chan os.Signal, att *reconcile.A
 		}
 		att.Client.Signal(ctx, unix.SignalName(sig.(syscall.Signal)))
 	}
-}
-
-// copyStdin sends r to the service's stdin and closes it at r's end.
-func copyStdin(in *agent.Input, r io.Reader) {
-	if _, err := io.Copy(in, r); err == nil || errors.Is(err, io.EOF) {
-		in.CloseStdin()
-	}
-}
-
-// rawTerminal puts the terminal on stdin in raw mode, so that every key,
-// Ctrl-C included, goes to the guest's terminal, and has the guest's
-// follow its size. It returns what restores the terminal.
-func rawTerminal(in *agent.Input) (restore func()) {
-	fd := int(os.Stdin.Fd())
-	old, err := term.MakeRaw(fd)
-	winch := make(chan os.Signal, 1)
-	signal.Notify(winch, syscall.SIGWINCH)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-winch:
-				in.Resize(terminalSize(fd))
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(winch)
-		close(done)
-		if err == nil {
-			term.Restore(fd, old)
-		}
-	}
-}
-
-// terminalSize is the size of the terminal fd, 24x80 when it cannot tell.
-func terminalSize(fd int) (rows, cols uint16) {
-	if w, h, err := term.GetSize(fd); err == nil && w > 0 && h > 0 {
-		return uint16(h), uint16(w)
-	}
-	return 24, 80
 }
 
 // exitCode makes vmcompose exit with a service's status and print nothing.

@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/term"
 
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/internal/testimage"
 	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/oci"
@@ -35,23 +36,14 @@ import (
 // so there a missing piece fails the test.
 func vmEnv(t testing.TB) []string {
 	t.Helper()
-	skip := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CI") == "true" {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		skip("no qemu-system-x86_64: run make setup")
-	}
+	testenv.LookPath(t, "qemu-system-x86_64", "run make setup")
 	dir, err := oci.DefaultDir()
 	if err != nil {
 		t.Fatal(err)
 	}
 	k, err := kernel.Find(dir)
 	if err != nil {
-		skip("no guest kernel: %v", err)
+		testenv.Missing(t, "no guest kernel: %v (run make setup)", err)
 	}
 	return []string{"VMCOMPOSE_KERNEL=" + k.Dir}
 }
@@ -102,29 +94,12 @@ func (p *runProject) cmdIn(dir, compose, progress string, args ...string) *exec.
 			p.t.Fatal(err)
 		}
 	}
-	c := exec.Command(binary, append([]string{"--progress", progress}, args...)...)
-	c.Dir = dir
-	c.Env = append(os.Environ(), p.env...)
-	return c
+	return vmcompose(dir, p.env, append([]string{"--progress", progress}, args...)...)
 }
 
 func (p *runProject) run(compose string, args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
-	return p.output(p.cmd(compose, args...))
-}
-
-// output runs c and returns what it printed and its exit code.
-func (p *runProject) output(c *exec.Cmd) (stdout, stderr string, code int) {
-	p.t.Helper()
-	var o, e bytes.Buffer
-	c.Stdout, c.Stderr = &o, &e
-	err := c.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		p.t.Fatal(err)
-	}
-	return o.String(), e.String(), code
+	return output(p.t, p.cmd(compose, args...))
 }
 
 // configured is busybox with an image config that compose fields override.
@@ -533,7 +508,9 @@ func TestRunPorts(t *testing.T) {
     ports: ["127.0.0.1:` + port + `:80"]
 `
 	os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644)
-	serve := "mkdir -p /www && echo hello from run > /www/index.html && httpd -p 80 -h /www && echo serving && sleep 6"
+	// The run serves until the test is done with it: vmcompose passes the
+	// SIGTERM on, and the trap ends the service.
+	serve := "trap 'exit 0' TERM; mkdir -p /www && echo hello from run > /www/index.html && httpd -p 80 -h /www && echo serving && while true; do sleep 0.1; done"
 	for _, tc := range []struct {
 		args    []string
 		open    string // the port that answers while the run serves
@@ -564,6 +541,7 @@ func TestRunPorts(t *testing.T) {
 				t.Errorf("%v: port %s answers %q; want it unpublished", tc.args, tc.refused, body)
 			}
 		}
+		c.Process.Signal(syscall.SIGTERM)
 		io.Copy(io.Discard, out)
 		if err := c.Wait(); err != nil {
 			t.Errorf("%v: %v\n%s", tc.args, err, stderr.String())

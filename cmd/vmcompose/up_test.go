@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
+
 	"github.com/vmcompose/vmcompose/internal/testimage"
 )
 
@@ -36,7 +38,7 @@ func (p *runProject) in(dir, compose string, args ...string) (stdout, stderr str
 // inWith is in with --progress progress.
 func (p *runProject) inWith(dir, compose, progress string, args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
-	return p.output(p.cmdIn(dir, compose, progress, args...))
+	return output(p.t, p.cmdIn(dir, compose, progress, args...))
 }
 
 func (p *runProject) ps(dir string) map[string]psEntry {
@@ -228,13 +230,15 @@ func TestUpLifecycle(t *testing.T) {
 		t.Errorf("exec: exit %d, stdout %q, stderr %s", code, out, stderr)
 	}
 	// With a terminal, exec gives the process one, of the same size.
-	if _, err := exec.LookPath("script"); err == nil {
-		c := exec.Command("script", "-qec", "stty rows 30 cols 100; "+binary+" --progress quiet exec web sh -c 'tty; stty size'", "/dev/null")
-		c.Dir, c.Env = dir, append(os.Environ(), p.env...)
-		out, err := c.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "/dev/pts/") || !strings.Contains(string(out), "30 100") {
-			t.Errorf("exec with a terminal: %v, output %q", err, out)
-		}
+	c := p.cmdIn(dir, "", "quiet", "exec", "web", "sh", "-c", "tty; stty size")
+	ptmx, err := pty.StartWithSize(c, &pty.Winsize{Rows: 30, Cols: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(ptmx) // until vmcompose, the terminal's last user, exits
+	ptmx.Close()
+	if err := c.Wait(); err != nil || !strings.Contains(string(out), "/dev/pts/") || !strings.Contains(string(out), "30 100") {
+		t.Errorf("exec with a terminal: %v, output %q", err, out)
 	}
 	if _, stderr, code := p.in(dir, "", "stop", "web"); code != 0 {
 		t.Fatalf("stop: %d %s", code, stderr)

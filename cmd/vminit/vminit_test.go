@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/internal/testimage"
 	"github.com/vmcompose/vmcompose/oci/rootfs"
 	"github.com/vmcompose/vmcompose/vm/initramfs"
@@ -68,13 +69,7 @@ func setup(t *testing.T) fixture {
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 		t.Skip("guests boot on linux/amd64 hosts only")
 	}
-	q, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("qemu-system-x86_64 is not installed (CI is set, so this fails instead of skipping)")
-		}
-		t.Skip("qemu-system-x86_64 is not installed")
-	}
+	q := testenv.LookPath(t, "qemu-system-x86_64", "scripts/setup installs it")
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		t.Skip("mkfs.ext4 is not installed (e2fsprogs): it formats the scratch disk")
 	}

@@ -262,14 +262,14 @@ func (c *Client) Exec(ctx context.Context, spec ExecSpec, stdio ExecIO) (*Proces
 	p := &Process{Pid: resp.Pid, in: Input{stream: s}, done: make(chan struct{})}
 	stop := context.AfterFunc(ctx, func() { abort(s) })
 	if stdio.Stdin != nil {
-		go p.copyStdin(stdio.Stdin)
+		go p.in.SendStdin(stdio.Stdin)
 	} else {
 		p.in.CloseStdin()
 	}
 	go func() {
 		defer close(p.done)
 		defer stop()
-		p.exit, p.err = p.readFrames(stdio.Stdout, stdio.Stderr)
+		p.exit, p.err = ReadOutput(s, stdio.Stdout, stdio.Stderr)
 		if p.err != nil && ctx.Err() != nil {
 			p.err = ctx.Err()
 		}
@@ -278,23 +278,10 @@ func (c *Client) Exec(ctx context.Context, spec ExecSpec, stdio ExecIO) (*Proces
 	return p, nil
 }
 
-func (p *Process) copyStdin(r io.Reader) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if p.in.writeFrame(FrameStdin, buf[:n]) != nil {
-				return
-			}
-		}
-		if err != nil {
-			p.in.CloseStdin()
-			return
-		}
-	}
-}
-
-func (p *Process) readFrames(stdout, stderr io.Writer) (ExitStatus, error) {
+// ReadOutput reads an exec's output frames from r, copying stdout and
+// stderr, until the exit frame, and returns the exit status. Nil stdout or
+// stderr discards.
+func ReadOutput(r io.Reader, stdout, stderr io.Writer) (ExitStatus, error) {
 	if stdout == nil {
 		stdout = io.Discard
 	}
@@ -303,7 +290,7 @@ func (p *Process) readFrames(stdout, stderr io.Writer) (ExitStatus, error) {
 	}
 	var buf []byte
 	for {
-		typ, payload, err := ReadFrame(p.in.stream, buf)
+		typ, payload, err := ReadFrame(r, buf)
 		if err != nil {
 			return ExitStatus{}, fmt.Errorf("exec stream: %w", noEOF(err))
 		}
@@ -333,9 +320,7 @@ func (p *Process) readFrames(stdout, stderr io.Writer) (ExitStatus, error) {
 func (p *Process) Resize(rows, cols uint16) error { return p.in.Resize(rows, cols) }
 
 // Signal sends a signal, by name, to the process.
-func (p *Process) Signal(sig string) error {
-	return p.in.writeFrame(FrameSignal, []byte(sig))
-}
+func (p *Process) Signal(sig string) error { return p.in.Signal(sig) }
 
 // Wait returns how the process ended, once it did and all its output was
 // copied. It does not wait for a Stdin reader that is blocked.
@@ -351,6 +336,11 @@ type Input struct {
 	stream net.Conn
 	wmu    sync.Mutex
 }
+
+// NewInput is an Input that writes its frames to conn, a stream that
+// carries them to a process: the supervisor relays an exec's frames over
+// its own connection.
+func NewInput(conn net.Conn) *Input { return &Input{stream: conn} }
 
 // Input opens the service's stdin and terminal. Writes reach its stdin when
 // the service was started with OpenStdin, Resize its terminal when with
@@ -378,6 +368,25 @@ func (in *Input) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// SendStdin copies r to the process's stdin and closes it at r's end. A
+// failed write (the process or the connection is gone) ends the copy and
+// leaves stdin as it is.
+func (in *Input) SendStdin(r io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := in.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			in.CloseStdin()
+			return
+		}
+	}
+}
+
 // CloseStdin closes the process's stdin: it reads EOF once it has read
 // what was written. It does nothing to a terminal.
 func (in *Input) CloseStdin() error { return in.writeFrame(FrameStdinEOF, nil) }
@@ -389,6 +398,9 @@ func (in *Input) Resize(rows, cols uint16) error {
 	binary.BigEndian.PutUint16(b[2:], cols)
 	return in.writeFrame(FrameResize, b[:])
 }
+
+// Signal sends a signal, by name, to the process.
+func (in *Input) Signal(sig string) error { return in.writeFrame(FrameSignal, []byte(sig)) }
 
 // Close detaches from the service's input; the service does not notice.
 func (in *Input) Close() error { return in.stream.Close() }

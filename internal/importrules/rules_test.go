@@ -57,6 +57,7 @@ var rules = []rule{
 	{pkg: "supervisor", why: "the daemon uses the vm.Driver interface, never a backend, and knows nothing of the CLI",
 		banned: []string{mod + "cmd/", mod + "vm/qemu"}},
 	{pkg: "guest/agent", why: "host and guest share the protocol; it depends on neither side", own: []string{}},
+	{pkg: "internal/terminal", why: "the terminal knows the host's terminal, not the agent or the CLI", own: []string{}},
 	{pkg: "cmd/vminit", why: "the guest must not depend on host packages", linuxOnly: true,
 		own: []string{"guest/", "vm/initramfs/modload"}},
 }

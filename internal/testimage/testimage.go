@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/vmcompose/vmcompose/internal/testenv"
 )
 
 // BusyboxPath is where Debian's busybox-static installs the binary.
@@ -224,15 +226,13 @@ func FromLayers(t testing.TB, layers ...v1.Layer) v1.Image {
 }
 
 // RequireBusybox returns the busybox binary, skipping the test when it is
-// missing, or failing it when CI=true (CI must install busybox-static).
+// missing, or failing it in CI (testenv.Missing: CI must install
+// busybox-static).
 func RequireBusybox(t testing.TB) []byte {
 	t.Helper()
 	b, err := os.ReadFile(BusyboxPath)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI (apt-get install busybox-static): %v", BusyboxPath, err)
-		}
-		t.Skipf("%s not found (install busybox-static): %v", BusyboxPath, err)
+		testenv.Missing(t, "%s not found (apt-get install busybox-static): %v", BusyboxPath, err)
 	}
 	return b
 }

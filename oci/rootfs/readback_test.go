@@ -18,6 +18,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/vmcompose/vmcompose/internal/testenv"
 )
 
 // fsFile is what a test compares for one path: read back from an ext4
@@ -49,12 +51,7 @@ func (f *fsFile) String() string {
 
 func requireTool(t *testing.T, name string) {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI (apt-get install e2fsprogs): %v", name, err)
-		}
-		t.Skipf("%s not found: %v", name, err)
-	}
+	testenv.LookPath(t, name, "apt-get install e2fsprogs")
 }
 
 // fsck runs e2fsck -fn and fails the test unless it exits 0.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/vm/initramfs"
 	"github.com/vmcompose/vmcompose/vm/initramfs/modload"
 	"github.com/vmcompose/vmcompose/vm/kernel"
@@ -346,13 +347,7 @@ func hostTSCkHz(t testing.TB) int {
 }
 
 func qemuBinary(t testing.TB) string {
-	q, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("qemu-system-x86_64 is not installed (CI is set, so this fails instead of skipping)")
-		}
-		t.Skip("qemu-system-x86_64 is not installed")
-	}
+	q := testenv.LookPath(t, "qemu-system-x86_64", "scripts/setup installs it")
 	if runtime.GOARCH != "amd64" {
 		t.Skip("the boot test knows only x86-64 guests")
 	}

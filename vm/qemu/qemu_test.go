@@ -5,9 +5,9 @@ package qemu_test
 import (
 	"log/slog"
 	"os"
-	"os/exec"
 	"testing"
 
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/vm"
 	"github.com/vmcompose/vmcompose/vm/kernel/kerneltest"
 	"github.com/vmcompose/vmcompose/vm/qemu"
@@ -16,12 +16,7 @@ import (
 
 func requireQEMU(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("qemu-system-x86_64 missing (scripts/setup installs it)")
-		}
-		t.Skip("qemu-system-x86_64 missing")
-	}
+	testenv.LookPath(t, "qemu-system-x86_64", "scripts/setup installs it")
 }
 
 func logger(t testing.TB) *slog.Logger {

@@ -2,17 +2,18 @@
 // vmcompose store, fetched there once when missing, so that every test run
 // after the first (and CI after its setup step) reuses it.
 //
-// It is for tests only; it imports testing and the oci store.
+// It is for tests only; it imports testing, internal/testenv and the oci
+// store.
 package kerneltest
 
 import (
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"sync"
 	"testing"
 
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/oci"
 	"github.com/vmcompose/vmcompose/vm/kernel"
 )
@@ -43,8 +44,8 @@ func Kernel(t testing.TB) *kernel.Kernel {
 		}
 		cached, err = kernel.Fetch(context.Background(), dir)
 	})
-	if errors.Is(err, kernel.ErrNotFound) && os.Getenv("CI") == "" {
-		t.Skipf("no guest kernel and no apt-get to fetch one: %v", err)
+	if errors.Is(err, kernel.ErrNotFound) {
+		testenv.Missing(t, "no guest kernel and no apt-get to fetch one: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -11,17 +11,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmcompose/vmcompose/internal/testenv"
 )
 
 // fsck runs e2fsck -fn on img and fails the test unless it exits 0.
 func fsck(t *testing.T, img string) {
 	t.Helper()
-	if _, err := exec.LookPath("e2fsck"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("e2fsck not found: %v", err)
-		}
-		t.Skip("e2fsck not found")
-	}
+	testenv.LookPath(t, "e2fsck", "apt-get install e2fsprogs")
 	out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput()
 	if err != nil {
 		t.Fatalf("e2fsck -fn %s: %v\n%s", img, err, out)
