@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,11 @@ const DefaultMaxSize int64 = 64 << 30
 // ErrTooLarge means the image inflates past the limit set with WithMaxSize
 // (or DefaultMaxSize). Retrying cannot help; raising the limit can.
 var ErrTooLarge = errors.New("image too large")
+
+// ErrDiffID means the image's layers are not the ones its config lists in
+// rootfs.diff_ids: a count that differs, or a layer whose uncompressed
+// content has another digest. The image is corrupt; retrying cannot help.
+var ErrDiffID = errors.New("layers do not match the image config")
 
 // Option configures Build and Ensure.
 type Option func(*options) error
@@ -56,6 +62,11 @@ func makeOptions(opts []Option) (options, error) {
 
 // Build flattens img's layers into a read-only ext4 image at dst.
 //
+// It checks the layers against the config as the OCI image spec asks: as
+// many rootfs.diff_ids as layers, and each layer's uncompressed content
+// hashing to its diff ID (hashed while it is unpacked anyway). A mismatch
+// is an error wrapping ErrDiffID that names the layer and both digests.
+//
 // It writes a temporary file in dst's directory, syncs it and renames it to
 // dst, so dst is either absent, the old file, or complete. On error or when
 // ctx is cancelled the temporary file is removed. Cancellation is noticed
@@ -74,6 +85,10 @@ func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err e
 	layers, err := img.Layers()
 	if err != nil {
 		return fmt.Errorf("layers of %s: %w", digest, err)
+	}
+	diffIDs, err := diffIDs(img, len(layers))
+	if err != nil {
+		return err
 	}
 
 	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
@@ -101,8 +116,14 @@ func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err e
 	t := newTree(w)
 	lim := &limits{ctx: ctx, max: o.maxSize}
 	for i, l := range layers {
-		if err := applyLayer(t, l, i, lim); err != nil {
+		got, err := applyLayer(t, l, i, lim)
+		if err != nil {
 			return err
+		}
+		if got != diffIDs[i] {
+			ld, _ := l.Digest()
+			return fmt.Errorf("%w: layer %d (%s) unpacks to %s, but the config's rootfs.diff_ids[%d] is %s: the image is corrupt; push a fixed image and pull it again",
+				ErrDiffID, i, ld, got, i, diffIDs[i])
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -162,10 +183,26 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func applyLayer(t *tree, l v1.Layer, index int, lim *limits) (err error) {
+// diffIDs returns the config's rootfs.diff_ids, which the OCI image spec
+// says list the digest of every layer's uncompressed content, in order.
+func diffIDs(img v1.Image, layers int) ([]v1.Hash, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("image config: %w", err)
+	}
+	if n := len(cfg.RootFS.DiffIDs); n != layers {
+		return nil, fmt.Errorf("%w: the config's rootfs.diff_ids lists %d layers, the manifest %d: the image is corrupt; push a fixed image and pull it again",
+			ErrDiffID, n, layers)
+	}
+	return cfg.RootFS.DiffIDs, nil
+}
+
+// applyLayer adds layer l to the tree and returns the digest of its
+// uncompressed content (its diff ID), hashed as it streams by.
+func applyLayer(t *tree, l v1.Layer, index int, lim *limits) (diffID v1.Hash, err error) {
 	digest, err := l.Digest()
 	if err != nil {
-		return fmt.Errorf("layer %d digest: %w", index, err)
+		return v1.Hash{}, fmt.Errorf("layer %d digest: %w", index, err)
 	}
 	defer func() {
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
@@ -174,10 +211,23 @@ func applyLayer(t *tree, l v1.Layer, index int, lim *limits) (err error) {
 	}()
 	rc, err := l.Uncompressed()
 	if err != nil {
-		return err
+		return v1.Hash{}, err
 	}
 	defer rc.Close()
-	tr := tar.NewReader(&countingReader{r: rc, lim: lim})
+	h := sha256.New()
+	stream := &countingReader{r: io.TeeReader(rc, h), lim: lim}
+	if err := applyEntries(t, tar.NewReader(stream), index, lim); err != nil {
+		return v1.Hash{}, err
+	}
+	// The tar reader stops at the end-of-archive marker; the diff ID
+	// covers the padding after it too.
+	if _, err := io.Copy(io.Discard, stream); err != nil {
+		return v1.Hash{}, err
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+func applyEntries(t *tree, tr *tar.Reader, index int, lim *limits) error {
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
