@@ -331,9 +331,6 @@ func (s *Store) store(ctx context.Context, in storeInput, o *options, rep *repor
 	if err := s.writeBytes(digest, raw); err != nil {
 		return Image{}, fmt.Errorf("manifest: %w", err)
 	}
-	if err := syncDir(s.path("blobs", "sha256")); err != nil {
-		return Image{}, err
-	}
 	d := v1.Descriptor{MediaType: mt, Size: int64(len(raw)), Digest: digest, Platform: &platform}
 	if err := s.record(n, d, in.source); err != nil {
 		return Image{}, err

@@ -8,11 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/oci/rootfs/internal/ext4"
 )
 
@@ -67,13 +66,14 @@ func makeOptions(opts []Option) (options, error) {
 // hashing to its diff ID (hashed while it is unpacked anyway). A mismatch
 // is an error wrapping ErrDiffID that names the layer and both digests.
 //
-// It writes a temporary file in dst's directory, syncs it and renames it to
-// dst, so dst is either absent, the old file, or complete. On error or when
+// It writes a temporary file in dst's directory and commits it with
+// atomicfile (fsync, rename, fsync of the directory), so dst is either
+// absent, the old file, or complete. On error or when
 // ctx is cancelled the temporary file is removed. Cancellation is noticed
 // between reads of a layer, so a layer whose reader blocks (a stalled
 // download) must be bounded by its own context. Building the same image
 // twice gives byte-identical files.
-func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err error) {
+func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) error {
 	o, err := makeOptions(opts)
 	if err != nil {
 		return err
@@ -91,20 +91,15 @@ func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err e
 		return err
 	}
 
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
+	tmp, err := atomicfile.Create(dst, 0o644)
 	if err != nil {
 		return fmt.Errorf("creating rootfs image: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer tmp.Cleanup()
 
 	// Room for the data plus generous metadata; this only sizes the
 	// descriptor table reserved at the start of the image.
-	w, err := ext4.NewWriter(tmp, min(2*o.maxSize+1<<30, 16<<40-ext4.BlockSize))
+	w, err := ext4.NewWriter(tmp.File, min(2*o.maxSize+1<<30, 16<<40-ext4.BlockSize))
 	if err != nil {
 		return err
 	}
@@ -132,27 +127,10 @@ func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err e
 	if _, err := w.Finish(t.root); err != nil {
 		return fmt.Errorf("writing ext4 metadata for %s: %w", digest, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("rootfs image: %w", err)
+	if err := tmp.Commit(); err != nil {
+		return fmt.Errorf("writing rootfs image: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("syncing rootfs image: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("closing rootfs image: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("renaming rootfs image: %w", err)
-	}
-	syncDir(filepath.Dir(dst))
 	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // best effort: not every platform syncs directories
-		d.Close()
-	}
 }
 
 // limits counts inflated bytes over all layers and watches ctx.
