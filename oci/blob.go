@@ -10,9 +10,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 )
 
 func (s *Store) blobPath(h v1.Hash) string {
@@ -50,34 +51,27 @@ func checkHash(h v1.Hash) error {
 }
 
 // writeBlob copies r into the store as blob h: into a temporary file in the
-// blob directory, then (size and, if verify, digest checked) fsynced and
-// renamed into place. On any error nothing is left behind. Pass verify=false
-// only for readers that verify the digest themselves before returning
-// io.EOF (go-containerregistry's remote layers do). onWrite, if set, is
-// called with each chunk's length. The caller fsyncs the blob directory
-// before recording anything that refers to the blob.
-func (s *Store) writeBlob(h v1.Hash, size int64, r io.Reader, verify bool, onWrite func(int)) (err error) {
+// blob directory, then (size and, if verify, digest checked) committed with
+// atomicfile: fsynced, renamed into place, the directory fsynced. On any
+// error nothing is left behind. Pass verify=false only for readers that
+// verify the digest themselves before returning io.EOF
+// (go-containerregistry's remote layers do). onWrite, if set, is called with
+// each chunk's length.
+func (s *Store) writeBlob(h v1.Hash, size int64, r io.Reader, verify bool, onWrite func(int)) error {
 	if err := checkHash(h); err != nil {
 		return err
 	}
-	dir := filepath.Dir(s.blobPath(h))
-	f, err := os.CreateTemp(dir, tmpPrefix+h.Hex[:12]+"-*")
+	f, err := atomicfile.Create(s.blobPath(h), 0o444)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
+	defer f.Cleanup()
 	var hasher hash.Hash
 	if verify {
 		hasher = sha256.New()
 	}
-	w := &blobWriter{f: f, h: hasher, onWrite: onWrite}
-	buf := make([]byte, 1<<20)
-	n, err := io.CopyBuffer(w, r, buf)
+	w := &blobWriter{f: f.File, h: hasher, onWrite: onWrite}
+	n, err := io.CopyBuffer(w, r, make([]byte, 1<<20))
 	if err != nil {
 		return err
 	}
@@ -89,19 +83,7 @@ func (s *Store) writeBlob(h v1.Hash, size int64, r io.Reader, verify bool, onWri
 			return terminal(ErrDigest, nil, "blob %s: content has digest sha256:%s", h, got)
 		}
 	}
-	if err = f.Chmod(0o444); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), s.blobPath(h)); err != nil {
-		return err
-	}
-	return nil
+	return f.Commit()
 }
 
 type blobWriter struct {

@@ -24,7 +24,8 @@
 //   - Content addressed: a blob already present is never downloaded or
 //     written again, whichever image or registry it comes with.
 //   - Crash safe: blobs and index.json are written to a temporary file in
-//     the same directory, verified, fsynced and renamed; a failed, killed or
+//     the same directory, verified, fsynced and renamed, and the directory
+//     fsynced (internal/atomicfile); a failed, killed or
 //     cancelled pull leaves no partial blob and no index change. Temporary
 //     files of killed processes are removed by the next Open (or Prune) that
 //     finds no pull running.

@@ -57,6 +57,10 @@ func terminal(kind, cause error, format string, args ...any) error {
 // become terminal errors that say what to check. Other errors pass through
 // unchanged (they were retried already where that made sense).
 func classify(err error) error {
+	var re *retryError
+	if errors.As(err, &re) {
+		return re // without the url.Error around it: the image names the request
+	}
 	var te *transport.Error
 	if !errors.As(err, &te) {
 		return err

@@ -126,9 +126,6 @@ func (s *Store) importFile(ctx context.Context, file string, o *options) ([]Imag
 			}
 		}
 	}
-	if err := syncDir(s.path("blobs", "sha256")); err != nil {
-		return nil, err
-	}
 	switch {
 	case layoutSeen && indexJSON != nil:
 		return s.importLayout(indexJSON, o, rep)

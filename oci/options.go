@@ -60,13 +60,18 @@ type options struct {
 	transport http.RoundTripper
 	logger    *slog.Logger
 	stall     time.Duration // a layer download with no data for this long is retried
+	clock     clock         // waits between attempts; tests replace it
 }
 
 // DefaultJobs is the number of blobs Pull downloads at once by default.
 const DefaultJobs = 4
 
-// DefaultBackoff is the retry schedule for 5xx, 429, timeouts and broken
-// connections: 5 attempts, waiting 0.5 s, 1.5 s, 4.5 s and 13.5 s between them.
+// DefaultBackoff is the retry schedule of every registry request answered
+// with a 5xx or 429 or failing with a timeout or broken connection: 5
+// attempts, waiting 0.5 s, 1.5 s, 4.5 s and 13.5 s (plus up to 10 % jitter)
+// between them, about 20 s in all. A Retry-After header of the registry
+// replaces the wait, capped at 10 s. A layer whose body breaks after a 200
+// is downloaded again on the same schedule.
 var DefaultBackoff = remote.Backoff{Duration: 500 * time.Millisecond, Factor: 3, Jitter: 0.1, Steps: 5}
 
 // HostPlatform is the default platform: linux on the host's architecture
@@ -85,6 +90,7 @@ func makeOptions(opts []Option) (*options, error) {
 		keychain: authn.DefaultKeychain,
 		logger:   discardLogger,
 		stall:    60 * time.Second,
+		clock:    realClock,
 	}
 	for _, opt := range opts {
 		if err := opt(o); err != nil {
@@ -196,8 +202,10 @@ func WithAuth(a authn.Authenticator) Option {
 	}
 }
 
-// WithRetryBackoff sets the retry schedule (default DefaultBackoff); Steps is
-// the number of attempts. Honoured by Pull.
+// WithRetryBackoff sets the retry schedule (default DefaultBackoff): Steps
+// is the number of attempts per request, Duration the first wait, Factor
+// what each later wait is multiplied by, Jitter the random part added (0.1:
+// up to 10 %). Honoured by Pull.
 func WithRetryBackoff(b remote.Backoff) Option {
 	return func(o *options) error {
 		if b.Steps < 1 || b.Duration < 0 {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 )
 
 // PruneReport says what Prune removed.
@@ -124,7 +126,7 @@ func (s *Store) prune(ctx context.Context, rep *PruneReport) error {
 		rep.Blobs++
 		rep.Bytes += info.Size()
 	}
-	if err := syncDir(blobDir); err != nil {
+	if err := atomicfile.SyncDir(blobDir); err != nil {
 		return err
 	}
 

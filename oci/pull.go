@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -36,9 +35,13 @@ import (
 //     or registry they came with; the others are downloaded WithJobs at a
 //     time, verified against their digest and size, fsynced and renamed
 //     into place, so a blob is either complete or absent;
-//   - 5xx, 429, timeouts and broken connections are retried with backoff
-//     (WithRetryBackoff); 401, 403 and 404 are not, and come back as errors
-//     wrapping ErrTerminal and ErrUnauthorized or ErrNotFound;
+//   - every request answered 5xx or 429 or failing with a timeout or broken
+//     connection is tried up to 5 times in about 20 s (WithRetryBackoff),
+//     honouring Retry-After up to 10 s; when the attempts run out the error
+//     says the status and the count ("registry answered 503 Service
+//     Unavailable 5 times in 19s (last: …)"). 401, 403 and 404 are not
+//     retried, and come back as errors wrapping ErrTerminal and
+//     ErrUnauthorized or ErrNotFound;
 //   - index.json changes only once every blob is in place, so a failed or
 //     cancelled pull leaves the recorded images as they were.
 //
@@ -112,12 +115,17 @@ func (s *Store) remoteOptions(ctx context.Context, o *options) []remote.Option {
 	if inner == nil {
 		inner = defaultTransport()
 	}
+	guarded := &plainHTTPGuard{inner: inner, insecure: o.insecure}
 	ropts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithPlatform(o.platform),
 		remote.WithJobs(o.jobs),
-		remote.WithRetryBackoff(o.backoff),
-		remote.WithTransport(&plainHTTPGuard{inner: inner, insecure: o.insecure}),
+		// retrier owns every retry; go-containerregistry's own retry
+		// transport, which would multiply the attempts, makes one.
+		remote.WithTransport(&retrier{inner: guarded, backoff: o.backoff, clock: o.clock, logger: o.logger}),
+		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
+		remote.WithRetryStatusCodes(),
+		remote.WithRetryPredicate(func(error) bool { return false }),
 		remote.WithUserAgent("vmcompose"),
 	}
 	if o.auth != nil {
@@ -147,8 +155,13 @@ func (s *Store) pull(ctx context.Context, r name.Reference, n string, o *options
 	ropts := s.remoteOptions(ctx, o)
 	if have != nil && have.desc.Annotations[AnnotationSource] != "" {
 		// Unchanged in the registry: one HEAD instead of the manifest GETs.
-		// Any HEAD failure falls through to the GET, which reports it.
-		if hd, err := remote.Head(r, ropts...); err == nil && hd.Digest.String() == have.desc.Annotations[AnnotationSource] {
+		// A HEAD failure falls through to the GET, which reports it, unless
+		// the retries ran out: the GET would only wait as long again.
+		hd, err := remote.Head(r, ropts...)
+		if re := (*retryError)(nil); errors.As(err, &re) {
+			return Image{}, re
+		}
+		if err == nil && hd.Digest.String() == have.desc.Annotations[AnnotationSource] {
 			if err := s.record(n, have.desc, hd.Digest); err != nil {
 				return Image{}, err
 			}
@@ -318,9 +331,6 @@ func (s *Store) store(ctx context.Context, in storeInput, o *options, rep *repor
 	if err := s.writeBytes(digest, raw); err != nil {
 		return Image{}, fmt.Errorf("manifest: %w", err)
 	}
-	if err := syncDir(s.path("blobs", "sha256")); err != nil {
-		return Image{}, err
-	}
 	d := v1.Descriptor{MediaType: mt, Size: int64(len(raw)), Digest: digest, Platform: &platform}
 	if err := s.record(n, d, in.source); err != nil {
 		return Image{}, err
@@ -349,48 +359,24 @@ func mergePlatform(cfg *v1.ConfigFile, hint *v1.Platform) v1.Platform {
 	return p
 }
 
-// fetchLayer downloads one layer into the store, retrying broken transfers
-// (truncated bodies, reset connections, timeouts) with the backoff; the
-// transport already retried 5xx and 429 responses.
+// fetchLayer downloads one layer into the store. The transport has retried
+// the GET already; fetchLayer restarts only a download whose body broke
+// (truncated, reset, stalled), as many times as the backoff has attempts.
 func (s *Store) fetchLayer(ctx context.Context, img v1.Image, ld v1.Descriptor, o *options, rep *reporter, verified bool, downloaded *atomic.Int64) error {
 	l, err := img.LayerByDigest(ld.Digest)
 	if err != nil {
 		return classify(err)
 	}
-	wait := o.backoff.Duration
 	for attempt := 1; ; attempt++ {
-		c := &counter{r: rep, digest: ld.Digest.String(), total: ld.Size}
-		err = func() error {
-			rc, err := l.Compressed()
-			if err != nil {
-				return err
-			}
-			defer rc.Close()
-			wd := watch(ctx, rc, o.stall)
-			defer wd.stop()
-			err = s.writeBlob(ld.Digest, ld.Size, rc, !verified, func(n int) {
-				wd.kick()
-				c.add(n)
-				downloaded.Add(int64(n))
-			})
-			if err != nil && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err != nil && wd.fired() {
-				return fmt.Errorf("no data for %s: %w", o.stall, errStalled)
-			}
-			return err
-		}()
-		if err == nil || ctx.Err() != nil || attempt >= o.backoff.Steps || !transient(err) {
+		var broken bool
+		broken, err = s.downloadLayer(ctx, l, ld, o, rep, verified, downloaded)
+		if err == nil || !broken || ctx.Err() != nil || attempt >= o.backoff.Steps || !transient(err) {
 			break
 		}
-		o.logger.Debug("retrying layer download", "digest", ld.Digest.String(), "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
+		o.logger.Debug("restarting layer download", "digest", ld.Digest.String(), "attempt", attempt, "err", err)
+		if err := o.clock.sleep(ctx, backoffDelay(o.backoff, attempt)); err != nil {
+			return err
 		}
-		wait = time.Duration(float64(wait) * o.backoff.Factor)
 	}
 	if err != nil {
 		err = classify(err)
@@ -399,6 +385,31 @@ func (s *Store) fetchLayer(ctx context.Context, img v1.Image, ld v1.Descriptor, 
 		}
 	}
 	return err
+}
+
+// downloadLayer makes one attempt at downloading layer l into the store;
+// broken reports that the registry answered but the body failed.
+func (s *Store) downloadLayer(ctx context.Context, l v1.Layer, ld v1.Descriptor, o *options, rep *reporter, verified bool, downloaded *atomic.Int64) (broken bool, err error) {
+	c := &counter{r: rep, digest: ld.Digest.String(), total: ld.Size}
+	rc, err := l.Compressed()
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	wd := watch(ctx, rc, o.stall)
+	defer wd.stop()
+	err = s.writeBlob(ld.Digest, ld.Size, rc, !verified, func(n int) {
+		wd.kick()
+		c.add(n)
+		downloaded.Add(int64(n))
+	})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return false, ctx.Err()
+	case err != nil && wd.fired():
+		return true, fmt.Errorf("no data for %s: %w", o.stall, errStalled)
+	}
+	return err != nil, err
 }
 
 var errStalled = errors.New("download stalled")
@@ -435,18 +446,11 @@ func (w *watchdog) stop() {
 	close(w.done)
 }
 
-// transient reports whether a failed transfer may succeed when tried again.
+// transient reports whether a broken download may succeed when tried again.
+// A request the transport gave up on is not tried again.
 func transient(err error) bool {
-	if errors.Is(err, ErrTerminal) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if re := (*retryError)(nil); errors.As(err, &re) {
 		return false
 	}
-	if errors.Is(err, errStalled) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
-		return true
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
+	return errors.Is(err, errStalled) || transientNet(err)
 }

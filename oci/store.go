@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/internal/flock"
 )
 
@@ -49,7 +50,7 @@ const (
 	indexLockFile = "index.json.lock"
 	gcLockFile    = "gc.lock"
 	rootfsDir     = "rootfs"
-	tmpPrefix     = ".tmp-"
+	tmpPrefix     = atomicfile.TempPrefix
 )
 
 // Store is the shared, content-addressed image store: an OCI image layout
@@ -145,7 +146,7 @@ func (s *Store) init() error {
 		}
 	}
 	if _, err := os.Stat(s.path(layoutFile)); errors.Is(err, fs.ErrNotExist) {
-		if err := writeFileAtomic(s.path(layoutFile), []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		if err := atomicfile.WriteFile(s.path(layoutFile), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
 			return err
 		}
 	} else if err != nil {
@@ -217,51 +218,7 @@ func (s *Store) updateIndex(fn func(*v1.IndexManifest) error) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.path(indexFile), append(b, '\n'))
-}
-
-// writeFileAtomic writes data to a temporary file next to path, fsyncs it and
-// renames it over path, then fsyncs the directory.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, tmpPrefix+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(s.path(indexFile), append(b, '\n'), 0o644)
 }
 
 // lock takes a flock on <dir>/<file>, waiting until ctx is done.

@@ -8,6 +8,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/internal/flock"
 )
 
@@ -52,7 +53,7 @@ func Ensure(ctx context.Context, img v1.Image, cacheDir string, opts ...Option) 
 	}
 	// Holding the lock, no one else is building this image: temp files
 	// left for it are from a builder that died.
-	if stale, err := filepath.Glob(filepath.Join(cacheDir, "."+filepath.Base(path)+".*.tmp")); err == nil {
+	if stale, err := filepath.Glob(filepath.Join(cacheDir, atomicfile.TempPrefix+filepath.Base(path)+"-*")); err == nil {
 		for _, f := range stale {
 			os.Remove(f)
 		}

@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/internal/testimage"
 )
 
@@ -149,8 +150,8 @@ func TestEnsureRemovesStaleTemp(t *testing.T) {
 	dir := t.TempDir()
 	img := testimage.Image(t, []testimage.Entry{testimage.File("f", 0o644, "x")})
 	digest, _ := img.Digest()
-	stale := filepath.Join(dir, "."+digest.Hex+".ext4.12345.tmp")
-	other := filepath.Join(dir, ".0123.ext4.12345.tmp")
+	stale := filepath.Join(dir, atomicfile.TempPrefix+digest.Hex+".ext4-12345")
+	other := filepath.Join(dir, atomicfile.TempPrefix+"0123.ext4-12345")
 	for _, f := range []string{stale, other} {
 		if err := os.WriteFile(f, []byte("half"), 0o600); err != nil {
 			t.Fatal(err)

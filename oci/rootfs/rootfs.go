@@ -4,14 +4,14 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/oci/rootfs/internal/ext4"
 )
 
@@ -21,6 +21,11 @@ const DefaultMaxSize int64 = 64 << 30
 // ErrTooLarge means the image inflates past the limit set with WithMaxSize
 // (or DefaultMaxSize). Retrying cannot help; raising the limit can.
 var ErrTooLarge = errors.New("image too large")
+
+// ErrDiffID means the image's layers are not the ones its config lists in
+// rootfs.diff_ids: a count that differs, or a layer whose uncompressed
+// content has another digest. The image is corrupt; retrying cannot help.
+var ErrDiffID = errors.New("layers do not match the image config")
 
 // Option configures Build and Ensure.
 type Option func(*options) error
@@ -56,13 +61,19 @@ func makeOptions(opts []Option) (options, error) {
 
 // Build flattens img's layers into a read-only ext4 image at dst.
 //
-// It writes a temporary file in dst's directory, syncs it and renames it to
-// dst, so dst is either absent, the old file, or complete. On error or when
+// It checks the layers against the config as the OCI image spec asks: as
+// many rootfs.diff_ids as layers, and each layer's uncompressed content
+// hashing to its diff ID (hashed while it is unpacked anyway). A mismatch
+// is an error wrapping ErrDiffID that names the layer and both digests.
+//
+// It writes a temporary file in dst's directory and commits it with
+// atomicfile (fsync, rename, fsync of the directory), so dst is either
+// absent, the old file, or complete. On error or when
 // ctx is cancelled the temporary file is removed. Cancellation is noticed
 // between reads of a layer, so a layer whose reader blocks (a stalled
 // download) must be bounded by its own context. Building the same image
 // twice gives byte-identical files.
-func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err error) {
+func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) error {
 	o, err := makeOptions(opts)
 	if err != nil {
 		return err
@@ -75,21 +86,20 @@ func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err e
 	if err != nil {
 		return fmt.Errorf("layers of %s: %w", digest, err)
 	}
+	diffIDs, err := diffIDs(img, len(layers))
+	if err != nil {
+		return err
+	}
 
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
+	tmp, err := atomicfile.Create(dst, 0o644)
 	if err != nil {
 		return fmt.Errorf("creating rootfs image: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer tmp.Cleanup()
 
 	// Room for the data plus generous metadata; this only sizes the
 	// descriptor table reserved at the start of the image.
-	w, err := ext4.NewWriter(tmp, min(2*o.maxSize+1<<30, 16<<40-ext4.BlockSize))
+	w, err := ext4.NewWriter(tmp.File, min(2*o.maxSize+1<<30, 16<<40-ext4.BlockSize))
 	if err != nil {
 		return err
 	}
@@ -101,8 +111,14 @@ func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err e
 	t := newTree(w)
 	lim := &limits{ctx: ctx, max: o.maxSize}
 	for i, l := range layers {
-		if err := applyLayer(t, l, i, lim); err != nil {
+		got, err := applyLayer(t, l, i, lim)
+		if err != nil {
 			return err
+		}
+		if got != diffIDs[i] {
+			ld, _ := l.Digest()
+			return fmt.Errorf("%w: layer %d (%s) unpacks to %s, but the config's rootfs.diff_ids[%d] is %s: the image is corrupt; push a fixed image and pull it again",
+				ErrDiffID, i, ld, got, i, diffIDs[i])
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -111,27 +127,10 @@ func Build(ctx context.Context, img v1.Image, dst string, opts ...Option) (err e
 	if _, err := w.Finish(t.root); err != nil {
 		return fmt.Errorf("writing ext4 metadata for %s: %w", digest, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("rootfs image: %w", err)
+	if err := tmp.Commit(); err != nil {
+		return fmt.Errorf("writing rootfs image: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("syncing rootfs image: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("closing rootfs image: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("renaming rootfs image: %w", err)
-	}
-	syncDir(filepath.Dir(dst))
 	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // best effort: not every platform syncs directories
-		d.Close()
-	}
 }
 
 // limits counts inflated bytes over all layers and watches ctx.
@@ -162,10 +161,26 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func applyLayer(t *tree, l v1.Layer, index int, lim *limits) (err error) {
+// diffIDs returns the config's rootfs.diff_ids, which the OCI image spec
+// says list the digest of every layer's uncompressed content, in order.
+func diffIDs(img v1.Image, layers int) ([]v1.Hash, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("image config: %w", err)
+	}
+	if n := len(cfg.RootFS.DiffIDs); n != layers {
+		return nil, fmt.Errorf("%w: the config's rootfs.diff_ids lists %d layers, the manifest %d: the image is corrupt; push a fixed image and pull it again",
+			ErrDiffID, n, layers)
+	}
+	return cfg.RootFS.DiffIDs, nil
+}
+
+// applyLayer adds layer l to the tree and returns the digest of its
+// uncompressed content (its diff ID), hashed as it streams by.
+func applyLayer(t *tree, l v1.Layer, index int, lim *limits) (diffID v1.Hash, err error) {
 	digest, err := l.Digest()
 	if err != nil {
-		return fmt.Errorf("layer %d digest: %w", index, err)
+		return v1.Hash{}, fmt.Errorf("layer %d digest: %w", index, err)
 	}
 	defer func() {
 		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
@@ -174,10 +189,23 @@ func applyLayer(t *tree, l v1.Layer, index int, lim *limits) (err error) {
 	}()
 	rc, err := l.Uncompressed()
 	if err != nil {
-		return err
+		return v1.Hash{}, err
 	}
 	defer rc.Close()
-	tr := tar.NewReader(&countingReader{r: rc, lim: lim})
+	h := sha256.New()
+	stream := &countingReader{r: io.TeeReader(rc, h), lim: lim}
+	if err := applyEntries(t, tar.NewReader(stream), index, lim); err != nil {
+		return v1.Hash{}, err
+	}
+	// The tar reader stops at the end-of-archive marker; the diff ID
+	// covers the padding after it too.
+	if _, err := io.Copy(io.Discard, stream); err != nil {
+		return v1.Hash{}, err
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+func applyEntries(t *tree, tr *tar.Reader, index int, lim *limits) error {
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {

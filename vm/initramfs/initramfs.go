@@ -23,6 +23,7 @@ import (
 	"github.com/vmcompose/vmcompose/vm/initramfs/modload"
 	"github.com/vmcompose/vmcompose/vm/kernel"
 
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/internal/flock"
 )
 
@@ -198,26 +199,10 @@ func build(ctx context.Context, k *kernel.Kernel, initBinary, cacheDir string, o
 		return final, nil // built by another process while we waited
 	}
 	removeStale(cacheDir)
-	tmp, err := os.CreateTemp(cacheDir, ".tmp-"+name+"-")
+	err = atomicfile.Write(final, 0o644, func(f *os.File) error {
+		return write(ctx, f, k, initBinary, mods, rules, o)
+	})
 	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name())
-	if err := write(ctx, tmp, k, initBinary, mods, rules, o); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
 		return "", err
 	}
 	o.logger.Info("initramfs built", "path", final, "modules", len(mods))
@@ -431,7 +416,7 @@ func addFile(cw *newcWriter, name string, perm uint32, src string) error {
 func removeStale(dir string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
+		if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -14,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/internal/flock"
 )
 
@@ -181,10 +181,10 @@ func fetch(ctx context.Context, storeDir, pkg, version string, o options) (*Kern
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(out, ManifestFile), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(out, ManifestFile), append(b, '\n'), 0o644); err != nil {
 		return nil, err
 	}
-	if err := syncDir(out); err != nil {
+	if err := atomicfile.SyncDir(out); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -193,7 +193,7 @@ func fetch(ctx context.Context, storeDir, pkg, version string, o options) (*Kern
 	if err := os.Rename(out, final); err != nil {
 		return nil, err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return nil, err
 	}
 	o.logger.Info("kernel ready", "version", version, "dir", final)
@@ -240,18 +240,6 @@ func removeStale(dir string, log *slog.Logger) {
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
-		return err
-	}
-	return nil
 }
 
 // run runs a command and returns its standard output; its standard error

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 )
 
 // Module is a loadable kernel module.
@@ -322,29 +324,5 @@ func WriteModulesDep(dir string) error {
 		}
 		buf.WriteByte('\n')
 	}
-	return writeFileAtomic(filepath.Join(dir, "modules.dep"), buf.Bytes())
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return atomicfile.WriteFile(filepath.Join(dir, "modules.dep"), buf.Bytes(), 0o644)
 }

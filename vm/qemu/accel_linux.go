@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 )
 
 // Accelerators.
@@ -76,10 +78,7 @@ func kvmWorks(ctx context.Context, qemuBin, kernel string, log *slog.Logger) boo
 	if cache != "" {
 		b, _ := json.Marshal(res)
 		if os.MkdirAll(filepath.Dir(cache), 0o755) == nil {
-			tmp := cache + fmt.Sprintf(".%d", os.Getpid())
-			if os.WriteFile(tmp, b, 0o644) == nil {
-				os.Rename(tmp, cache)
-			}
+			atomicfile.WriteFile(cache, b, 0o644) // a cache: losing it costs a probe
 		}
 	}
 	return res.KVM

@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/vm"
 )
 
@@ -282,7 +283,7 @@ func (d *Driver) Create(ctx context.Context, spec vm.Spec) (err error) {
 		}
 		return fmt.Errorf("creating VM %s: %w", spec.Name, err)
 	}
-	syncDir(d.root)
+	atomicfile.SyncDir(d.root) // best effort: the VM directory is complete either way
 	d.o.log.Debug("VM created", "vm", spec.Name, "dir", d.dir(spec.Name))
 	return nil
 }
@@ -975,35 +976,12 @@ func readJSON(path string, v any) error {
 	return nil
 }
 
-// writeJSON writes v to path atomically (temp file, fsync, rename).
+// writeJSON writes v to path atomically (atomicfile), readable by the
+// owner only: a spec holds the guest's environment.
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
-}
-
-func syncDir(dir string) {
-	if f, err := os.Open(dir); err == nil {
-		f.Sync()
-		f.Close()
-	}
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }

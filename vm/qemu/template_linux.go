@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/internal/flock"
 	"github.com/vmcompose/vmcompose/vm"
 	"github.com/vmcompose/vmcompose/vm/initramfs"
@@ -338,25 +339,17 @@ func writeTemplateInitrd(initrd, path string) error {
 		return err
 	}
 	defer src.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".initrd-")
-	if err != nil {
+	err = atomicfile.Write(path, 0o600, func(f *os.File) error {
+		if _, err := f.Write(ssdt); err != nil {
+			return err
+		}
+		_, err := io.Copy(f, src)
 		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(ssdt)
-	if err == nil {
-		_, err = io.Copy(tmp, src)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("template initramfs: %w", err)
 	}
-	return os.Rename(tmp.Name(), path)
+	return nil
 }
 
 // saveVM writes the VM's state to path. The VM is saved running (QEMU
