@@ -36,17 +36,21 @@ type InstanceState struct {
 	VM string `json:"vm"`
 	// Phase is created, starting, running or exited; the planner's State
 	// (running or stopped) is derived from the driver, not from it.
-	Phase      string     `json:"phase,omitempty"`
-	StartedAt  time.Time  `json:"started_at,omitzero"`
-	FinishedAt time.Time  `json:"finished_at,omitzero"`
-	ExitCode   *int       `json:"exit_code,omitempty"`
-	Error      string     `json:"error,omitempty"`
-	Health     string     `json:"health,omitempty"` // starting, healthy, unhealthy; empty without a healthcheck
-	Restarts   int        `json:"restarts,omitempty"`
-	Stopped    bool       `json:"stopped,omitempty"` // stopped on request: no restart policy applies
-	Image      string     `json:"image,omitempty"`
-	Command    []string   `json:"command,omitempty"`
-	Guest      agent.Spec `json:"guest"`
+	Phase      string    `json:"phase,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	ExitCode   *int      `json:"exit_code,omitempty"`
+	// Signal is the signal that killed the VM's VMM process under its
+	// service, which then could not say how it ended: ExitCode is
+	// 128+Signal, as docker reports a killed container.
+	Signal   int        `json:"signal,omitempty"`
+	Error    string     `json:"error,omitempty"`
+	Health   string     `json:"health,omitempty"` // starting, healthy, unhealthy; empty without a healthcheck
+	Restarts int        `json:"restarts,omitempty"`
+	Stopped  bool       `json:"stopped,omitempty"` // stopped on request: no restart policy applies
+	Image    string     `json:"image,omitempty"`
+	Command  []string   `json:"command,omitempty"`
+	Guest    agent.Spec `json:"guest"`
 	// Healthcheck and Restart are what the supervisor needs to run the
 	// instance without the compose file (after it restarted).
 	Healthcheck *types.HealthCheckConfig `json:"healthcheck,omitempty"`

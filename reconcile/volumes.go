@@ -1,11 +1,13 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -101,9 +103,13 @@ func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, d
 			if err != nil {
 				return Storage{}, err
 			}
+			data, err := vm.VolumeDataDir(path)
+			if err != nil {
+				return Storage{}, fmt.Errorf("volume %q: %w", cmp.Or(v.Source, v.Target), err)
+			}
 			serial := volumeSerial(path)
 			st.Disks = append(st.Disks, vm.Disk{Path: path, Serial: serial, ReadOnly: v.ReadOnly})
-			m := agent.Mount{Type: agent.MountDisk, Source: serial, Target: v.Target, ReadOnly: v.ReadOnly}
+			m := agent.Mount{Type: agent.MountDisk, Source: serial, Target: v.Target, ReadOnly: v.ReadOnly, Subpath: data}
 			if v.Volume != nil {
 				if v.Volume.Subpath != "" {
 					return Storage{}, fmt.Errorf("volume %q: subpath is not supported yet", v.Source)
@@ -191,7 +197,9 @@ func volumeImage(ctx context.Context, p *project.Project, v types.ServiceVolumeC
 	return path, ensureImage(ctx, VolumeDir(dir), path, size)
 }
 
-// ensureImage creates the ext4 image path (in d) unless it exists.
+// ensureImage creates the volume disk path (in d) unless it exists. It is
+// made aside and linked into place, so that a VM booting at the same time
+// (a read-only user of the volume) never sees it half made.
 func ensureImage(ctx context.Context, d, path string, size int64) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
@@ -199,7 +207,18 @@ func ensureImage(ctx context.Context, d, path string, size int64) error {
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return fmt.Errorf("volume: %w", err)
 	}
-	if err := vm.CreateScratch(ctx, path, size); err != nil && !errors.Is(err, os.ErrExist) {
+	f, err := os.CreateTemp(d, "."+filepath.Base(path)+".new-")
+	if err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	tmp := f.Name()
+	f.Close()
+	os.Remove(tmp)
+	defer os.Remove(tmp)
+	if err := vm.CreateVolume(ctx, tmp, size); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("volume: %w", err)
 	}
 	return nil

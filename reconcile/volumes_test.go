@@ -64,8 +64,8 @@ func TestVolumesMapping(t *testing.T) {
 	}
 	want := []agent.Mount{
 		{Type: agent.MountTmpfs, Target: "/run", Options: "size=1m,mode=1777"},
-		{Type: agent.MountDisk, Source: disks[0].Serial, Target: "/data", ReadOnly: true},
-		{Type: agent.MountDisk, Source: disks[1].Serial, Target: "/anon"},
+		{Type: agent.MountDisk, Source: disks[0].Serial, Target: "/data", ReadOnly: true, Subpath: vm.VolumeData},
+		{Type: agent.MountDisk, Source: disks[1].Serial, Target: "/anon", Subpath: vm.VolumeData},
 		{Type: agent.MountTmpfs, Target: "/t", Options: "size=1048576,mode=1777"},
 	}
 	if len(mounts) != len(want) {
@@ -75,6 +75,20 @@ func TestVolumesMapping(t *testing.T) {
 		if mounts[i] != want[i] {
 			t.Errorf("mount %d: %+v, want %+v", i, mounts[i], want[i])
 		}
+	}
+
+	// A volume made by an earlier version has its data at its root: the
+	// guest mounts that.
+	older := t.TempDir()
+	if err := os.MkdirAll(VolumeDir(older), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.CreateScratch(context.Background(), filepath.Join(VolumeDir(older), "data.img"), 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	ro := withVolumes("ro", vol(types.VolumeTypeVolume, "data", "/data", true))
+	if st, err := Volumes(context.Background(), volumeProject(ro), ro, older, "ro-1"); err != nil || len(st.Mounts) != 1 || st.Mounts[0].Subpath != "" {
+		t.Errorf("a volume with its data at its root: %+v, %v; want its root mounted", st.Mounts, err)
 	}
 
 	for _, c := range []struct {

@@ -137,7 +137,7 @@ func (s *Supervisor) watchIf(in *instance, boot bool) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	in.cancel, in.done = cancel, make(chan struct{})
 	if boot {
-		in.rec.Phase, in.rec.Error, in.rec.ExitCode = "starting", "", nil
+		in.rec.Phase, in.rec.Error, in.rec.ExitCode, in.rec.Signal = "starting", "", nil, 0
 		close(in.changed)
 		in.changed = make(chan struct{})
 	}
@@ -156,7 +156,7 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 	for {
 		if boot {
 			in.update(func(r *reconcile.InstanceState) {
-				r.Phase, r.Error, r.ExitCode = "starting", "", nil
+				r.Phase, r.Error, r.ExitCode, r.Signal = "starting", "", nil, 0
 				if in.health != nil {
 					r.Health = "starting"
 				}
@@ -233,11 +233,19 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 	begin := s.Now()
 	ended := func() (time.Duration, *int, error) {
 		fin, _ := d.Inspect(context.WithoutCancel(ctx), name)
+		killed := 0
+		if code == nil && fin.Signal != 0 {
+			// The VMM was killed under its service, as docker reports a
+			// killed container: 128+N.
+			killed = fin.Signal
+			c := 128 + killed
+			code = &c
+		}
 		in.mu.Lock()
 		in.client = nil
 		in.mu.Unlock()
 		in.update(func(r *reconcile.InstanceState) {
-			r.Phase, r.ExitCode, r.FinishedAt, r.State = "exited", code, fin.FinishedAt, planner.Stopped
+			r.Phase, r.ExitCode, r.FinishedAt, r.State, r.Signal = "exited", code, fin.FinishedAt, planner.Stopped, killed
 			if r.FinishedAt.IsZero() {
 				r.FinishedAt = s.Now()
 			}

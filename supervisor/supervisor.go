@@ -284,7 +284,8 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 // their instances to it again). QEMU's stream NICs do not reconnect, and a
 // VM left running would show as up with a dead network, which no up
 // repairs. So the VM is treated as a container that its runtime killed:
-// it ends with no exit status and its restart policy decides. always and
+// it ends killed (137, when this supervisor started it and so saw the
+// signal) and its restart policy decides. always and
 // unless-stopped boot it again on the new network process, as on-failure
 // does while its max_retries allow (the restart counts); no leaves it
 // exited until the next up, start or restart. ps shows what happened

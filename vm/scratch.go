@@ -3,9 +3,11 @@ package vm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -14,10 +16,62 @@ import (
 // mkfs.ext4 (e2fsprogs) on the host. The inode tables and journal are
 // initialised now, so that the guest's kernel does not spend its CPU on it.
 // path must not exist; on error nothing is left behind.
-func CreateScratch(ctx context.Context, path string, size int64) (err error) {
+func CreateScratch(ctx context.Context, path string, size int64) error {
+	return createExt4(ctx, path, size, "scratch", nil)
+}
+
+// VolumeLabel labels the ext4 file systems CreateVolume makes: their
+// data is in the directory VolumeData, not at their root.
+const VolumeLabel = "vmcompose-vol"
+
+// VolumeData is the directory of a volume disk's root that holds the
+// volume's data, and is what the guest mounts. The root also holds
+// lost+found, which ext4 wants (e2fsck -p and -y create it again when it
+// is missing) and which must not show in a new volume: programs such as
+// initdb refuse a data directory that is not empty.
+const VolumeData = "data"
+
+// CreateVolume makes path a sparse raw disk of size bytes for a volume:
+// an empty ext4 file system labelled VolumeLabel whose root holds
+// lost+found and the empty directory VolumeData (owned by root, mode
+// 0755, as docker makes a volume's _data). It needs mkfs.ext4 and debugfs
+// (e2fsprogs). path must not exist; on error nothing is left behind.
+func CreateVolume(ctx context.Context, path string, size int64) error {
+	return createExt4(ctx, path, size, VolumeLabel, []string{VolumeData})
+}
+
+// VolumeDataDir returns the directory of the volume disk at path that
+// holds the volume's data: VolumeData for the disks CreateVolume makes,
+// "" (the root) for any other ext4 image, such as the volumes earlier
+// versions made or an external volume made by hand.
+func VolumeDataDir(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("volume disk: %w", err)
+	}
+	defer f.Close()
+	// The superblock is at 1024: its magic at 0x38, its label (16 bytes,
+	// NUL-padded) at 0x78.
+	sb := make([]byte, 0x88)
+	if _, err := f.ReadAt(sb, 1024); err != nil {
+		return "", fmt.Errorf("volume disk %s: reading its superblock: %w", path, err)
+	}
+	if sb[0x38] != 0x53 || sb[0x39] != 0xef {
+		return "", fmt.Errorf("volume disk %s: not an ext4 file system", path)
+	}
+	if string(bytes.TrimRight(sb[0x78:0x88], "\x00")) == VolumeLabel {
+		return VolumeData, nil
+	}
+	return "", nil
+}
+
+// createExt4 makes path a sparse raw disk holding an empty ext4 file
+// system labelled label, in whose root debugfs then makes the
+// directories dirs.
+func createExt4(ctx context.Context, path string, size int64, label string, dirs []string) (err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("scratch disk: %w", err)
+		return fmt.Errorf("disk: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -26,29 +80,52 @@ func CreateScratch(ctx context.Context, path string, size int64) (err error) {
 	}()
 	if err := f.Truncate(size); err != nil {
 		f.Close()
-		return fmt.Errorf("scratch disk %s: %w", path, err)
+		return fmt.Errorf("disk %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("scratch disk %s: %w", path, err)
+		return fmt.Errorf("disk %s: %w", path, err)
 	}
-	mkfs, err := exec.LookPath("mkfs.ext4")
+	if _, err := e2fsprogs(ctx, "mkfs.ext4", "-F", "-q", "-m", "0", "-L", label,
+		"-E", "lazy_itable_init=0,lazy_journal_init=0", path); err != nil {
+		return fmt.Errorf("disk %s: %w", path, err)
+	}
+	for _, dir := range dirs {
+		// debugfs exits 0 whatever happens; it says what failed after
+		// its version line.
+		out, err := e2fsprogs(ctx, "debugfs", "-w", "-R", "mkdir "+dir, path)
+		if _, msg, _ := strings.Cut(out, "\n"); err == nil && msg != "" {
+			err = errors.New(msg)
+		}
+		if err != nil {
+			return fmt.Errorf("disk %s: debugfs making %s: %w", path, dir, err)
+		}
+	}
+	return nil
+}
+
+// e2fsprogs runs one of e2fsprogs' programs (mkfs.ext4, debugfs), found
+// in PATH or where Debian and Homebrew install them, and returns its
+// output.
+func e2fsprogs(ctx context.Context, name string, args ...string) (string, error) {
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		for _, p := range []string{"/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4", "/opt/homebrew/opt/e2fsprogs/sbin/mkfs.ext4", "/usr/local/opt/e2fsprogs/sbin/mkfs.ext4"} {
-			if _, serr := os.Stat(p); serr == nil {
-				mkfs, err = p, nil
+		for _, dir := range []string{"/sbin", "/usr/sbin", "/opt/homebrew/opt/e2fsprogs/sbin", "/usr/local/opt/e2fsprogs/sbin"} {
+			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
+				bin, err = filepath.Join(dir, name), nil
 				break
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("scratch disk %s: mkfs.ext4 (install e2fsprogs): %w", path, err)
+			return "", fmt.Errorf("%s (install e2fsprogs): %w", name, err)
 		}
 	}
-	cmd := exec.CommandContext(ctx, mkfs, "-F", "-q", "-m", "0", "-L", "scratch",
-		"-E", "lazy_itable_init=0,lazy_journal_init=0", path)
 	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("scratch disk %s: mkfs.ext4: %w: %s", path, err, strings.TrimSpace(out.String()))
+	err = cmd.Run()
+	msg := strings.TrimSpace(out.String())
+	if err != nil {
+		return msg, fmt.Errorf("%s: %w: %s", name, err, msg)
 	}
-	return nil
+	return msg, nil
 }

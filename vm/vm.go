@@ -144,6 +144,10 @@ type Status struct {
 	// run, zero when there was none.
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// Signal is the signal that ended the last run's VMM process (9 when
+	// it was SIGKILLed), 0 when it exited by itself or when nobody saw
+	// how it ended: only its parent, the Driver that started it, can.
+	Signal int `json:"signal,omitempty"`
 	// Agent is the host end of the guest's control channel: a unix socket
 	// path connected to the virtio-serial port named agent.PortName. Only
 	// one client at a time.

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 func psCommand() *cli.Command {
@@ -87,6 +89,9 @@ func runPs(c *cli.Context) error {
 				row.ExitCode = -1
 			}
 			row.Status = fmt.Sprintf("Exited (%d) %s ago", row.ExitCode, ago(st.FinishedAt))
+			if in.Signal != 0 {
+				notes = append(notes, "killed: the VM's process got "+unix.SignalName(syscall.Signal(in.Signal)))
+			}
 			if l := in.NetworkLost; l != nil {
 				notes = append(notes, "ended: its network process died; restart: "+cmp.Or(in.Restart.Mode, "no"))
 			}

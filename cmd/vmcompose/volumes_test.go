@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -211,5 +212,112 @@ volumes:
 	}
 	if left, _ := filepath.Glob(filepath.Join(state, "volumes", "anonymous", "*")); len(left) != 0 {
 		t.Errorf("anonymous volumes left after run --rm: %v", left)
+	}
+}
+
+// TestNewVolumeIsEmpty runs Debian's PostgreSQL with its data directory
+// on a new named volume, as its image is used (PGDATA at the mount
+// point): initdb refuses a directory that is not empty, so a new volume
+// must show nothing, not ext4's lost+found. The volume's disk passes
+// e2fsck -fn once the VM is off, the cluster is there after down and up,
+// and a read-only user sees the same files.
+func TestNewVolumeIsEmpty(t *testing.T) {
+	const pg = "/usr/lib/postgresql/15"
+	if _, err := os.Stat(pg + "/bin/initdb"); err != nil {
+		t.Skipf("Debian's postgresql-15 is not installed: %v", err)
+	}
+	p := newRunProject(t)
+	importExampleImage(t, p, "-ref", "vmcompose.local/postgres:15", "-busybox", "-ldd",
+		pg+"/bin/initdb", pg+"/bin/postgres", pg, "/usr/share/postgresql/15")
+	dir := filepath.Join(p.home, "pg")
+	p.cleanup(dir)
+	img := filepath.Join(p.home, "state", "vmcompose", "pg", "volumes", "pgdata.img")
+
+	// What the image's docker-entrypoint.sh does: the data directory
+	// becomes postgres's, initdb runs when there is no cluster yet.
+	const script = `set -e
+grep -q ^postgres: /etc/passwd 2>/dev/null || echo 'postgres:x:101:104::/var/lib/postgresql:/bin/sh' >> /etc/passwd
+echo "ls=$(ls -A "$PGDATA" | tr '\n' ' ')"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+	chown postgres "$PGDATA"
+	chmod 700 "$PGDATA"
+	su -s /bin/sh postgres -c "initdb -D '$PGDATA' --no-sync --no-instructions -A trust -U postgres --locale=C -E UTF8"
+	echo 'initdb ok'
+fi
+echo "version=$(cat "$PGDATA/PG_VERSION")"
+`
+	compose := `services:
+  db:
+    image: vmcompose.local/postgres:15
+    environment:
+      PGDATA: /var/lib/postgresql/data
+      PATH: ` + pg + `/bin:/usr/bin:/bin
+    command: ["sh", "-c", ` + quote(script) + `]
+    volumes: ["pgdata:/var/lib/postgresql/data"]
+    x-vm: {memory: 512m}
+volumes:
+  pgdata:
+    driver_opts: {size: 256m}
+`
+	reader := `services:
+  reader:
+    image: vmcompose.local/postgres:15
+    command: ["sh", "-c", "echo \"ro=$$(ls -A /var/lib/postgresql/data | tr '\\n' ' ')\"; cat /var/lib/postgresql/data/PG_VERSION"]
+    volumes: ["pgdata:/var/lib/postgresql/data:ro"]
+volumes:
+  pgdata:
+    driver_opts: {size: 256m}
+`
+	job := func(what, compose, service string) string {
+		t.Helper()
+		start := time.Now()
+		if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait"); code != 0 {
+			t.Fatalf("%s: up -d --wait: exit %d\n%s", what, code, stderr)
+		}
+		// ps may show the VM off a moment before its supervisor has
+		// recorded the exit code (-1 until then).
+		e := p.ps(dir)[service]
+		for deadline := time.Now().Add(3 * time.Minute); e.State != "exited" || e.ExitCode == -1; e = p.ps(dir)[service] {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s did not exit: %+v", what, service, e)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		out, _, _ := p.in(dir, "", "logs", "--no-log-prefix", service)
+		if e.ExitCode != 0 {
+			t.Fatalf("%s: %s exited with %d:\n%s", what, service, e.ExitCode, out)
+		}
+		t.Logf("%s: %s", what, time.Since(start))
+		return out
+	}
+	fsck := func(what string) {
+		t.Helper()
+		if out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput(); err != nil {
+			t.Errorf("%s: e2fsck -fn %s: %v\n%s", what, img, err, out)
+		}
+	}
+
+	out := job("first up", compose, "db")
+	if !strings.Contains(out, "ls=\n") || !strings.Contains(out, "initdb ok\n") || !strings.Contains(out, "version=15\n") {
+		t.Fatalf("first up: the new volume is not empty, or initdb failed:\n%s", out)
+	}
+	fsck("after the first run")
+	if _, stderr, code := p.in(dir, "", "down", "-t", "0"); code != 0 {
+		t.Fatalf("down: exit %d\n%s", code, stderr)
+	}
+	out = job("up after down", compose, "db")
+	if strings.Contains(out, "initdb ok") || !strings.Contains(out, "ls=PG_VERSION base global ") || !strings.Contains(out, "version=15\n") {
+		t.Errorf("up after down: the cluster is gone:\n%s", out)
+	}
+	if strings.Contains(out, "lost+found") {
+		t.Errorf("up after down: lost+found shows in the volume:\n%s", out)
+	}
+	fsck("after the second run")
+	if _, stderr, code := p.in(dir, "", "down", "-t", "0"); code != 0 {
+		t.Fatalf("down: exit %d\n%s", code, stderr)
+	}
+	out = job("read-only user", reader, "reader")
+	if !strings.Contains(out, "ro=PG_VERSION base global ") || strings.Contains(out, "lost+found") || !strings.HasSuffix(out, "\n15\n") {
+		t.Errorf("read-only user: not the cluster:\n%s", out)
 	}
 }

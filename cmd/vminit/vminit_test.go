@@ -30,6 +30,7 @@ import (
 	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/internal/testimage"
 	"github.com/vmcompose/vmcompose/oci/rootfs"
+	"github.com/vmcompose/vmcompose/vm"
 	"github.com/vmcompose/vmcompose/vm/initramfs"
 	"github.com/vmcompose/vmcompose/vm/kernel/kerneltest"
 )
@@ -82,6 +83,8 @@ func setup(t *testing.T) fixture {
 		testimage.Dir("srv/", 0o755),
 		testimage.Dir("srv/data/", 0o705),
 		testimage.File("srv/data/seed.txt", 0o640, "seed\n"),
+		testimage.Dir("srv/conf/", 0o755),
+		testimage.File("srv/conf/app.conf", 0o644, "conf\n"),
 	})
 	fixOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "vminit-test-")
@@ -175,7 +178,7 @@ func bootNoRoot(t *testing.T) *guest {
 
 // bootDisks starts a guest with the image's disk when asked, the scratch
 // disk at scratch unless it is "" (made when missing), and new empty ext4
-// disks with the given serials.
+// disks with the given serials (SERIAL=PATH: the disk image at PATH).
 func bootDisks(t *testing.T, withRoot bool, scratch string, volumes ...string) *guest {
 	t.Helper()
 	f := setup(t)
@@ -216,7 +219,11 @@ func bootDisks(t *testing.T, withRoot bool, scratch string, volumes ...string) *
 		disks["scratch"] = scratch
 	}
 	for i, serial := range volumes {
+		serial, path, _ := strings.Cut(serial, "=")
 		disk, ok := disks[serial]
+		if path != "" {
+			disk, ok = path, true
+		}
 		if !ok {
 			disk = filepath.Join(dir, serial+".ext4")
 		}
@@ -347,7 +354,13 @@ func (col *collected) wait(t *testing.T) string {
 // on the scratch disk) and reports exit status 3, then powers off.
 func TestServiceRunsAndExits(t *testing.T) {
 	t.Parallel()
-	g := boot(t, true, "vol1")
+	// vol1 is a volume of earlier versions, with its data at its root;
+	// vol2 a volume disk as vmcompose makes them now.
+	vol2 := filepath.Join(t.TempDir(), "vol2.img")
+	if err := vm.CreateVolume(context.Background(), vol2, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	g := boot(t, true, "vol1", "vol2="+vol2)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := g.dial(ctx)
@@ -375,6 +388,7 @@ echo "addr=$(ip -4 -o addr show dev eth0 | awk '{print $4}') mtu=$(cat /sys/clas
 echo "http=$(wget -q -O - http://10.0.2.100/)"
 echo "lo=$(ip -4 -o addr show dev lo | awk '{print $4}')"
 echo "volume=$(awk '$2 == "/srv/data" {print $3}' /proc/mounts) $(stat -c '%a' /srv/data) $(ls /srv/data | tr '\n' ' ')"
+echo "conf=$(awk '$2 == "/srv/conf" {print $3}' /proc/mounts) $(stat -c '%a' /srv/conf) $(ls -A /srv/conf | tr '\n' ' ')"
 echo "tmpfs=$(awk '$2 == "/cache" {print $3, $4}' /proc/mounts)"
 echo "secret=$(cat /run/secrets/token) $(stat -c '%a %u:%g' /run/secrets/token)"
 exit 3`
@@ -400,6 +414,7 @@ exit 3`
 		Mounts: []agent.Mount{
 			{Type: agent.MountTmpfs, Target: "/cache", Options: "size=1m,mode=1777"},
 			{Type: agent.MountDisk, Source: "vol1", Target: "/srv/data"},
+			{Type: agent.MountDisk, Source: "vol2", Target: "/srv/conf", Subpath: vm.VolumeData},
 		},
 		Files:           []agent.File{{Path: "/run/secrets/token", Content: []byte("s3cret"), Mode: 0o400, UID: 1000, GID: 1000}},
 		Networks:        []agent.Interface{{MAC: testMAC, Addresses: []string{"10.0.2.15/24"}, Gateway: "10.0.2.2", MTU: 1400}},
@@ -437,6 +452,7 @@ exit 3`
 		"http=hello from the host\n",
 		"lo=127.0.0.1/8\n",
 		"volume=ext4 705 lost+found seed.txt \n",
+		"conf=ext4 755 app.conf \n",
 		"tmpfs=tmpfs rw,nosuid,nodev,relatime,size=1024k",
 		"secret=s3cret 400 1000:1000\n",
 	} {
@@ -454,6 +470,14 @@ exit 3`
 		t.Error("the console leaked into the service's stdout")
 	}
 	g.waitPoweroff(20 * time.Second)
+	// The copy went into vol2's data directory, which is all the guest
+	// saw of it.
+	if out, err := exec.Command("debugfs", "-R", "ls /data", vol2).Output(); err != nil || !strings.Contains(string(out), "app.conf") {
+		t.Errorf("vol2's data directory: %v %s", err, out)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", vol2).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn vol2: %v\n%s", err, out)
+	}
 	t.Logf("agent connected %v after qemu start, service started at %v, powered off at %v",
 		dialed.Round(time.Millisecond), started.Round(time.Millisecond), time.Since(g.booted).Round(time.Millisecond))
 }

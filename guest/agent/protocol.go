@@ -193,12 +193,15 @@ type Mount struct {
 	Options string `json:"options,omitempty"`
 	// Subpath, for a virtiofs mount, is the entry of the share to mount at
 	// Target instead of the share's root: a file or a directory, which
-	// Target is made as when it is missing. The share itself shows nowhere
-	// else in the guest.
+	// Target is made as when it is missing. For a disk, it is the
+	// directory of its file system to mount (a volume's data directory,
+	// vm.VolumeData), empty for the root. The share or the disk itself
+	// shows nowhere else in the guest.
 	Subpath string `json:"subpath,omitempty"`
 	// NoCopy is compose's `volume.nocopy`. Without it, an empty disk
-	// volume (nothing but lost+found) first gets a copy of what the image
-	// has at Target, with its owner and mode, as docker does.
+	// volume (an empty Subpath directory; nothing but lost+found at a
+	// root) mounted read-write first gets a copy of what the image has at
+	// Target, with its owner and mode, as docker does.
 	NoCopy bool `json:"nocopy,omitempty"`
 }
 

@@ -70,8 +70,8 @@ func mountVolume(m agent.Mount, disks map[string]string) error {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
-	if m.Type == agent.MountDisk && !m.NoCopy && imageHad {
-		return mountWithCopyUp(src, target, flags, m.Options)
+	if m.Type == agent.MountDisk {
+		return mountDisk(src, target, m, flags, !m.NoCopy && imageHad)
 	}
 	if err := unix.Mount(src, target, fstype, flags, m.Options); err != nil {
 		return fmt.Errorf("mounting %s %s: %w", fstype, src, err)
@@ -121,37 +121,33 @@ func mountShareEntry(m agent.Mount, target string, flags uintptr) error {
 	return nil
 }
 
-// mountWithCopyUp mounts an ext4 volume at target, first copying what the
-// image has at target into it when the volume is empty.
-func mountWithCopyUp(dev, target string, flags uintptr, opts string) error {
-	tmp, err := os.MkdirTemp("/run", "volume-")
+// mountDisk mounts the directory m.Subpath of the ext4 disk dev (its
+// root when empty) at target: the disk is mounted aside, the directory
+// bound at target and the disk unmounted from aside, so that only the
+// directory shows (not a volume's lost+found, at the disk's root). With
+// copyUp, an empty volume mounted read-write first gets a copy of what
+// the image has at target; a read-only one cannot take it.
+func mountDisk(dev, target string, m agent.Mount, flags uintptr, copyUp bool) error {
+	stage, err := os.MkdirTemp("/run", "volume-")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp)
-	if err := unix.Mount(dev, tmp, "ext4", 0, opts); err != nil {
+	defer os.Remove(stage)
+	if err := unix.Mount(dev, stage, "ext4", flags, m.Options); err != nil {
 		return fmt.Errorf("mounting ext4 %s: %w", dev, err)
 	}
-	empty := true
-	ents, err := os.ReadDir(tmp)
-	if err != nil {
-		unix.Unmount(tmp, 0)
-		return err
+	defer unix.Unmount(stage, unix.MNT_DETACH)
+	src := filepath.Join(stage, filepath.Clean("/"+m.Subpath))
+	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
+		return fmt.Errorf("ext4 %s has no directory %s: %v", dev, m.Subpath, err)
 	}
-	for _, e := range ents {
-		if e.Name() != "lost+found" {
-			empty = false
-		}
-	}
-	if empty {
-		if err := copyTree(target, tmp); err != nil {
-			unix.Unmount(tmp, 0)
+	if copyUp && flags&unix.MS_RDONLY == 0 && volumeEmpty(src, m.Subpath == "") {
+		if err := copyTree(target, src); err != nil {
 			return fmt.Errorf("copying the image's %s into the volume: %w", target, err)
 		}
 	}
-	if err := unix.Mount(tmp, target, "", unix.MS_MOVE, ""); err != nil {
-		unix.Unmount(tmp, 0)
-		return fmt.Errorf("moving the volume to %s: %w", target, err)
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding ext4 %s at %s: %w", dev, target, err)
 	}
 	if flags&unix.MS_RDONLY != 0 {
 		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
@@ -159,6 +155,21 @@ func mountWithCopyUp(dev, target string, flags uintptr, opts string) error {
 		}
 	}
 	return nil
+}
+
+// volumeEmpty reports whether the volume directory dir holds nothing; at
+// a file system's root, lost+found does not count.
+func volumeEmpty(dir string, root bool) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if !root || e.Name() != "lost+found" {
+			return false
+		}
+	}
+	return true
 }
 
 func hasEntries(dir string) bool {

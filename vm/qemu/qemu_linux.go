@@ -144,9 +144,10 @@ type Driver struct {
 // goroutine locked to the thread that forked it (PR_SET_PDEATHSIG fires
 // when that thread ends, not the process).
 type child struct {
-	pid   int
-	start uint64
-	done  chan struct{}
+	pid    int
+	start  uint64
+	reaped chan struct{} // closed once its exit is recorded
+	done   chan struct{} // closed once its virtiofsd processes ended too
 }
 
 // New returns a driver whose VMs live under root, which it creates.
@@ -234,6 +235,7 @@ type exit struct {
 	Pid        int       `json:"pid"`
 	PidStart   uint64    `json:"pid_start"`
 	FinishedAt time.Time `json:"finished_at"`
+	Signal     int       `json:"signal,omitempty"` // what killed qemu, when the Driver that reaped it saw one
 }
 
 func (d *Driver) dir(name string) string { return filepath.Join(d.root, name) }
@@ -567,13 +569,14 @@ func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithControll
 			res <- result{err: fmt.Errorf("reading qemu's start time: %w", err)}
 			return
 		}
-		c := &child{pid: cmd.Process.Pid, start: start, done: make(chan struct{})}
+		c := &child{pid: cmd.Process.Pid, start: start, reaped: make(chan struct{}), done: make(chan struct{})}
 		d.mu.Lock()
 		d.children[filepath.Base(dir)] = c
 		d.mu.Unlock()
 		res <- result{c: c}
 		cmd.Wait()
-		markExit(dir, c.pid, c.start)
+		markExit(dir, c.pid, c.start, killedBy(cmd.ProcessState))
+		close(c.reaped)
 		if shares {
 			d.reapDaemons(dir, c.start, virtiofsdGrace)
 		}
@@ -588,13 +591,27 @@ func (d *Driver) spawn(dir string, args []string, logf *os.File, dieWithControll
 	return r.c, r.err
 }
 
-// markExit records the end of the run of pid/start, unless recorded.
-func markExit(dir string, pid int, start uint64) {
+// markExit records the end of the run of pid/start, unless recorded, and
+// the signal that ended it when the reaper saw one: another process (or
+// Inspect) may have noticed the end first, without knowing how it came.
+func markExit(dir string, pid int, start uint64, signal int) {
 	var e exit
 	if readJSON(filepath.Join(dir, exitFile), &e) == nil && e.Pid == pid && e.PidStart == start {
+		if signal != 0 && e.Signal == 0 {
+			e.Signal = signal
+			writeJSON(filepath.Join(dir, exitFile), e)
+		}
 		return
 	}
-	writeJSON(filepath.Join(dir, exitFile), exit{Pid: pid, PidStart: start, FinishedAt: time.Now().UTC()})
+	writeJSON(filepath.Join(dir, exitFile), exit{Pid: pid, PidStart: start, FinishedAt: time.Now().UTC(), Signal: signal})
+}
+
+// killedBy is the signal that ended a reaped process, 0 when it exited.
+func killedBy(ps *os.ProcessState) int {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return int(ws.Signal())
+	}
+	return 0
 }
 
 func (d *Driver) accel(ctx context.Context, kernel string) string {
@@ -641,7 +658,7 @@ func (d *Driver) waitExit(ctx context.Context, name string, r run) error {
 	if err := waitGone(ctx, r.Pid, r.PidStart); err != nil {
 		return err
 	}
-	markExit(d.dir(name), r.Pid, r.PidStart)
+	markExit(d.dir(name), r.Pid, r.PidStart, 0)
 	if spec, err := d.readSpec(name); err == nil && len(spec.Shares) > 0 {
 		d.reapDaemons(d.dir(name), r.PidStart, virtiofsdGrace)
 	}
@@ -833,15 +850,31 @@ func (d *Driver) Inspect(ctx context.Context, name string) (vm.Status, error) {
 		return st, nil
 	}
 	st.State = vm.StateExited
+	d.awaitReaper(ctx, name, r)
 	var e exit
 	if readJSON(d.path(name, exitFile), &e) != nil || e.Pid != r.Pid || e.PidStart != r.PidStart {
 		// Ended while no Driver watched it (for example the host
 		// rebooted): record when it was noticed.
-		markExit(d.dir(name), r.Pid, r.PidStart)
+		markExit(d.dir(name), r.Pid, r.PidStart, 0)
 		readJSON(d.path(name, exitFile), &e)
 	}
-	st.FinishedAt = e.FinishedAt
+	st.FinishedAt, st.Signal = e.FinishedAt, e.Signal
 	return st, nil
+}
+
+// awaitReaper waits until this Driver's reaper recorded how the run r
+// ended, when this Driver started it: a process is not running as soon
+// as it is a zombie, but only its reaper learns what signal ended it.
+func (d *Driver) awaitReaper(ctx context.Context, name string, r run) {
+	d.mu.Lock()
+	c := d.children[name]
+	d.mu.Unlock()
+	if c != nil && c.pid == r.Pid && c.start == r.PidStart {
+		select {
+		case <-c.reaped:
+		case <-ctx.Done():
+		}
+	}
 }
 
 // Wait implements vm.Waiter.

@@ -87,12 +87,19 @@ type template struct {
 	initrd string
 	meta   string
 	failed string
+	lock   string // held while the template is built
+	build  string // the folder of the VM a build boots
 }
 
 func (d *Driver) templateFiles(key string) *template {
 	p := filepath.Join(d.o.templates, key)
-	return &template{key: key, snap: p + ".snap", ram: p + ".ram", initrd: p + ".initrd", meta: p + ".json", failed: p + ".failed"}
+	return &template{key: key, snap: p + ".snap", ram: p + ".ram", initrd: p + ".initrd", meta: p + ".json", failed: p + ".failed",
+		lock: p + ".lock", build: filepath.Join(d.o.templates, buildPrefix+key)}
 }
+
+// buildPrefix starts the name of a build's folder in the templates
+// directory; the template's key follows.
+const buildPrefix = ".build-"
 
 // remove deletes the template's files.
 func (t *template) remove() {
@@ -186,7 +193,7 @@ func (d *Driver) template(ctx context.Context, spec vm.Spec, accel string) *temp
 		d.o.log.Warn("templates", "err", err)
 		return nil
 	}
-	unlock, err := flock.Lock(ctx, filepath.Join(d.o.templates, key+".lock"), false)
+	unlock, err := flock.Lock(ctx, t.lock, false)
 	if err != nil {
 		return nil
 	}
@@ -234,8 +241,11 @@ func (d *Driver) buildTemplate(ctx context.Context, spec vm.Spec, accel string, 
 	if err := writeTemplateInitrd(spec.Initramfs, t.initrd); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp(d.o.templates, ".build-"+t.key[:12]+"-")
-	if err != nil {
+	// The caller holds the key's lock: a folder of this name is what an
+	// interrupted build of the key left.
+	dir := t.build
+	os.RemoveAll(dir)
+	if err := os.Mkdir(dir, 0o755); err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
@@ -495,17 +505,43 @@ func (d *Driver) removeStaleTemplates() {
 				d.o.log.Info("removing a template whose inputs changed", "template", t.snap, "input", in.Path)
 				t.remove()
 				os.Remove(t.failed)
-				os.Remove(filepath.Join(d.o.templates, t.key+".lock"))
+				os.Remove(t.lock)
 				break
 			}
 		}
 	}
-	builds, _ := filepath.Glob(filepath.Join(d.o.templates, ".build-*"))
+	builds, _ := filepath.Glob(filepath.Join(d.o.templates, buildPrefix+"*"))
 	for _, b := range builds {
+		d.removeStaleBuild(b)
+	}
+}
+
+// removeStaleBuild removes the folder b of a build that ended without
+// removing it (its process was killed), with the build's temporary files.
+// A build runs while its process holds the template's lock: a folder
+// whose lock is held is left alone. Folders of older versions
+// (.build-<12 hex>-<random>) name no lock and go once older than any
+// build can be.
+func (d *Driver) removeStaleBuild(b string) {
+	key := strings.TrimPrefix(filepath.Base(b), buildPrefix)
+	if strings.Contains(key, "-") {
 		if fi, err := os.Stat(b); err == nil && time.Since(fi.ModTime()) > 2*templateTimeout {
 			os.RemoveAll(b)
 		}
+		return
 	}
+	t := d.templateFiles(key)
+	if _, err := os.Stat(t.lock); err == nil {
+		unlock, ok, err := flock.TryLock(t.lock)
+		if err != nil || !ok {
+			return
+		}
+		defer unlock()
+	} // else no build of the key runs: it would hold the lock
+	d.o.log.Info("removing an interrupted template build", "dir", b)
+	os.RemoveAll(b)
+	os.Remove(t.ram + ".tmp")
+	os.Remove(t.snap + ".tmp")
 }
 
 // consoleTail is the end of a console log, for error messages.

@@ -6,9 +6,12 @@ import (
 	"bufio"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,6 +143,9 @@ func TestStaleTemplatesAreRemoved(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if i == 1 {
+			plantBuilds(t, templates)
+		}
 		spec := f.serviceSpec(name)
 		spec.Initramfs = initrd
 		if err := d.Create(ctx, spec); err != nil {
@@ -160,5 +166,50 @@ func TestStaleTemplatesAreRemoved(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(templates, strings.TrimSuffix(filepath.Base(first[0]), ".snap")+".*"))
 	if len(left) != 0 {
 		t.Errorf("files of the stale template left: %v", left)
+	}
+	builds, _ := filepath.Glob(filepath.Join(templates, ".build-*"))
+	if want := []string{filepath.Join(templates, ".build-"+liveKey)}; !slices.Equal(builds, want) {
+		t.Errorf("build folders after the second build: %v, want only the live one %v", builds, want)
+	}
+	if _, err := os.Stat(filepath.Join(templates, staleKey+".ram.tmp")); !os.IsNotExist(err) {
+		t.Errorf("the interrupted build's memory file is left: %v", err)
+	}
+}
+
+const (
+	staleKey = "0123456789abcdef0123456789abcdef"
+	liveKey  = "fedcba9876543210fedcba9876543210"
+)
+
+// plantBuilds leaves in templates what a build interrupted a moment ago
+// (its supervisor was killed) leaves, and the folder of a build that
+// another process runs: it holds the template's lock.
+func plantBuilds(t *testing.T, templates string) {
+	t.Helper()
+	for _, key := range []string{staleKey, liveKey} {
+		dir := filepath.Join(templates, ".build-"+key)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "console.log"), []byte("booting\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(templates, key+".ram.tmp"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(templates, staleKey+".lock"), nil, 0o644)
+	holder := exec.Command("flock", filepath.Join(templates, liveKey+".lock"), "sh", "-c", "echo locked; exec sleep 600")
+	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // to end flock and its sleep
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Skipf("flock(1) (util-linux): %v", err)
+	}
+	t.Cleanup(func() { syscall.Kill(-holder.Process.Pid, syscall.SIGKILL); holder.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "locked\n" {
+		t.Fatalf("flock: %q", line)
 	}
 }
