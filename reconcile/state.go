@@ -13,6 +13,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/network/netproc"
 	"github.com/vmcompose/vmcompose/oci"
 	"github.com/vmcompose/vmcompose/planner"
@@ -103,7 +104,7 @@ func ReadState(dir string) (State, error) {
 // WriteState records s in dir atomically: a temporary file in the same
 // directory, fsync, rename, fsync of the directory. A reader sees the old
 // state or the new one, never a mix.
-func WriteState(dir string, s State) (err error) {
+func WriteState(dir string, s State) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("writing state: %w", err)
@@ -111,32 +112,8 @@ func WriteState(dir string, s State) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("writing state: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".state-*.json")
-	if err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, StateFile), b, 0o600); err != nil {
 		return fmt.Errorf("writing state: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("writing state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing state: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing state: %w", err)
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, StateFile)); err != nil {
-		return fmt.Errorf("writing state: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

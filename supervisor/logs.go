@@ -145,6 +145,8 @@ func (l *serviceLog) record(stream string) {
 	}
 	l.off.Offset[stream] = l.pos[stream] - int64(len(l.partial[stream]))
 	if b, err := json.Marshal(l.off); err == nil {
+		// Written in place, once a line: an fsync per line would cost a
+		// chatty service dearly, and a torn file reads as no offset.
 		os.WriteFile(l.offPath, b, 0o600)
 	}
 }
