@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmcompose/vmcompose/internal/testenv"
 	"github.com/vmcompose/vmcompose/internal/testimage"
 )
 
@@ -224,7 +225,7 @@ volumes:
 func TestNewVolumeIsEmpty(t *testing.T) {
 	const pg = "/usr/lib/postgresql/15"
 	if _, err := os.Stat(pg + "/bin/initdb"); err != nil {
-		t.Skipf("Debian's postgresql-15 is not installed: %v", err)
+		testenv.Missing(t, "Debian's postgresql-15 is not installed (scripts/setup installs it): %v", err)
 	}
 	p := newRunProject(t)
 	importExampleImage(t, p, "-ref", "vmcompose.local/postgres:15", "-busybox", "-ldd",
