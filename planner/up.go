@@ -75,6 +75,10 @@ type Desired struct {
 	// only I/O can tell (a bind mount of a host socket, say); project.Load
 	// finds them. Up blocks those services with these reasons.
 	Problems map[string][]string
+	// SharedVolumes holds the named volumes that are shared directories
+	// on the host already (reconcile.SharedVolumes): a directory stays
+	// one.
+	SharedVolumes map[string]bool
 }
 
 // Options are the up flags that change the plan, as docker compose has
@@ -110,8 +114,14 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 	}
 	have := byService(observed)
 	b := newBuilder(p.Name, false)
-	problems, warnings := check(desired, selected, opts.Scale, runningOthers(have, selected))
+	running := runningOthers(have, selected)
+	problems, warnings := check(desired, selected, opts.Scale, running)
 	b.plan.Warnings = append(b.plan.Warnings, warnings...)
+	shared := sharedVolumes(desired, selected, opts.Scale, running)
+	shares, kept := newShares(desired, selected, shared, have, opts.NoRecreate)
+	for name, msgs := range kept {
+		problems[name] = append(problems[name], msgs...)
+	}
 
 	blocked := map[string]string{}
 	bounced := map[string]bool{} // services whose VMs are recreated or restarted
@@ -138,6 +148,8 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
+		sharedHere := sharedOf(svc, shared)
+		fields.AddShared(sharedHere)
 		hash := fields.Hash()
 		restartFor := ""
 		for _, dep := range g.deps[g.index[name]] {
@@ -148,7 +160,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 		}
 		existing := have[name]
 		for n := 1; n <= want; n++ {
-			op := Op{Service: name, Number: n, Hash: hash}
+			op := Op{Service: name, Number: n, Hash: hash, Shared: sharedHere}
 			inst, ok := findNumber(existing, n)
 			changed := fields.Changed(inst.Fields)
 			if inst.Fields == nil && inst.Hash != hash {
@@ -162,7 +174,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 			case opts.ForceRecreate && (len(opts.Services) == 0 || opts.AlwaysRecreateDeps || slices.Contains(opts.Services, name)):
 				op.Kind, op.Reason = Recreate, "--force-recreate"
 			case inst.Hash != hash && !opts.NoRecreate:
-				op.Kind, op.Reason, op.Changed = Recreate, "changed: "+strings.Join(changed, ", "), changed
+				op.Kind, op.Reason, op.Changed = Recreate, sharedReason(changed, fields), changed
 			case inst.State != Running:
 				op.Kind, op.Reason = Start, "stopped"
 			case restartFor != "":
@@ -184,6 +196,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 		}
 	}
 	b.orphans(p, have, opts.RemoveOrphans)
+	b.plan.Shares = shares
 	return b.finish(g, g.dependencies), nil
 }
 
