@@ -26,9 +26,10 @@ import (
 // space its data does.
 const DefaultVolumeSize = 4 << 30
 
-// VolumeDir is where the disk images of the named volumes of the project
-// whose state dir is dir live: <dir>/volumes/<name>.img. `down -v` removes
-// it; `down` keeps it.
+// VolumeDir is where the named volumes of the project whose state dir is
+// dir live: the disk images <dir>/volumes/<name>.img and the shared
+// directories <name>.shared (SharedVolumeDir). `down -v` removes it;
+// `down` keeps it.
 func VolumeDir(dir string) string { return filepath.Join(dir, "volumes") }
 
 // AnonVolumeDir holds the anonymous volumes of one VM; they are removed
@@ -99,6 +100,15 @@ func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, d
 			}
 			st.Mounts = append(st.Mounts, agent.Mount{Type: agent.MountTmpfs, Target: v.Target, ReadOnly: v.ReadOnly, Options: strings.Join(opts, ",")})
 		case types.VolumeTypeVolume:
+			share, mount, ok, err := sharedVolume(v, dir, fmt.Sprintf("vol%d", len(st.Shares)))
+			if err != nil {
+				return Storage{}, err
+			}
+			if ok && !bool(p.Volumes[v.Source].External) {
+				st.Shares = append(st.Shares, share)
+				st.Mounts = append(st.Mounts, mount)
+				continue
+			}
 			path, err := volumeImage(ctx, p, v, dir, vmName, i)
 			if err != nil {
 				return Storage{}, err
@@ -193,7 +203,7 @@ func volumeImage(ctx context.Context, p *project.Project, v types.ServiceVolumeC
 		}
 		size = n
 	}
-	path := filepath.Join(VolumeDir(dir), v.Source+".img")
+	path := volumeImagePath(dir, v.Source)
 	return path, ensureImage(ctx, VolumeDir(dir), path, size)
 }
 
