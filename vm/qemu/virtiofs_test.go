@@ -55,6 +55,10 @@ func TestVirtiofsdArgs(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("virtiofsdArgs = %q\nwant %q", got, want)
 	}
+	// A shared volume's daemon carries flock and fcntl locks to the host.
+	if got, want := virtiofsdArgs("/r", true), append(virtiofsdArgs("/r", false), "-o", "flock", "-o", "posix_lock"); !slices.Equal(got, want) {
+		t.Errorf("virtiofsdArgs with locks = %q\nwant %q", got, want)
+	}
 }
 
 // shareDriver returns a driver on a new root, skipping unless this host
