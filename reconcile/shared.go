@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/vm"
 )
 
@@ -89,13 +90,13 @@ func ShareVolume(ctx context.Context, dir, key string) (moved bool, err error) {
 	} else if err := os.Mkdir(data, 0o755); err != nil { // as docker makes a volume's _data
 		return false, fmt.Errorf("volume %q: %w", key, err)
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := syncFS(tmp); err != nil {
 		return false, fmt.Errorf("volume %q: %w", key, err)
 	}
 	if err := os.Rename(tmp, root); err != nil {
 		return false, fmt.Errorf("volume %q: %w", key, err)
 	}
-	if err := syncDir(VolumeDir(dir)); err != nil {
+	if err := atomicfile.SyncDir(VolumeDir(dir)); err != nil {
 		return moved, fmt.Errorf("volume %q: %w", key, err)
 	}
 	return moved, removeMoved(img)
@@ -110,15 +111,11 @@ func removeMoved(img string) error {
 	return nil
 }
 
-// syncDir writes the file system holding dir to disk: the files under
-// it and the entries naming them.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
+// syncFS writes what was written under dir to disk, files and names,
+// which one sync(2) does for a whole tree.
+func syncFS(string) error {
+	unix.Sync()
+	return nil
 }
 
 // sharedVolume maps a service volume of type volume that is a shared

@@ -38,6 +38,12 @@ func sharedImage(t *testing.T, p *runProject) string {
 	}))
 }
 
+// sleeper is the compose entry of a service of image ref that sleeps,
+// with volumes (the YAML after `volumes:`).
+func sleeper(name, ref, volumes string) string {
+	return "  " + name + ":\n    image: " + ref + "\n    command: [sleep, \"1000\"]\n    stop_grace_period: 1s\n    volumes:" + volumes + "\n"
+}
+
 // execIn runs a shell script in service's VM and returns its output,
 // failing the test unless it exits 0.
 func (p *runProject) execIn(dir, service, script string) string {
@@ -60,21 +66,14 @@ func TestSharedVolume(t *testing.T) {
 	dir := filepath.Join(p.home, "shared")
 	p.cleanup(dir)
 	root := filepath.Join(p.home, "state", "vmcompose", "shared", "volumes", "uploads.shared")
-	svc := func(name string) string {
-		return `  ` + name + `:
-    image: ` + ref + `
-    command: [sleep, "1000"]
-    stop_grace_period: 1s
-    volumes:
+	const vols = `
       - uploads:/u
       - seeded:/srv
       - type: volume
         source: bare
         target: /srv2
-        volume: {nocopy: true}
-`
-	}
-	compose := "services:\n" + svc("a") + svc("b") + `volumes:
+        volume: {nocopy: true}`
+	compose := "services:\n" + sleeper("a", ref, vols) + sleeper("b", ref, vols) + `volumes:
   uploads: {}
   seeded: {}
   bare: {}
@@ -144,6 +143,12 @@ func TestSharedVolume(t *testing.T) {
 	}
 	if err := holder.Wait(); err != nil {
 		t.Fatalf("a's fcntl lock: %v\n%s", err, holderErr)
+	}
+	if out, _, code := p.in(dir, "", "exec", "-T", "b", "locker", "fcntl-w", "/u/lock2"); code != 1 || out != "operation not supported\n" {
+		t.Errorf("fcntl F_SETLKW of a free lock: exit %d, %q; want operation not supported", code, out)
+	}
+	if out, _, code := p.in(dir, "", "exec", "-T", "b", "locker", "fcntl-n", "/u/lock2"); code != 0 || out != "locked\n" {
+		t.Errorf("fcntl F_SETLK in b once a let go: exit %d, %q", code, out)
 	}
 
 	// down keeps the data; up does not seed again.
@@ -225,16 +230,8 @@ func TestVolumeBecomesShared(t *testing.T) {
 	dir := filepath.Join(p.home, "grow")
 	p.cleanup(dir)
 	vols := filepath.Join(p.home, "state", "vmcompose", "grow", "volumes")
-	svc := func(name string) string {
-		return `  ` + name + `:
-    image: ` + ref + `
-    command: [sleep, "1000"]
-    stop_grace_period: 1s
-    volumes: ["uploads:/u"]
-`
-	}
-	one := "services:\n" + svc("web") + "volumes:\n  uploads: {driver_opts: {size: 32m}}\n"
-	two := "services:\n" + svc("web") + svc("worker") + "volumes:\n  uploads: {driver_opts: {size: 32m}}\n"
+	one := "services:\n" + sleeper("web", ref, ` ["uploads:/u"]`) + "volumes:\n  uploads: {driver_opts: {size: 32m}}\n"
+	two := "services:\n" + sleeper("web", ref, ` ["uploads:/u"]`) + sleeper("worker", ref, ` ["uploads:/u"]`) + "volumes:\n  uploads: {driver_opts: {size: 32m}}\n"
 	if _, stderr, code := p.in(dir, one, "up", "-d", "--wait"); code != 0 {
 		t.Fatalf("up of one writer: exit %d\n%s", code, stderr)
 	}

@@ -64,12 +64,11 @@ const virtiofsdGrace = 2 * time.Second
 //   - no xattr (the default, said explicitly): the guest, root in its VM,
 //     must not set security.capability or other privileged attributes on
 //     the host's files.
-//
-//   - with Locks: flock and posix_lock, so that flock(2) and fcntl(2)
-//     locks are taken on the host's file, where the daemons of other VMs
-//     sharing it see them. This daemon cannot make a guest's fcntl
-//     F_SETLKW wait for a lock (it answers EOPNOTSUPP), which is why
-//     shares without Locks keep the guest's own locks.
+//   - with Locks, flock and posix_lock: flock(2) and fcntl(2) locks are
+//     taken on the host's file, where the daemons of other VMs sharing it
+//     see them. This daemon cannot make a guest wait for a lock: a
+//     blocking flock or F_SETLKW fails with EOPNOTSUPP, even on a free
+//     lock, which is why shares without Locks keep the guest's own locks.
 //
 // The source is always a path in the VM directory (see stage), so no
 // user path reaches the daemon's comma-separated option list.
