@@ -181,7 +181,7 @@ func joinInts(ids []int) string {
 // web and worker (web-1 has it as a disk: its data moves to a directory
 // once it is removed)`.
 func (s NewShare) String() string {
-	line := fmt.Sprintf("%q becomes shared by %s: a directory on the host", s.Volume, strings.Join(s.Services, " and "))
+	line := fmt.Sprintf("%q becomes shared by %s: a directory on the host", s.Volume, s.Users())
 	if len(s.Holders) > 0 {
 		line += fmt.Sprintf(" (%s %s it as a disk: its data moves into the directory once %s removed)",
 			strings.Join(s.Holders, ", "), map[bool]string{true: "has", false: "have"}[len(s.Holders) == 1], map[bool]string{true: "it is", false: "they are"}[len(s.Holders) == 1])

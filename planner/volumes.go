@@ -47,6 +47,16 @@ type NewShare struct {
 	Holders []string `json:"holders,omitempty"`
 }
 
+// Users names the services that share the volume: "web and worker",
+// "a, b and c".
+func (s NewShare) Users() string {
+	n := len(s.Services)
+	if n < 2 {
+		return strings.Join(s.Services, "")
+	}
+	return strings.Join(s.Services[:n-1], ", ") + " and " + s.Services[n-1]
+}
+
 // sharedField prefixes the field of a service's Fields that says one of
 // its named volumes is a shared directory, not a disk: "shared:<volume>".
 // A service without shared volumes hashes as before sharing existed.

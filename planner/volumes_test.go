@@ -41,7 +41,7 @@ wave 1
   2  create  web-1     new service
   3  create  worker-1  new service
 volumes
-  "uploads" becomes shared by reader and web and worker: a directory on the host
+  "uploads" becomes shared by reader, web and worker: a directory on the host
 `,
 		shared: map[string][]string{"web-1": {"uploads"}, "reader-1": {"uploads"}},
 	}, {
@@ -176,7 +176,7 @@ wave 1
   2  blocked  web-1     volumes: "uploads" becomes shared (a directory every VM that mounts it shares), but web-1 keeps it as a disk image: include web in the up, without --no-recreate
   3  blocked  worker-1  volumes: "uploads" becomes shared (a directory every VM that mounts it shares), but web-1 keeps it as a disk image: include web in the up, without --no-recreate
 volumes
-  "uploads" becomes shared by reader and web and worker: a directory on the host
+  "uploads" becomes shared by reader, web and worker: a directory on the host
 `,
 	}}
 	for _, tt := range tests {

@@ -4,8 +4,11 @@
 // through an Executor (the supervisor) and waits for the depends_on
 // conditions on the way, and a Runtime prepares and boots the VM of one
 // service (image, root filesystem, kernel, volumes, the guest's spec). It
-// makes no decisions that belong to the planner, and it is not the daemon
-// that runs the plans (package supervisor).
+// also lays out the named volumes on the host: disk images, and the
+// directories of shared volumes (ShareVolume moves a disk's data into one
+// when the plan says it becomes shared). It makes no decisions that
+// belong to the planner, and it is not the daemon that runs the plans
+// (package supervisor).
 //
 // # Level, not events
 //

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -103,9 +102,9 @@ func (s *Supervisor) shareVolumes(ctx context.Context, plan *planner.Plan, timeo
 		if err != nil {
 			return err
 		}
-		msg := fmt.Sprintf("volume %q is shared by %s: a directory on the host", sh.Volume, strings.Join(sh.Services, " and "))
+		msg := fmt.Sprintf("volume %q is shared by %s: a directory on the host", sh.Volume, sh.Users())
 		if moved {
-			msg = fmt.Sprintf("volume %q is now shared by %s: moved its data from its disk image into a directory", sh.Volume, strings.Join(sh.Services, " and "))
+			msg = fmt.Sprintf("volume %q is now shared by %s: moved its data from its disk image into a directory", sh.Volume, sh.Users())
 		}
 		emit(Event{Message: msg})
 	}
