@@ -81,7 +81,7 @@ func ShareVolume(ctx context.Context, dir, key string) (moved bool, err error) {
 	moved = err == nil
 	if moved {
 		if err := vm.ExtractVolume(ctx, img, data); err != nil {
-			return false, fmt.Errorf("volume %q: moving its data into a directory: %w", key, err)
+			return false, fmt.Errorf("volume %q: moving its data into a directory (the disk image %s is kept: set driver_opts.sharing: disk to keep using it, with one writer): %w", key, img, err)
 		}
 		// The disk was mounted read-write before: it had its first use.
 		if err := os.WriteFile(filepath.Join(tmp, agent.ShareMeta, agent.ShareSeeded), nil, 0o600); err != nil {

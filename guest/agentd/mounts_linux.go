@@ -184,7 +184,9 @@ func seed(stage, data, image string, root, copyUp bool) error {
 	if err := os.MkdirAll(meta, 0o700); err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(filepath.Join(meta, agent.ShareLock), os.O_RDWR|os.O_CREATE, 0o600)
+	// Another VM sharing the volume may have put anything there: no
+	// symlink is followed, no fifo waited on.
+	lock, err := os.OpenFile(filepath.Join(meta, agent.ShareLock), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o600)
 	if err != nil {
 		return err
 	}
