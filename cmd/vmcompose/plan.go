@@ -61,11 +61,9 @@ func runPlan(c *cli.Context) error {
 		svcs := maps.Clone(p.Services)
 		maps.Copy(svcs, p.DisabledServices)
 		desired.Digests = reconcile.LocalDigests(c.Context, store, svcs)
-		// The digests of the secrets' and configs' contents, as up
-		// records them.
-		if desired.Contents, err = reconcile.StoreContentDigests(p, store.Dir()); err != nil {
-			return err
-		}
+	}
+	if desired.Contents, err = storeContentDigests(p); err != nil {
+		return err
 	}
 	var plan *planner.Plan
 	if c.Bool("down") {

@@ -199,9 +199,13 @@ touch /written 2>/dev/null || echo root read-only`
 	}
 
 	// A changed secret: plan names it, not its value; up recreates.
+	hash := cli("", "config", "--hash", "app")
 	pw2 := "pw-" + randomValue(t)
 	if err := os.WriteFile(filepath.Join(dir, "pw.txt"), []byte(pw2), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if again := cli("", "config", "--hash", "app"); again == hash {
+		t.Errorf("config --hash app is %s before and after the secret changed", hash)
 	}
 	if out := cli("", "plan"); !strings.Contains(out, `recreate  app-1  secrets: "pw" changed`) || strings.Contains(out, pw2) {
 		t.Errorf("plan after the secret changed:\n%s", out)
