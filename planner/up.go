@@ -75,6 +75,12 @@ type Desired struct {
 	// only I/O can tell (a bind mount of a host socket, say); project.Load
 	// finds them. Up blocks those services with these reasons.
 	Problems map[string][]string
+	// Contents holds, by ContentKey, a digest of the content of every
+	// top-level secret and config the services use, keyed with a secret
+	// of the host so that the digest, recorded in state.json as a field,
+	// tells nothing of a short password (reconcile.ContentDigests). A
+	// changed digest recreates the services that use it.
+	Contents map[string]string
 }
 
 // Options are the up flags that change the plan, as docker compose has
@@ -138,6 +144,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
+		fields = fields.WithContents(svc, desired.Contents)
 		hash := fields.Hash()
 		restartFor := ""
 		for _, dep := range g.deps[g.index[name]] {
@@ -162,7 +169,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 			case opts.ForceRecreate && (len(opts.Services) == 0 || opts.AlwaysRecreateDeps || slices.Contains(opts.Services, name)):
 				op.Kind, op.Reason = Recreate, "--force-recreate"
 			case inst.Hash != hash && !opts.NoRecreate:
-				op.Kind, op.Reason, op.Changed = Recreate, "changed: "+strings.Join(changed, ", "), changed
+				op.Kind, op.Reason, op.Changed = Recreate, changedReason(changed), changed
 			case inst.State != Running:
 				op.Kind, op.Reason = Start, "stopped"
 			case restartFor != "":

@@ -110,6 +110,9 @@ func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
 	guest.Mounts = append(guest.Mounts, st.Mounts...)
+	if guest.Files, err = GuestFiles(s.Project, svc); err != nil {
+		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
+	}
 	return &Prepared{
 		Service: svc.Name, Image: img, Rootfs: fs, Kernel: k, Initramfs: initrd, Guest: guest,
 		Spec: vm.Spec{

@@ -34,6 +34,9 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 		return err
 	}
 	desired := planner.Desired{Project: p.Project, Problems: p.Problems}
+	if desired.Contents, err = s.contentDigests(p); err != nil {
+		return err
+	}
 	opts := planner.Options{
 		Services: req.Services, NoDeps: req.NoDeps, ForceRecreate: req.ForceRecreate, AlwaysRecreateDeps: req.AlwaysRecreateDeps,
 		NoRecreate: req.NoRecreate, RemoveOrphans: req.RemoveOrphans, Scale: req.Scale,
@@ -283,7 +286,15 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	if err != nil {
 		return err
 	}
+	contents, err := s.contentDigests(p)
+	if err != nil {
+		return err
+	}
+	fields = fields.WithContents(svc, contents)
 	spec, guest := prep.Spec, prep.Guest
+	// The files' contents stay in memory: the record is saved.
+	files := guest.Files
+	guest.Files = withoutContent(files)
 	spec.DieWithController = false
 	var netrec *netproc.Record
 	if s.Network != nil {
@@ -300,7 +311,7 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	// its hash; one that dies before finds no VM and drops the record.
 	in := s.instance(rec)
 	in.mu.Lock()
-	in.rec, in.health = rec, health
+	in.rec, in.health, in.files = rec, health, files
 	in.mu.Unlock()
 	s.save()
 	if err := s.Runtime.Driver.Create(ctx, spec); err != nil {

@@ -62,6 +62,9 @@ func runPlan(c *cli.Context) error {
 		maps.Copy(svcs, p.DisabledServices)
 		desired.Digests = reconcile.LocalDigests(c.Context, store, svcs)
 	}
+	if desired.Contents, err = storeContentDigests(p); err != nil {
+		return err
+	}
 	var plan *planner.Plan
 	if c.Bool("down") {
 		plan, err = planner.Down(desired, observed, planner.DownOptions{

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -81,6 +82,10 @@ func runRun(c *cli.Context) error {
 			return fmt.Errorf("no such service: %s (the project has: %v)", o.service, p.ServiceNames())
 		}
 		// docker compose run starts a service whatever its profiles.
+	}
+	// What up would refuse of the service itself, run refuses too.
+	if msgs := append(planner.ServiceProblems(p.Project, svc), p.Problems[o.service]...); len(msgs) > 0 {
+		return fmt.Errorf("service %q: %s", o.service, strings.Join(msgs, "; "))
 	}
 	if o.vmName == "" {
 		o.vmName = o.service + "-run-" + randomHex(3)
