@@ -2,6 +2,8 @@ package reconcile
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -274,5 +276,22 @@ func TestBindWarnings(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("VolumeWarnings = %q\nwant %q", got, want)
+	}
+}
+
+// TestExplainStart: a VM that QEMU could not start because another holds
+// a volume's disk gets an error naming the volume; other errors stay.
+func TestExplainStart(t *testing.T) {
+	stateDirs(t)
+	store, _ := VolumeStoreDir()
+	r := &Runtime{}
+	err := fmt.Errorf("starting VM web-1: %w", &vm.DiskInUseError{Path: filepath.Join(store, "p_data", "disk.img")})
+	if got := r.ExplainStart(context.Background(), err); !strings.HasPrefix(got.Error(), "volume p_data is in use by another VM: ") {
+		t.Errorf("ExplainStart: %v", got)
+	}
+	for _, e := range []error{errors.New("qemu exited"), &vm.DiskInUseError{Path: "/elsewhere/disk.img"}} {
+		if got := r.ExplainStart(context.Background(), e); got != e {
+			t.Errorf("ExplainStart(%v) = %v", e, got)
+		}
 	}
 }
