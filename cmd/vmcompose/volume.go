@@ -138,13 +138,7 @@ func printVolumes(c *cli.Context, vols []volume.Volume) error {
 			Labels: strings.Join(labels, ","), Scope: "local", Size: size})
 	}
 	if format == "json" {
-		enc := json.NewEncoder(c.App.Writer)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return jsonLines(c.App.Writer, rows)
 	}
 	w := tabwriter.NewWriter(c.App.Writer, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(w, "DRIVER\tVOLUME NAME\tKIND\tSIZE")
