@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 )
 
 // superblock reads the first 0x88 bytes of the ext4 superblock of the
@@ -55,4 +56,42 @@ func RecoverVolume(ctx context.Context, path string) error {
 		return fmt.Errorf("checking %s: %w (repair it with e2fsck -f %s)", path, errors.New(out), path)
 	}
 	return nil
+}
+
+// Debugfs runs debugfs on the ext4 disk at path, read-only, with the
+// commands cmds (one a line, run in order by one process), and returns
+// what it printed: each command's output follows a line "debugfs: CMD".
+// debugfs exits 0 whatever its commands do: the caller reads the output.
+func Debugfs(ctx context.Context, path string, cmds []string) (string, error) {
+	f, err := os.CreateTemp("", "debugfs-*.cmds")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	for _, c := range cmds {
+		fmt.Fprintln(f, c)
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	return e2fsprogs(ctx, "debugfs", "-f", f.Name(), path)
+}
+
+// CheckVolume runs e2fsck -fn on the ext4 disk at path: an error when
+// the file system is not clean (names with '/' in them, entries that
+// lead out of their directory and the like are errors e2fsck reports).
+func CheckVolume(ctx context.Context, path string) error {
+	if out, err := e2fsprogs(ctx, "e2fsck", "-fn", path); err != nil {
+		return fmt.Errorf("%s is not a clean ext4 file system (repair it with e2fsck -f %s): %s", path, path, lastLines(out, 3))
+	}
+	return nil
+}
+
+// lastLines is the last n lines of s, joined with "; ".
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "; ")
 }

@@ -37,14 +37,3 @@ func (s *Store) Recover(ctx context.Context, v Volume) (bool, error) {
 	}
 	return true, nil
 }
-
-// MakeShared turns the disk volume name into a shared one, copying its
-// data out of the image, and says whether data was moved (false: it was
-// shared already). Not done yet.
-func (s *Store) MakeShared(ctx context.Context, name string) (moved bool, err error) {
-	v, err := s.Get(name)
-	if err != nil || v.Kind == Shared {
-		return false, err
-	}
-	return false, fmt.Errorf("volume %s: turning a disk volume into a shared one is not supported yet: copy its data into a new volume made with --opt sharing=shared", name)
-}
