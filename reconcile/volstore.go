@@ -42,8 +42,12 @@ func OpenVolumes() (*volume.Store, error) {
 }
 
 // VolumeName is the name in the store of the project's volume key:
-// its name:, else <project>_<key>, as compose names it.
+// its name:, else <project>_<key> (the key for an external volume), as
+// compose names it.
 func VolumeName(p *project.Project, key string) string {
+	if cfg := p.Volumes[key]; cfg.External {
+		return cmp.Or(cfg.Name, key)
+	}
 	return cmp.Or(p.Volumes[key].Name, p.Name+"_"+key)
 }
 
@@ -72,8 +76,11 @@ func storeVolume(ctx context.Context, p *project.Project, key, dir string) (v vo
 	}
 	name := VolumeName(p, key)
 	v, err = s.Get(name)
+	if err == nil {
+		return v, "", nil
+	}
 	if !errors.Is(err, volume.ErrNotFound) {
-		return v, "", err
+		return volume.Volume{}, "", fmt.Errorf("volume %q: %w", key, err)
 	}
 	old := filepath.Join(VolumeDir(dir), key+".img")
 	if cfg.External {
