@@ -5,7 +5,9 @@
 // conditions on the way, and a Runtime prepares and boots the VM of one
 // service (image, root filesystem, kernel, volumes, the guest's spec). It
 // makes no decisions that belong to the planner, and it is not the daemon
-// that runs the plans (package supervisor).
+// that runs the plans (package supervisor). It maps compose's volumes onto
+// the volume store (package volume): names, labels, the images of earlier
+// versions moved in, who uses a volume (the VMs' specs), down -v.
 //
 // # Level, not events
 //

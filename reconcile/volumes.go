@@ -14,17 +14,17 @@ import (
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/go-units"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/volume"
 )
 
-// DefaultVolumeSize is the size of a volume's disk image when its
-// driver_opts has no size: the image is sparse, so it only takes the host
-// space its data does.
-const DefaultVolumeSize = 4 << 30
+// DefaultVolumeSize is the size of an anonymous volume's disk image, and
+// of a named one's whose driver_opts has no size: the image is sparse, so
+// it only takes the host space its data does.
+const DefaultVolumeSize = volume.DefaultSize
 
 // VolumeDir is where the disk images of the named volumes of the project
 // whose state dir is dir live: <dir>/volumes/<name>.img. `down -v` removes
@@ -48,17 +48,6 @@ func RemoveAnonVolumes(dir, vmName string) error {
 	return nil
 }
 
-// ExternalVolumeDir is where `external: true` volumes are looked up by
-// name (<name>.img) unless the name is an absolute path to an image:
-// $XDG_STATE_HOME/vmcompose/_volumes (no project name starts with "_").
-func ExternalVolumeDir() (string, error) {
-	d, err := StateDir("_volumes")
-	if err != nil {
-		return "", err
-	}
-	return d, nil
-}
-
 // volumeSerial is the short serial under which a volume's disk shows in
 // the guest: "v-" and 8 hex digits of the image's path.
 func volumeSerial(path string) string {
@@ -72,6 +61,8 @@ type Storage struct {
 	Disks  []vm.Disk
 	Shares []vm.Share
 	Mounts []agent.Mount
+	// Notices are for the user: volumes moved into the store.
+	Notices []string
 }
 
 // Volumes maps a service's volumes and tmpfs entries to the disks and
@@ -99,9 +90,12 @@ func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, d
 			}
 			st.Mounts = append(st.Mounts, agent.Mount{Type: agent.MountTmpfs, Target: v.Target, ReadOnly: v.ReadOnly, Options: strings.Join(opts, ",")})
 		case types.VolumeTypeVolume:
-			path, err := volumeImage(ctx, p, v, dir, vmName, i)
+			path, notice, err := volumeImage(ctx, p, v, dir, vmName, i)
 			if err != nil {
 				return Storage{}, err
+			}
+			if notice != "" {
+				st.Notices = append(st.Notices, notice)
 			}
 			data, err := vm.VolumeDataDir(path)
 			if err != nil {
@@ -152,49 +146,37 @@ func bindShare(v types.ServiceVolumeConfig, tag string) (vm.Share, agent.Mount, 
 	return sh, m, nil
 }
 
-// volumeImage returns the disk image of a service volume of type volume,
-// creating it when it is the project's (or anonymous) and missing.
-func volumeImage(ctx context.Context, p *project.Project, v types.ServiceVolumeConfig, dir, vmName string, index int) (string, error) {
+// volumeImage returns the disk image of a service volume of type volume:
+// the store's volume (see storeVolume), or an anonymous volume of the VM,
+// created when missing. notice is for the user.
+func volumeImage(ctx context.Context, p *project.Project, v types.ServiceVolumeConfig, dir, vmName string, index int) (path, notice string, err error) {
 	if v.Source == "" {
 		d := AnonVolumeDir(dir, vmName)
 		path := filepath.Join(d, fmt.Sprintf("%d.img", index))
-		return path, ensureImage(ctx, d, path, DefaultVolumeSize)
+		return path, "", ensureImage(ctx, d, path, DefaultVolumeSize)
 	}
 	cfg, ok := p.Volumes[v.Source]
 	if !ok {
-		return "", fmt.Errorf("volume %q is not declared in the top-level volumes", v.Source)
+		return "", "", fmt.Errorf("volume %q is not declared in the top-level volumes", v.Source)
 	}
 	if cfg.Driver != "" && cfg.Driver != "local" {
-		return "", fmt.Errorf("volume %q: driver %q is not supported (only local disk images)", v.Source, cfg.Driver)
+		return "", "", fmt.Errorf("volume %q: driver %q is not supported (only local disk images)", v.Source, cfg.Driver)
 	}
-	if cfg.External {
-		name := cfg.Name
-		if name == "" {
-			name = v.Source
+	if bool(cfg.External) && filepath.IsAbs(cfg.Name) {
+		// An ext4 image named by its path, outside the store.
+		if _, err := os.Stat(cfg.Name); err != nil {
+			return "", "", fmt.Errorf("external volume %q: no disk image %s: create it (an ext4 image) first", v.Source, cfg.Name)
 		}
-		path := name
-		if !filepath.IsAbs(path) {
-			d, err := ExternalVolumeDir()
-			if err != nil {
-				return "", err
-			}
-			path = filepath.Join(d, name+".img")
-		}
-		if _, err := os.Stat(path); err != nil {
-			return "", fmt.Errorf("external volume %q: no disk image %s: create it (an ext4 image) first", name, path)
-		}
-		return path, nil
+		return cfg.Name, "", nil
 	}
-	size := int64(DefaultVolumeSize)
-	if s, ok := cfg.DriverOpts["size"]; ok {
-		n, err := units.RAMInBytes(s)
-		if err != nil || n <= 0 {
-			return "", fmt.Errorf("volume %q: driver_opts.size %q: want a size such as 10g", v.Source, s)
-		}
-		size = n
+	vol, notice, err := storeVolume(ctx, p, v.Source, dir)
+	if err != nil {
+		return "", "", err
 	}
-	path := filepath.Join(VolumeDir(dir), v.Source+".img")
-	return path, ensureImage(ctx, VolumeDir(dir), path, size)
+	if vol.Kind != volume.Disk {
+		return "", "", fmt.Errorf("volume %q: %s is a shared volume, which cannot be attached yet: use a disk volume (driver_opts.sharing: disk)", v.Source, vol.Name)
+	}
+	return vol.Mountpoint(), notice, nil
 }
 
 // ensureImage creates the volume disk path (in d) unless it exists. It is
@@ -222,13 +204,6 @@ func ensureImage(ctx context.Context, d, path string, size int64) error {
 		return fmt.Errorf("volume: %w", err)
 	}
 	return nil
-}
-
-// RemoveVolumes removes the disk images of the project's named volumes
-// (and what is left of anonymous ones); external volumes are not the
-// project's and stay.
-func RemoveVolumes(dir string) error {
-	return os.RemoveAll(VolumeDir(dir))
 }
 
 // VolumeWarnings says what of the services' bind mounts vmcompose

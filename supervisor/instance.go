@@ -179,6 +179,7 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 				return
 			}
 			if err := d.Start(ctx, name); err != nil {
+				err = s.Runtime.ExplainStart(ctx, err)
 				if ctx.Err() == nil {
 					in.update(func(r *reconcile.InstanceState) { r.Phase, r.Error = "exited", "starting the VM: "+err.Error() })
 				}

@@ -203,7 +203,7 @@ func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, 
 		return nil
 	case planner.Create:
 		say("Creating")
-		if err := s.create(ctx, p, op); err != nil {
+		if err := s.create(ctx, p, op, say); err != nil {
 			return err
 		}
 		say("Started")
@@ -215,7 +215,7 @@ func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, 
 				return err
 			}
 		}
-		if err := s.create(ctx, p, op); err != nil {
+		if err := s.create(ctx, p, op, say); err != nil {
 			return err
 		}
 		say("Started")
@@ -261,8 +261,9 @@ func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, 
 	return fmt.Errorf("operation %d: unknown kind %q", op.ID, op.Kind)
 }
 
-// create prepares, records, creates and starts a new instance.
-func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.Op) error {
+// create prepares, records, creates and starts a new instance; say
+// passes on what the user is told of its volumes.
+func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.Op, say func(string)) error {
 	svc, ok := p.Services[op.Service]
 	if !ok {
 		svc, ok = p.DisabledServices[op.Service]
@@ -273,6 +274,9 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	prep, err := s.Runtime.Prepare(ctx, reconcile.Service{Project: p, Name: op.Instance, Config: svc, StateDir: s.Dir})
 	if err != nil {
 		return &reconcile.ServiceError{Service: op.Service, Err: unwrapService(err)}
+	}
+	for _, n := range prep.Notices {
+		say(n)
 	}
 	health, err := reconcile.ParseHealth(op.Service, svc.HealthCheck)
 	if err != nil {
@@ -427,10 +431,13 @@ func (s *Supervisor) down(ctx context.Context, req *Request, emit func(Event)) e
 	}
 	left, err := reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
 	if req.Volumes && err == nil && len(left.Instances) == 0 {
-		if err := reconcile.RemoveVolumes(s.Dir); err != nil {
+		lines, err := reconcile.RemoveProjectVolumes(p, s.Dir)
+		for _, l := range lines {
+			emit(Event{Message: l})
+		}
+		if err != nil {
 			return err
 		}
-		emit(Event{Message: "Removed the project's volumes"})
 	}
 	if err == nil && len(left.Instances) == 0 {
 		os.Remove(s.Dir + "/" + reconcile.StateFile)

@@ -124,6 +124,9 @@ func runRun(c *cli.Context) error {
 		}
 		return err
 	}
+	for _, n := range prep.Notices {
+		fmt.Fprintln(c.App.ErrWriter, n)
+	}
 	if u := c.String("user"); u != "" {
 		prep.Guest.User = u
 	}
