@@ -5,6 +5,7 @@ import (
 	"maps"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -30,7 +31,7 @@ func check(desired Desired, services types.Services, scale map[string]int, runni
 	var warnings []string
 	for _, name := range slices.Sorted(maps.Keys(services)) {
 		svc := services[name]
-		out[name] = append(out[name], serviceProblems(desired.Project, svc)...)
+		out[name] = append(out[name], ServiceProblems(desired.Project, svc)...)
 		out[name] = append(out[name], desired.Problems[name]...)
 		for _, dep := range slices.Sorted(maps.Keys(svc.DependsOn)) {
 			msg := healthProblem(svc.DependsOn[dep], dep, services[dep])
@@ -50,9 +51,10 @@ func check(desired Desired, services types.Services, scale map[string]int, runni
 	return out, warnings
 }
 
-// serviceProblems is what a service's own fields ask that vmcompose cannot
-// do, or that cannot mean anything.
-func serviceProblems(p *types.Project, svc types.ServiceConfig) []string {
+// ServiceProblems is what a service's own fields ask that vmcompose
+// cannot do, or that cannot mean anything. `run` refuses them as up does,
+// with what project.Load found (its Problems).
+func ServiceProblems(p *types.Project, svc types.ServiceConfig) []string {
 	var out []string
 	switch {
 	case svc.Build != nil && svc.Image == "":
@@ -67,17 +69,13 @@ func serviceProblems(p *types.Project, svc types.ServiceConfig) []string {
 			out = append(out, fmt.Sprintf("image: %q is not an image reference: write [registry/]repository[:tag][@sha256:digest], the repository in lowercase", svc.Image))
 		}
 	}
-	if len(svc.Secrets) > 0 {
-		s := svc.Secrets[0]
-		out = append(out, fileRefProblem("secrets", s.Source, secretTarget(s.Target, s.Source), relative(p, p.Secrets[s.Source].File)))
+	for _, ref := range svc.Secrets {
+		out = appendProblem(out, swarmProblem("secrets", ref.Source, types.FileObjectConfig(p.Secrets[ref.Source])))
+		out = appendProblem(out, refProblem("secrets", types.FileReferenceConfig(ref)))
 	}
-	if len(svc.Configs) > 0 {
-		c := svc.Configs[0]
-		target := c.Target
-		if target == "" {
-			target = "/" + c.Source
-		}
-		out = append(out, fileRefProblem("configs", c.Source, target, relative(p, p.Configs[c.Source].File)))
+	for _, ref := range svc.Configs {
+		out = appendProblem(out, swarmProblem("configs", ref.Source, types.FileObjectConfig(p.Configs[ref.Source])))
+		out = appendProblem(out, refProblem("configs", types.FileReferenceConfig(ref)))
 	}
 	if msg := restartProblem(svc); msg != "" {
 		out = append(out, msg)
@@ -85,35 +83,96 @@ func serviceProblems(p *types.Project, svc types.ServiceConfig) []string {
 	return out
 }
 
-// fileRefProblem refuses secrets: and configs:, which nothing mounts in a
-// VM yet: the service would start and find no file.
-func fileRefProblem(field, source, target, file string) string {
-	if file == "" {
-		file = "FILE"
+// swarmProblem refuses what only a swarm gives a secret or a config (field
+// is "secrets" or "configs"): an external object, a driver, a template
+// driver. Without a swarm there is no store to take them from, and a
+// service that started without its file would fail later and less
+// clearly.
+func swarmProblem(field, name string, def types.FileObjectConfig) string {
+	fix := "give it a file: or environment: instead"
+	if field == "configs" {
+		fix = "give it a file:, environment: or content: instead"
 	}
-	return fmt.Sprintf("%s: %q is not supported yet: nothing would appear at %s in the VM: bind-mount a file there instead (volumes: [\"%s:%s:ro\"])",
-		field, source, target, file, target)
-}
-
-// relative writes a path of the project directory as ./path, as the
-// compose file would.
-func relative(p *types.Project, file string) string {
-	if rest, ok := strings.CutPrefix(file, strings.TrimSuffix(p.WorkingDir, "/")+"/"); ok && p.WorkingDir != "" {
-		return "./" + rest
-	}
-	return file
-}
-
-// secretTarget is where docker mounts a secret: /run/secrets/<target or
-// source>, or the target itself when it is absolute.
-func secretTarget(target, source string) string {
 	switch {
-	case target == "":
-		return "/run/secrets/" + source
-	case path.IsAbs(target):
-		return target
+	case bool(def.External):
+		return fmt.Sprintf("%s: %q is external: true, which only a swarm provides (vmcompose has none): %s", field, name, fix)
+	case def.Driver != "":
+		return fmt.Sprintf("%s: %q has driver: %q, which only a swarm runs (vmcompose has none): remove driver: and %s", field, name, def.Driver, fix)
+	case def.TemplateDriver != "":
+		return fmt.Sprintf("%s: %q has template_driver: %q, which only a swarm runs (vmcompose has none): remove template_driver: and give it the rendered content", field, name, def.TemplateDriver)
 	}
-	return "/run/secrets/" + target
+	return ""
+}
+
+// refProblem is what a service's secret or config ref asks that the
+// guest cannot give the file: owners by name (a guest's names are the
+// image's, unknown to the host; docker's swarm takes numbers too), or a
+// mode that is no file mode.
+func refProblem(field string, ref types.FileReferenceConfig) string {
+	for _, id := range [][2]string{{"uid", ref.UID}, {"gid", ref.GID}} {
+		if n, err := strconv.Atoi(id[1]); id[1] != "" && (err != nil || n < 0) {
+			return fmt.Sprintf("%s: %q: %s: %q is not a number of 0 or more: give the numeric %s (the host cannot look names up in the image)", field, ref.Source, id[0], id[1], id[0])
+		}
+	}
+	switch {
+	case ref.Mode == nil:
+	case *ref.Mode < 0 || *ref.Mode > 0o7777:
+		return fmt.Sprintf("%s: %q: mode: %#o is not a file mode: give one from 0 to 07777, e.g. 0440", field, ref.Source, int64(*ref.Mode))
+	case *ref.Mode == 0:
+		return fmt.Sprintf("%s: %q: mode: 0 leaves the file unreadable: give its owner read access at least, e.g. 0400", field, ref.Source)
+	}
+	return ""
+}
+
+func appendProblem(list []string, msg string) []string {
+	if msg == "" {
+		return list
+	}
+	return append(list, msg)
+}
+
+// SecretTarget is where a service's secret ref is in its VM: docker's
+// /run/secrets/<target or source>, or the target itself when it is
+// absolute.
+func SecretTarget(ref types.ServiceSecretConfig) string {
+	switch {
+	case ref.Target == "":
+		return path.Join(secretsDir, ref.Source)
+	case path.IsAbs(ref.Target):
+		return path.Clean(ref.Target)
+	}
+	return path.Join(secretsDir, ref.Target)
+}
+
+// ConfigTarget is where a service's config ref is in its VM: its target,
+// /<source> when it has none (a relative target is under /, as docker
+// compose takes it).
+func ConfigTarget(ref types.ServiceConfigObjConfig) string {
+	if ref.Target == "" {
+		return "/" + ref.Source
+	}
+	return path.Join("/", ref.Target)
+}
+
+// secretsDir is agent.SecretsDir, which the planner does not import.
+const secretsDir = "/run/secrets"
+
+// SecretPaths are the guest paths that hold a service's secrets: the
+// /run/secrets tmpfs when a secret is there, and each secret with an
+// absolute target elsewhere (a read-only bind mount). Nothing may be
+// synced into them (watch's sync: must refuse a target in them).
+func SecretPaths(svc types.ServiceConfig) []string {
+	var out []string
+	for _, ref := range svc.Secrets {
+		t := SecretTarget(ref)
+		if strings.HasPrefix(t, secretsDir+"/") {
+			t = secretsDir
+		}
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // restartProblem is why the supervisor could not apply the service's

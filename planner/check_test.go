@@ -18,20 +18,58 @@ func TestPlanBlocksGolden(t *testing.T) {
 		want     string
 		blocked  string // what up says, when the case checks it
 	}{{
-		name: "secrets and configs are refused, not dropped",
+		name: "secrets and configs run; what only a swarm gives is refused, not dropped",
 		yaml: `
 services:
-  db: {image: mysql, secrets: [db-password]}
-  app: {image: app, configs: [{source: conf, target: /etc/app.conf}]}
+  db: {image: mysql, secrets: [db-password, {source: tls, target: /etc/tls.key}], configs: [conf]}
+  vault: {image: app, secrets: [{source: db-password, uid: "100", mode: 0400}], depends_on: [db]}
+  app: {image: app, configs: [{source: tmpl, target: /etc/app.conf}, conf]}
+  ext: {image: app, configs: [ext]}
 secrets:
   db-password: {file: ./db/password.txt}
+  tls: {environment: TLS_KEY}
+configs:
+  conf: {content: "x=1"}
+  tmpl: {file: ./app.conf.tmpl, template_driver: golang}
+  ext: {external: true, name: shared}
+`,
+		want: `project demo (up): 4 operations in 2 waves: 2 create, 2 blocked
+wave 1
+  1  blocked  app-1    configs: "tmpl" has template_driver: "golang", which only a swarm runs (vmcompose has none): remove template_driver: and give it the rendered content
+  2  create   db-1     new service
+  3  blocked  ext-1    configs: "ext" is external: true, which only a swarm provides (vmcompose has none): give it a file:, environment: or content: instead
+wave 2
+  4  create   vault-1  new service (after 2)
+`,
+	}, {
+		name: "a secret's driver",
+		yaml: `
+services:
+  vault: {image: app, secrets: [swarm]}
+secrets:
+  swarm: {file: ./x, driver: vault}
+`,
+		want: `project demo (up): 1 operation in 1 wave: 1 blocked
+wave 1
+  1  blocked  vault-1  secrets: "swarm" has driver: "vault", which only a swarm runs (vmcompose has none): remove driver: and give it a file: or environment: instead
+`,
+	}, {
+		name: "owners by name and modes that are no file modes",
+		yaml: `
+services:
+  a: {image: app, secrets: [{source: pw, uid: app}]}
+  b: {image: app, configs: [{source: conf, mode: 0}]}
+  c: {image: app, configs: [{source: conf, gid: "-1"}]}
+secrets:
+  pw: {environment: PW}
 configs:
   conf: {content: "x=1"}
 `,
-		want: `project demo (up): 2 operations in 1 wave: 2 blocked
+		want: `project demo (up): 3 operations in 1 wave: 3 blocked
 wave 1
-  1  blocked  app-1  configs: "conf" is not supported yet: nothing would appear at /etc/app.conf in the VM: bind-mount a file there instead (volumes: ["FILE:/etc/app.conf:ro"])
-  2  blocked  db-1   secrets: "db-password" is not supported yet: nothing would appear at /run/secrets/db-password in the VM: bind-mount a file there instead (volumes: ["./db/password.txt:/run/secrets/db-password:ro"])
+  1  blocked  a-1  secrets: "pw": uid: "app" is not a number of 0 or more: give the numeric uid (the host cannot look names up in the image)
+  2  blocked  b-1  configs: "conf": mode: 0 leaves the file unreadable: give its owner read access at least, e.g. 0400
+  3  blocked  c-1  configs: "conf": gid: "-1" is not a number of 0 or more: give the numeric gid (the host cannot look names up in the image)
 `,
 	}, {
 		name: "build: with image: is blocked too, pull_policy never or not, and so is what requires it",

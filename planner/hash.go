@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
 )
@@ -98,6 +100,67 @@ func ServiceFields(svc types.ServiceConfig, digest string) (Fields, error) {
 		f["image_digest"] = digestOf([]byte(digest))
 	}
 	return f, nil
+}
+
+// ContentKey names a top-level secret's or config's entry in
+// Desired.Contents and its field in Fields: field is "secrets" or
+// "configs", e.g. "secrets:db_password".
+func ContentKey(field, name string) string { return field + ":" + name }
+
+// WithContents adds to f a field per secret and config that svc uses:
+// the digest of its content in digests (by ContentKey), so that changing
+// a secret's content recreates the service and the plan names it. The
+// digests are keyed (see Desired.Contents); a ref without one adds
+// nothing.
+func (f Fields) WithContents(svc types.ServiceConfig, digests map[string]string) Fields {
+	add := func(field, name string) {
+		k := ContentKey(field, name)
+		if d, ok := digests[k]; ok {
+			f[k] = d
+		}
+	}
+	for _, ref := range svc.Secrets {
+		add("secrets", ref.Source)
+	}
+	for _, ref := range svc.Configs {
+		add("configs", ref.Source)
+	}
+	return f
+}
+
+// changedReason says what changed in a recreate's reason: the fields by
+// name, then the secrets and configs whose content changed, by name
+// (`changed: environment; secrets: "db_password" changed`), never a
+// value, then the named volumes that become shared (in now, the new
+// fields: `volumes: "uploads" becomes shared`).
+func changedReason(changed []string, now Fields) string {
+	var fields, became []string
+	contents := map[string][]string{}
+	for _, c := range changed {
+		kind, name, ok := strings.Cut(c, ":")
+		_, shared := now[c]
+		switch {
+		case ok && (kind == "secrets" || kind == "configs"):
+			contents[kind] = append(contents[kind], strconv.Quote(name))
+		case ok && kind+":" == sharedField && shared:
+			became = append(became, strconv.Quote(name))
+		default:
+			fields = append(fields, c)
+		}
+	}
+	var parts []string
+	if len(fields) > 0 {
+		parts = append(parts, "changed: "+strings.Join(fields, ", "))
+	}
+	for _, kind := range []string{"configs", "secrets"} {
+		if names := contents[kind]; len(names) > 0 {
+			parts = append(parts, kind+": "+strings.Join(names, ", ")+" changed")
+		}
+	}
+	if len(became) > 0 {
+		parts = append(parts, fmt.Sprintf("volumes: %s %s shared", strings.Join(became, ", "), map[bool]string{true: "becomes", false: "become"}[len(became) == 1]))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // isZeroDeploy reports whether nothing is left of a deploy section, so that

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compose-spec/compose-go/v2/types"
+
 	"github.com/vmcompose/vmcompose/planner"
 )
 
@@ -62,6 +64,66 @@ func TestHashIsStable(t *testing.T) {
 	for range 20 {
 		if got := fieldsOf(t, yaml, "web", "").Hash(); got != want {
 			t.Fatalf("hash %s then %s", want, got)
+		}
+	}
+}
+
+// TestHashCoversContents: a secret's or config's content is in the
+// fields through its digest, so a changed content recreates the service
+// and the plan names it, by name only; a ref whose digest is unknown adds
+// nothing, and the other services stay.
+func TestHashCoversContents(t *testing.T) {
+	yaml := `
+services:
+  web: {image: nginx, secrets: [pw], configs: [conf], environment: {A: "1"}}
+  other: {image: nginx}
+secrets:
+  pw: {file: ./pw.txt}
+configs:
+  conf: {content: "x=1"}
+`
+	p := load(t, yaml)
+	digests := map[string]string{"secrets:pw": "d1", "configs:conf": "c1"}
+	fields := func(p *types.Project, name string, d map[string]string) planner.Fields {
+		f, err := planner.ServiceFields(p.Services[name], "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.WithContents(p.Services[name], d)
+	}
+	base := fields(p, "web", digests)
+	if base["secrets:pw"] != "d1" || base["configs:conf"] != "c1" {
+		t.Fatalf("fields %v lack the contents' digests", base)
+	}
+	if f := fields(p, "web", map[string]string{"configs:conf": "c1"}); f["secrets:pw"] != "" || f.Hash() == base.Hash() {
+		t.Errorf("without the secret's digest: %v", f)
+	}
+	observed := planner.Observed{}
+	for _, name := range []string{"web", "other"} {
+		f := fields(p, name, digests)
+		observed.Instances = append(observed.Instances, planner.Instance{Service: name, Number: 1, State: planner.Running, Hash: f.Hash(), Fields: f})
+	}
+	for _, tc := range []struct {
+		yaml     string
+		contents map[string]string
+		want     string
+	}{
+		{yaml, digests, "nothing web-1 up to date"},
+		{yaml, map[string]string{"secrets:pw": "d2", "configs:conf": "c1"}, `recreate web-1 secrets: "pw" changed`},
+		{yaml, map[string]string{"secrets:pw": "d2", "configs:conf": "c2"}, `recreate web-1 configs: "conf" changed; secrets: "pw" changed`},
+		{strings.Replace(yaml, `"1"`, `"2"`, 1), map[string]string{"secrets:pw": "d2", "configs:conf": "c1"}, `recreate web-1 changed: environment; secrets: "pw" changed`},
+	} {
+		plan, err := planner.Up(planner.Desired{Project: load(t, tc.yaml), Contents: tc.contents}, observed, planner.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := plan.String()
+		var lines []string // the operations, their columns one space apart
+		for _, l := range strings.Split(s, "\n") {
+			lines = append(lines, strings.Join(strings.Fields(l), " "))
+		}
+		if !slices.Contains(lines, "1 nothing other-1 up to date") || !slices.Contains(lines, "2 "+tc.want) {
+			t.Errorf("contents %v: plan\n%swant a line %q", tc.contents, s, tc.want)
 		}
 	}
 }

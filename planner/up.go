@@ -79,6 +79,12 @@ type Desired struct {
 	// on the host already (reconcile.SharedVolumes): a directory stays
 	// one.
 	SharedVolumes map[string]bool
+	// Contents holds, by ContentKey, a digest of the content of every
+	// top-level secret and config the services use, keyed with a secret
+	// of the host so that the digest, recorded in state.json as a field,
+	// tells nothing of a short password (reconcile.ContentDigests). A
+	// changed digest recreates the services that use it.
+	Contents map[string]string
 }
 
 // Options are the up flags that change the plan, as docker compose has
@@ -148,6 +154,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
+		fields = fields.WithContents(svc, desired.Contents)
 		sharedHere := sharedOf(svc, shared)
 		fields.AddShared(sharedHere)
 		hash := fields.Hash()
@@ -174,7 +181,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 			case opts.ForceRecreate && (len(opts.Services) == 0 || opts.AlwaysRecreateDeps || slices.Contains(opts.Services, name)):
 				op.Kind, op.Reason = Recreate, "--force-recreate"
 			case inst.Hash != hash && !opts.NoRecreate:
-				op.Kind, op.Reason, op.Changed = Recreate, sharedReason(changed, fields), changed
+				op.Kind, op.Reason, op.Changed = Recreate, changedReason(changed, fields), changed
 			case inst.State != Running:
 				op.Kind, op.Reason = Start, "stopped"
 			case restartFor != "":

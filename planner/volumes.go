@@ -116,14 +116,19 @@ func volumeUses(planned types.Services, scale map[string]int, others types.Servi
 // sharedVolumes decides which named volumes are served as directories:
 // those with sharing: shared, those already shared on the host (a
 // directory stays one), and with sharing: auto those that more than one VM
-// would write. External volumes are disk images.
+// would write. An external volume is what it was made as: the project does
+// not change it.
 func sharedVolumes(desired Desired, planned types.Services, scale map[string]int, running map[string]int) map[string]bool {
 	uses := volumeUses(planned, scale, desired.Project.Services, running)
 	out := map[string]bool{}
 	for name, cfg := range desired.Project.Volumes {
 		sharing, err := VolumeSharing(cfg)
 		switch {
-		case err != nil || bool(cfg.External):
+		case err != nil:
+		case bool(cfg.External):
+			if desired.SharedVolumes[name] {
+				out[name] = true
+			}
 		case sharing == SharingShared, sharing == SharingAuto && desired.SharedVolumes[name]:
 			out[name] = true
 		case sharing == SharingAuto && uses[name] != nil && uses[name].total > 1:
@@ -158,13 +163,13 @@ func volumeProblems(desired Desired, planned types.Services, scale map[string]in
 				out[name] = append(out[name], msg)
 			}
 		}
-		if msg != "" || uses[vol] == nil || (sharing != SharingDisk && !bool(cfg.External)) {
+		if msg != "" || uses[vol] == nil || desired.SharedVolumes[vol] || (sharing != SharingDisk && !bool(cfg.External)) {
 			continue
 		}
 		why := "it has sharing: disk"
 		fix := "or set sharing: auto (a directory all of them share)"
 		if cfg.External {
-			why, fix = "it is external", "external volumes are disk images"
+			why, fix = "it is an external disk volume", "or use a shared volume (`vmcompose volume create --opt sharing=shared`)"
 		}
 		u := uses[vol]
 		for i, svc := range u.writers {
@@ -267,31 +272,4 @@ func serviceNames(instances []string) []string {
 		}
 	}
 	return out
-}
-
-// sharedReason words the recreate of a VM whose volumes become shared,
-// with the other fields that changed: `volumes: "uploads" becomes
-// shared`.
-func sharedReason(changed []string, fields Fields) string {
-	var plain, became []string
-	for _, c := range changed {
-		vol, ok := strings.CutPrefix(c, sharedField)
-		if _, now := fields[c]; ok && now {
-			became = append(became, fmt.Sprintf("%q", vol))
-			continue
-		}
-		plain = append(plain, c)
-	}
-	var parts []string
-	if len(plain) > 0 {
-		parts = append(parts, "changed: "+strings.Join(plain, ", "))
-	}
-	if len(became) > 0 {
-		verb := "becomes"
-		if len(became) > 1 {
-			verb = "become"
-		}
-		parts = append(parts, fmt.Sprintf("volumes: %s %s shared", strings.Join(became, ", "), verb))
-	}
-	return strings.Join(parts, "; ")
 }

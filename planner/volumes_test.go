@@ -89,14 +89,14 @@ wave 1
   2  blocked  b-1  volumes: "data" is mounted read-write by services "a" and "b", but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): mount it :ro in all but one, or set sharing: auto (a directory all of them share)
 `,
 	}, {
-		name: "an external volume is a disk image",
+		name: "an external disk volume stays one",
 		yaml: `services: {a: {image: a, volumes: [data:/d]}}
 volumes: {data: {external: true}}`,
 		opts: planner.Options{Scale: map[string]int{"a": 2}},
 		want: `project demo (up): 2 operations in 1 wave: 2 blocked
 wave 1
-  1  blocked  a-1  volumes: "data" is mounted read-write by its 2 replicas, but it is external: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, external volumes are disk images
-  2  blocked  a-2  volumes: "data" is mounted read-write by its 2 replicas, but it is external: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, external volumes are disk images
+  1  blocked  a-1  volumes: "data" is mounted read-write by its 2 replicas, but it is an external disk volume: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or use a shared volume (` + "`vmcompose volume create --opt sharing=shared`" + `)
+  2  blocked  a-2  volumes: "data" is mounted read-write by its 2 replicas, but it is an external disk volume: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or use a shared volume (` + "`vmcompose volume create --opt sharing=shared`" + `)
 `,
 	}, {
 		name: "a sharing option that means nothing",

@@ -50,6 +50,10 @@ type Project struct {
 	// Problems holds, by service, why up must refuse to run it for what
 	// only the host can tell, for planner.Desired.Problems.
 	Problems map[string][]string
+	// Contents holds the content of every secret and config the services
+	// use, by planner.ContentKey, for the guests that get them. It lives
+	// in memory only: nothing may print, log or record it.
+	Contents map[string][]byte
 }
 
 // Load reads, merges, interpolates and validates a compose project the way
@@ -68,7 +72,13 @@ func Load(ctx context.Context, opts Options) (*Project, error) {
 		}
 		vms[name] = vm
 	}
-	return &Project{Project: p, VMs: vms, Problems: problems(p, vms)}, nil
+	out := &Project{Project: p, VMs: vms, Problems: problems(p, vms)}
+	contents, unreadable := readContents(p)
+	out.Contents = contents
+	for name, msgs := range unreadable {
+		out.Problems[name] = append(out.Problems[name], msgs...)
+	}
+	return out, nil
 }
 
 func loadCompose(ctx context.Context, opts Options) (*types.Project, error) {

@@ -4,11 +4,11 @@
 // through an Executor (the supervisor) and waits for the depends_on
 // conditions on the way, and a Runtime prepares and boots the VM of one
 // service (image, root filesystem, kernel, volumes, the guest's spec). It
-// also lays out the named volumes on the host: disk images, and the
-// directories of shared volumes (ShareVolume moves a disk's data into one
-// when the plan says it becomes shared). It makes no decisions that
-// belong to the planner, and it is not the daemon that runs the plans
-// (package supervisor).
+// makes no decisions that belong to the planner, and it is not the daemon
+// that runs the plans (package supervisor). It maps compose's volumes onto
+// the volume store (package volume): names, labels, the images of earlier
+// versions moved in, who uses a volume (the VMs' specs), down -v, and a
+// disk volume made shared when the plan says so (ShareVolume).
 //
 // # Level, not events
 //

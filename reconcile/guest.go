@@ -22,6 +22,7 @@ func GuestSpec(svc types.ServiceConfig, img *v1.ConfigFile, hostname string) age
 		Command:    nilOrSlice(svc.Command),
 		Env:        environment(svc.Environment),
 		User:       svc.User,
+		ReadOnly:   svc.ReadOnly,
 		WorkingDir: svc.WorkingDir,
 		Hostname:   hostname,
 		Domainname: svc.DomainName,

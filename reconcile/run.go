@@ -30,6 +30,9 @@ type Runtime struct {
 	Init string
 	// Progress receives image pull events; nil discards them.
 	Progress func(oci.Event)
+	// Drivers opens the VM driver of any project, to name the VM that
+	// holds a volume another wants; nil leaves it unnamed.
+	Drivers DriverFunc
 }
 
 // Service is one instance of a compose service to boot.
@@ -56,6 +59,9 @@ type Prepared struct {
 	Initramfs string
 	Spec      vm.Spec
 	Guest     agent.Spec
+	// Notices are for the user, once: volumes moved into the store, or
+	// recovered.
+	Notices []string
 }
 
 // ServiceModules are the kernel modules a service VM loads at boot (their
@@ -110,8 +116,16 @@ func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
 	}
 	guest.Mounts = append(guest.Mounts, st.Mounts...)
+	if guest.Files, err = GuestFiles(s.Project, svc); err != nil {
+		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
+	}
+	notices, err := r.checkVolumeDisks(ctx, st.Disks)
+	if err != nil {
+		return nil, fmt.Errorf("service %q: %w", svc.Name, err)
+	}
 	return &Prepared{
 		Service: svc.Name, Image: img, Rootfs: fs, Kernel: k, Initramfs: initrd, Guest: guest,
+		Notices: append(st.Notices, notices...),
 		Spec: vm.Spec{
 			Name:        s.Name,
 			VCPUs:       vmcfg.VCPUs,
@@ -172,7 +186,7 @@ func (r *Runtime) Boot(ctx context.Context, p *Prepared) (_ *Attached, err error
 		return nil, err
 	}
 	if err := r.Driver.Start(ctx, name); err != nil {
-		return nil, err
+		return nil, r.ExplainStart(ctx, err)
 	}
 	defer func() {
 		if err != nil {

@@ -4,140 +4,107 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"golang.org/x/sys/unix"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
-	"github.com/vmcompose/vmcompose/internal/atomicfile"
+	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/volume"
 )
 
-// sharedSuffix ends the name of a shared volume's root in VolumeDir.
-const sharedSuffix = ".shared"
-
-// SharedVolumeDir is the root of the named volume key of the project
-// whose state dir is dir once it is shared by several VMs: a directory
-// that holds the volume's data in agent.ShareData and, in agent.ShareMeta,
-// what the guests use to seed it once. Every VM that mounts the volume is
-// served this directory over virtiofs.
-func SharedVolumeDir(dir, key string) string {
-	return filepath.Join(VolumeDir(dir), key+sharedSuffix)
-}
-
-// volumeImagePath is the disk image of the project's named volume key
-// while it is not shared.
-func volumeImagePath(dir, key string) string {
-	return filepath.Join(VolumeDir(dir), key+".img")
-}
-
-// SharedVolumes names the project's named volumes that are shared
-// directories on the host (planner.Desired.SharedVolumes).
-func SharedVolumes(dir string) map[string]bool {
+// SharedVolumes names the project's volume keys whose volume in the store
+// is shared (planner.Desired.SharedVolumes): a shared volume stays one.
+func SharedVolumes(p *project.Project) map[string]bool {
 	out := map[string]bool{}
-	ents, _ := os.ReadDir(VolumeDir(dir))
-	for _, e := range ents {
-		if key, ok := strings.CutSuffix(e.Name(), sharedSuffix); ok && e.IsDir() && !strings.HasPrefix(key, ".") {
+	s, err := OpenVolumes()
+	if err != nil {
+		return out
+	}
+	for key, cfg := range p.Volumes {
+		if bool(cfg.External) && filepath.IsAbs(cfg.Name) {
+			continue
+		}
+		if v, err := s.Get(VolumeName(p, key)); err == nil && v.Kind == volume.Shared {
 			out[key] = true
 		}
 	}
 	return out
 }
 
-// ShareVolume makes the project's named volume key a shared directory,
-// unless it is one: with the data of its disk image when it has one
-// (moved reports it), empty otherwise. Call it with no VM running that
-// has the image attached (planner.NewShare.Holders). The directory is
-// made aside, filled, synced and renamed into place before the image is
-// removed, so a crash at any point loses nothing: the image stays until
-// the directory is there, and a directory found with an image beside it
-// is the complete one.
-func ShareVolume(ctx context.Context, dir, key string) (moved bool, err error) {
-	root, img := SharedVolumeDir(dir, key), volumeImagePath(dir, key)
-	if _, err := os.Stat(root); err == nil {
-		return false, removeMoved(img)
+// ShareVolume makes the project's volume key a shared volume of the store
+// (planner.NewShare), unless it is one: a new volume is made shared; a
+// disk volume's data moves out of its image into the shared directory
+// (volume.Store.MakeShared; moved says so), and the volume is marked
+// seeded, as it had its first use. Call it once the VMs that have the
+// disk (NewShare.Holders) are removed: any other VM whose spec still names
+// the disk (drivers finds them, in every project) makes it an error
+// naming that VM, as it would not start again.
+func ShareVolume(ctx context.Context, p *project.Project, key, dir string, drivers DriverFunc) (moved bool, err error) {
+	cfg := p.Volumes[key]
+	if cfg.External {
+		return false, fmt.Errorf("volume %q: external volume %q is not the project's to make shared", key, VolumeName(p, key))
 	}
-	if err := os.MkdirAll(VolumeDir(dir), 0o700); err != nil {
-		return false, fmt.Errorf("volume %q: %w", key, err)
-	}
-	stale, _ := filepath.Glob(filepath.Join(VolumeDir(dir), "."+key+sharedSuffix+".new-*"))
-	for _, s := range stale {
-		os.RemoveAll(s)
-	}
-	tmp, err := os.MkdirTemp(VolumeDir(dir), "."+key+sharedSuffix+".new-")
+	s, err := OpenVolumes()
 	if err != nil {
-		return false, fmt.Errorf("volume %q: %w", key, err)
+		return false, err
 	}
-	defer os.RemoveAll(tmp) // gone once renamed
-	if err := os.Mkdir(filepath.Join(tmp, agent.ShareMeta), 0o700); err != nil {
-		return false, fmt.Errorf("volume %q: %w", key, err)
+	name := VolumeName(p, key)
+	if _, err := s.Get(name); errors.Is(err, volume.ErrNotFound) && oldImage(s, p, key, dir) == "" {
+		_, _, err := s.Create(ctx, name, volume.Spec{Kind: volume.Shared, Labels: volumeLabels(p, key, cfg), Options: cfg.DriverOpts})
+		return false, err
 	}
-	data := filepath.Join(tmp, agent.ShareData)
-	_, err = os.Stat(img)
-	moved = err == nil
-	if moved {
-		if err := vm.ExtractVolume(ctx, img, data); err != nil {
-			return false, fmt.Errorf("volume %q: moving its data into a directory (the disk image %s is kept: set driver_opts.sharing: disk to keep using it, with one writer): %w", key, img, err)
+	v, _, err := storeVolume(ctx, p, key, dir) // moves an earlier version's image in
+	if err != nil || v.Kind == volume.Shared {
+		return false, err
+	}
+	if drivers != nil {
+		users, err := VolumeUsers(ctx, s, drivers)
+		if err != nil {
+			return false, err
 		}
-		// The disk was mounted read-write before: it had its first use.
-		if err := os.WriteFile(filepath.Join(tmp, agent.ShareMeta, agent.ShareSeeded), nil, 0o600); err != nil {
-			return false, fmt.Errorf("volume %q: %w", key, err)
+		if u := users[name]; len(u) > 0 {
+			var who []string
+			for _, x := range u {
+				who = append(who, x.String())
+			}
+			return false, fmt.Errorf("volume %q becomes shared, but %s still has %s as a disk: remove it first (vmcompose down, in its project)", key, strings.Join(who, ", "), name)
 		}
-	} else if err := os.Mkdir(data, 0o755); err != nil { // as docker makes a volume's _data
-		return false, fmt.Errorf("volume %q: %w", key, err)
 	}
-	if err := syncFS(tmp); err != nil {
-		return false, fmt.Errorf("volume %q: %w", key, err)
+	if moved, err = s.MakeShared(ctx, name); err != nil {
+		return false, fmt.Errorf("volume %q: moving its data into a directory (its disk image is kept: set driver_opts.sharing: disk to keep using it, with one writer): %w", key, err)
 	}
-	if err := os.Rename(tmp, root); err != nil {
-		return false, fmt.Errorf("volume %q: %w", key, err)
+	if v, err = s.Get(name); err != nil {
+		return moved, err
 	}
-	if err := atomicfile.SyncDir(VolumeDir(dir)); err != nil {
-		return moved, fmt.Errorf("volume %q: %w", key, err)
-	}
-	return moved, removeMoved(img)
+	return moved, markSeeded(v.Mountpoint())
 }
 
-// removeMoved removes the disk image of a volume whose data is in its
-// shared directory.
-func removeMoved(img string) error {
-	if err := os.Remove(img); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("removing the moved disk image: %w", err)
+// markSeeded records in the shared directory root that the volume had
+// its first read-write mount, so that no guest seeds it (agent.ShareSeeded).
+func markSeeded(root string) error {
+	meta := filepath.Join(root, agent.ShareMeta)
+	if err := os.MkdirAll(meta, 0o700); err != nil {
+		return err
 	}
-	return nil
+	return os.WriteFile(filepath.Join(meta, agent.ShareSeeded), nil, 0o600)
 }
 
-// syncFS writes what was written under dir to disk, files and names,
-// which one sync(2) does for a whole tree.
-func syncFS(string) error {
-	unix.Sync()
-	return nil
-}
-
-// sharedVolume maps a service volume of type volume that is a shared
-// directory to the VM's share (tag) and the guest's mount; ok is false
-// when the volume is not shared (it is a disk image then). Whether it is
-// is the host's state, which the plan's NewShares set before any VM that
-// mounts it is created.
-func sharedVolume(v types.ServiceVolumeConfig, dir, tag string) (sh vm.Share, m agent.Mount, ok bool, err error) {
-	if v.Source == "" {
-		return vm.Share{}, agent.Mount{}, false, nil
-	}
-	root := SharedVolumeDir(dir, v.Source)
-	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
-		return vm.Share{}, agent.Mount{}, false, nil
-	}
+// sharedVolume maps a service volume whose store volume is shared, with
+// its shared directory root, to the VM's share (tag) and the guest's
+// mount: every VM that mounts it is served root over virtiofs, with the
+// host's file locks.
+func sharedVolume(v types.ServiceVolumeConfig, root, tag string) (vm.Share, agent.Mount, error) {
 	if v.Volume != nil && v.Volume.Subpath != "" {
-		return vm.Share{}, agent.Mount{}, false, fmt.Errorf("volume %q: subpath is not supported yet", v.Source)
+		return vm.Share{}, agent.Mount{}, fmt.Errorf("volume %q: subpath is not supported yet", v.Source)
 	}
-	sh = vm.Share{Tag: tag, Source: root, ReadOnly: v.ReadOnly, Locks: true}
-	m = agent.Mount{Type: agent.MountVolumeShare, Source: tag, Target: v.Target, ReadOnly: v.ReadOnly}
+	sh := vm.Share{Tag: tag, Source: root, ReadOnly: v.ReadOnly, Locks: true}
+	m := agent.Mount{Type: agent.MountVolumeShare, Source: tag, Target: v.Target, ReadOnly: v.ReadOnly}
 	if v.Volume != nil {
 		m.NoCopy = v.Volume.NoCopy
 	}
-	return sh, m, true, nil
+	return sh, m, nil
 }

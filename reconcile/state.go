@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -44,14 +45,17 @@ type InstanceState struct {
 	// Signal is the signal that killed the VM's VMM process under its
 	// service, which then could not say how it ended: ExitCode is
 	// 128+Signal, as docker reports a killed container.
-	Signal   int        `json:"signal,omitempty"`
-	Error    string     `json:"error,omitempty"`
-	Health   string     `json:"health,omitempty"` // starting, healthy, unhealthy; empty without a healthcheck
-	Restarts int        `json:"restarts,omitempty"`
-	Stopped  bool       `json:"stopped,omitempty"` // stopped on request: no restart policy applies
-	Image    string     `json:"image,omitempty"`
-	Command  []string   `json:"command,omitempty"`
-	Guest    agent.Spec `json:"guest"`
+	Signal   int      `json:"signal,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	Health   string   `json:"health,omitempty"` // starting, healthy, unhealthy; empty without a healthcheck
+	Restarts int      `json:"restarts,omitempty"`
+	Stopped  bool     `json:"stopped,omitempty"` // stopped on request: no restart policy applies
+	Image    string   `json:"image,omitempty"`
+	Command  []string `json:"command,omitempty"`
+	// Guest is the spec the guest starts from, its files without their
+	// contents (WriteState drops them): the supervisor keeps those in
+	// memory and reads them from the project again when it must.
+	Guest agent.Spec `json:"guest"`
 	// Healthcheck and Restart are what the supervisor needs to run the
 	// instance without the compose file (after it restarted).
 	Healthcheck *types.HealthCheckConfig `json:"healthcheck,omitempty"`
@@ -104,7 +108,17 @@ func ReadState(dir string) (State, error) {
 // WriteState records s in dir atomically: a temporary file in the same
 // directory, fsync, rename, fsync of the directory. A reader sees the old
 // state or the new one, never a mix.
+// The contents of the guests' files (secrets, configs) are never
+// written: the instances' specs are recorded without them.
 func WriteState(dir string, s State) error {
+	s.Instances = slices.Clone(s.Instances)
+	for i := range s.Instances {
+		g := &s.Instances[i].Guest
+		g.Files = slices.Clone(g.Files)
+		for j := range g.Files {
+			g.Files[j].Content = nil
+		}
+	}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("writing state: %w", err)

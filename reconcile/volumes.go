@@ -14,17 +14,17 @@ import (
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/go-units"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/vm"
+	"github.com/vmcompose/vmcompose/volume"
 )
 
-// DefaultVolumeSize is the size of a volume's disk image when its
-// driver_opts has no size: the image is sparse, so it only takes the host
-// space its data does.
-const DefaultVolumeSize = 4 << 30
+// DefaultVolumeSize is the size of an anonymous volume's disk image, and
+// of a named one's whose driver_opts has no size: the image is sparse, so
+// it only takes the host space its data does.
+const DefaultVolumeSize = volume.DefaultSize
 
 // VolumeDir is where the named volumes of the project whose state dir is
 // dir live: the disk images <dir>/volumes/<name>.img and the shared
@@ -49,17 +49,6 @@ func RemoveAnonVolumes(dir, vmName string) error {
 	return nil
 }
 
-// ExternalVolumeDir is where `external: true` volumes are looked up by
-// name (<name>.img) unless the name is an absolute path to an image:
-// $XDG_STATE_HOME/vmcompose/_volumes (no project name starts with "_").
-func ExternalVolumeDir() (string, error) {
-	d, err := StateDir("_volumes")
-	if err != nil {
-		return "", err
-	}
-	return d, nil
-}
-
 // volumeSerial is the short serial under which a volume's disk shows in
 // the guest: "v-" and 8 hex digits of the image's path.
 func volumeSerial(path string) string {
@@ -73,6 +62,8 @@ type Storage struct {
 	Disks  []vm.Disk
 	Shares []vm.Share
 	Mounts []agent.Mount
+	// Notices are for the user: volumes moved into the store.
+	Notices []string
 }
 
 // Volumes maps a service's volumes and tmpfs entries to the disks and
@@ -100,18 +91,21 @@ func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, d
 			}
 			st.Mounts = append(st.Mounts, agent.Mount{Type: agent.MountTmpfs, Target: v.Target, ReadOnly: v.ReadOnly, Options: strings.Join(opts, ",")})
 		case types.VolumeTypeVolume:
-			share, mount, ok, err := sharedVolume(v, dir, fmt.Sprintf("vol%d", len(st.Shares)))
+			path, shared, notice, err := volumeImage(ctx, p, v, dir, vmName, i)
 			if err != nil {
 				return Storage{}, err
 			}
-			if ok && !bool(p.Volumes[v.Source].External) {
-				st.Shares = append(st.Shares, share)
-				st.Mounts = append(st.Mounts, mount)
+			if notice != "" {
+				st.Notices = append(st.Notices, notice)
+			}
+			if shared {
+				sh, m, err := sharedVolume(v, path, fmt.Sprintf("vol%d", len(st.Shares)))
+				if err != nil {
+					return Storage{}, err
+				}
+				st.Shares = append(st.Shares, sh)
+				st.Mounts = append(st.Mounts, m)
 				continue
-			}
-			path, err := volumeImage(ctx, p, v, dir, vmName, i)
-			if err != nil {
-				return Storage{}, err
 			}
 			data, err := vm.VolumeDataDir(path)
 			if err != nil {
@@ -163,48 +157,34 @@ func bindShare(v types.ServiceVolumeConfig, tag string) (vm.Share, agent.Mount, 
 }
 
 // volumeImage returns the disk image of a service volume of type volume,
-// creating it when it is the project's (or anonymous) and missing.
-func volumeImage(ctx context.Context, p *project.Project, v types.ServiceVolumeConfig, dir, vmName string, index int) (string, error) {
+// or with shared the directory of a shared volume: the store's volume
+// (see storeVolume), or an anonymous volume of the VM, created when
+// missing. notice is for the user.
+func volumeImage(ctx context.Context, p *project.Project, v types.ServiceVolumeConfig, dir, vmName string, index int) (path string, shared bool, notice string, err error) {
 	if v.Source == "" {
 		d := AnonVolumeDir(dir, vmName)
 		path := filepath.Join(d, fmt.Sprintf("%d.img", index))
-		return path, ensureImage(ctx, d, path, DefaultVolumeSize)
+		return path, false, "", ensureImage(ctx, d, path, DefaultVolumeSize)
 	}
 	cfg, ok := p.Volumes[v.Source]
 	if !ok {
-		return "", fmt.Errorf("volume %q is not declared in the top-level volumes", v.Source)
+		return "", false, "", fmt.Errorf("volume %q is not declared in the top-level volumes", v.Source)
 	}
 	if cfg.Driver != "" && cfg.Driver != "local" {
-		return "", fmt.Errorf("volume %q: driver %q is not supported (only local disk images)", v.Source, cfg.Driver)
+		return "", false, "", fmt.Errorf("volume %q: driver %q is not supported (only local disk images)", v.Source, cfg.Driver)
 	}
-	if cfg.External {
-		name := cfg.Name
-		if name == "" {
-			name = v.Source
+	if bool(cfg.External) && filepath.IsAbs(cfg.Name) {
+		// An ext4 image named by its path, outside the store.
+		if _, err := os.Stat(cfg.Name); err != nil {
+			return "", false, "", fmt.Errorf("external volume %q: no disk image %s: create it (an ext4 image) first", v.Source, cfg.Name)
 		}
-		path := name
-		if !filepath.IsAbs(path) {
-			d, err := ExternalVolumeDir()
-			if err != nil {
-				return "", err
-			}
-			path = filepath.Join(d, name+".img")
-		}
-		if _, err := os.Stat(path); err != nil {
-			return "", fmt.Errorf("external volume %q: no disk image %s: create it (an ext4 image) first", name, path)
-		}
-		return path, nil
+		return cfg.Name, false, "", nil
 	}
-	size := int64(DefaultVolumeSize)
-	if s, ok := cfg.DriverOpts["size"]; ok {
-		n, err := units.RAMInBytes(s)
-		if err != nil || n <= 0 {
-			return "", fmt.Errorf("volume %q: driver_opts.size %q: want a size such as 10g", v.Source, s)
-		}
-		size = n
+	vol, notice, err := storeVolume(ctx, p, v.Source, dir)
+	if err != nil {
+		return "", false, "", err
 	}
-	path := volumeImagePath(dir, v.Source)
-	return path, ensureImage(ctx, VolumeDir(dir), path, size)
+	return vol.Mountpoint(), vol.Kind == volume.Shared, notice, nil
 }
 
 // ensureImage creates the volume disk path (in d) unless it exists. It is
@@ -232,13 +212,6 @@ func ensureImage(ctx context.Context, d, path string, size int64) error {
 		return fmt.Errorf("volume: %w", err)
 	}
 	return nil
-}
-
-// RemoveVolumes removes the disk images of the project's named volumes
-// (and what is left of anonymous ones); external volumes are not the
-// project's and stay.
-func RemoveVolumes(dir string) error {
-	return os.RemoveAll(VolumeDir(dir))
 }
 
 // VolumeWarnings says what of the services' bind mounts vmcompose

@@ -2,6 +2,8 @@ package reconcile
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,6 +22,7 @@ func volumeProject(svcs ...types.ServiceConfig) *project.Project {
 	p := &types.Project{Name: "p", Services: types.Services{}, Volumes: types.Volumes{
 		"data": {Name: "p_data", DriverOpts: types.Options{"size": "8m"}},
 		"ext":  {Name: "nowhere", External: true},
+		"opts": {Name: "p_opts", DriverOpts: types.Options{"type": "nfs"}},
 	}}
 	for _, s := range svcs {
 		p.Services[s.Name] = s
@@ -37,8 +40,21 @@ func vol(typ, src, target string, ro bool) types.ServiceVolumeConfig {
 	return types.ServiceVolumeConfig{Type: typ, Source: src, Target: target, ReadOnly: ro}
 }
 
+// stateDirs points StateDir (and so the volume store) at a new
+// directory, and returns the state dir of project p.
+func stateDirs(t *testing.T) string {
+	t.Helper()
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	dir, err := StateDir("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func TestVolumesMapping(t *testing.T) {
-	dir := t.TempDir()
+	dir := stateDirs(t)
+	store, _ := VolumeStoreDir()
 	svc := withVolumes("web",
 		vol(types.VolumeTypeVolume, "data", "/data", true),
 		vol(types.VolumeTypeVolume, "", "/anon", false),
@@ -50,7 +66,7 @@ func TestVolumesMapping(t *testing.T) {
 		t.Fatal(err)
 	}
 	disks, mounts := st.Disks, st.Mounts
-	if len(disks) != 2 || disks[0].Path != filepath.Join(dir, "volumes", "data.img") || !disks[0].ReadOnly ||
+	if len(disks) != 2 || disks[0].Path != filepath.Join(store, "p_data", "disk.img") || !disks[0].ReadOnly ||
 		disks[1].Path != filepath.Join(dir, "volumes", "anonymous", "web-1", "1.img") || disks[0].Serial == disks[1].Serial {
 		t.Fatalf("disks: %+v", disks)
 	}
@@ -77,35 +93,108 @@ func TestVolumesMapping(t *testing.T) {
 		}
 	}
 
-	// A volume made by an earlier version has its data at its root: the
-	// guest mounts that.
-	older := t.TempDir()
-	if err := os.MkdirAll(VolumeDir(older), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := vm.CreateScratch(context.Background(), filepath.Join(VolumeDir(older), "data.img"), 8<<20); err != nil {
+	// A volume made by an earlier version, in the project's state dir,
+	// is moved into the store, once, the user told; its data is at its
+	// root: the guest mounts that.
+	os.RemoveAll(filepath.Join(store, "p_data"))
+	if err := vm.CreateScratch(context.Background(), filepath.Join(VolumeDir(dir), "data.img"), 8<<20); err != nil {
 		t.Fatal(err)
 	}
 	ro := withVolumes("ro", vol(types.VolumeTypeVolume, "data", "/data", true))
-	if st, err := Volumes(context.Background(), volumeProject(ro), ro, older, "ro-1"); err != nil || len(st.Mounts) != 1 || st.Mounts[0].Subpath != "" {
-		t.Errorf("a volume with its data at its root: %+v, %v; want its root mounted", st.Mounts, err)
+	st, err = Volumes(context.Background(), volumeProject(ro), ro, dir, "ro-1")
+	if err != nil || len(st.Mounts) != 1 || st.Mounts[0].Subpath != "" || st.Disks[0].Path != filepath.Join(store, "p_data", "disk.img") {
+		t.Errorf("a volume with its data at its root: %+v, %v; want its root mounted", st, err)
+	}
+	if len(st.Notices) != 1 || !strings.Contains(st.Notices[0], "Moved volume p_data from "+filepath.Join(VolumeDir(dir), "data.img")) {
+		t.Errorf("notices of the move: %q", st.Notices)
+	}
+	if real, err := filepath.EvalSymlinks(filepath.Join(VolumeDir(dir), "data.img")); err != nil || real != st.Disks[0].Path {
+		t.Errorf("the old path does not lead to the moved image: %s %v", real, err)
+	}
+	if st, err := Volumes(context.Background(), volumeProject(ro), ro, dir, "ro-1"); err != nil || len(st.Notices) != 0 {
+		t.Errorf("the second use: %q, %v", st.Notices, err)
 	}
 
 	for _, c := range []struct {
 		v    types.ServiceVolumeConfig
 		want string
 	}{
-		{vol(types.VolumeTypeVolume, "ext", "/x", false), `external volume "nowhere"`},
+		{vol(types.VolumeTypeVolume, "ext", "/x", false), "volume \"ext\": external volume \"nowhere\" does not exist: create it with `vmcompose volume create nowhere`"},
+		{vol(types.VolumeTypeVolume, "opts", "/x", false), `volume "opts": driver_opts.type is not supported: the options are size and sharing`},
 	} {
 		s := withVolumes("x", c.v)
-		if _, err := Volumes(context.Background(), volumeProject(s), s, dir, "x-1"); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Volumes(context.Background(), volumeProject(s), s, dir, "x-1"); err == nil || err.Error() != c.want {
 			t.Errorf("%+v: %v, want %q", c.v, err, c.want)
 		}
 	}
 }
 
+// TestStoreVolumes: volumes are global by name: two projects naming one
+// volume (name:) share it, an external volume is the store's, also when
+// it was an image of an earlier version; down -v (RemoveProjectVolumes)
+// removes the project's own volumes and no other.
+func TestStoreVolumes(t *testing.T) {
+	dir := stateDirs(t)
+	ctx := context.Background()
+	s, err := OpenVolumes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := func(name string) *project.Project {
+		p := volumeProject()
+		p.Name = name
+		p.Volumes["common"] = types.VolumeConfig{Name: "common"}
+		p.Volumes["data"] = types.VolumeConfig{Name: name + "_data"}
+		p.Volumes["ext"] = types.VolumeConfig{Name: "byhand", External: true}
+		return p
+	}
+	svc := withVolumes("web", vol(types.VolumeTypeVolume, "common", "/c", false), vol(types.VolumeTypeVolume, "data", "/d", false))
+	a, b := two("a"), two("b")
+	stA, err := Volumes(ctx, a, svc, dir, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stB, err := Volumes(ctx, b, svc, dir, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stA.Disks[0].Path != stB.Disks[0].Path || stA.Disks[1].Path == stB.Disks[1].Path {
+		t.Errorf("a's disks %+v, b's %+v: want common shared, data not", stA.Disks, stB.Disks)
+	}
+	if v, err := s.Get("common"); err != nil || v.Labels[LabelProject] != "a" || v.Labels[LabelVolume] != "common" {
+		t.Errorf("common: %+v, %v; want a's labels", v, err)
+	}
+
+	// An external volume: an image of an earlier version in the store's
+	// directory, then the store's own.
+	ext := withVolumes("x", vol(types.VolumeTypeVolume, "ext", "/x", false))
+	if err := vm.CreateVolume(ctx, filepath.Join(s.Dir(), "byhand.img"), 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Volumes(ctx, a, ext, dir, "x-1")
+	if err != nil || st.Disks[0].Path != filepath.Join(s.Dir(), "byhand", "disk.img") || len(st.Notices) != 1 {
+		t.Fatalf("an external volume of an earlier version: %+v, %v", st, err)
+	}
+	if v, err := s.Get("byhand"); err != nil || v.Labels[LabelProject] != "" {
+		t.Errorf("an external volume got a project's labels: %+v, %v", v, err)
+	}
+
+	lines, err := RemoveProjectVolumes(b, dir)
+	if err != nil || !slices.Equal(lines, []string{"Volume b_data Removed"}) {
+		t.Errorf("down -v of b: %q, %v", lines, err)
+	}
+	lines, err = RemoveProjectVolumes(a, dir)
+	if err != nil || !slices.Equal(lines, []string{"Volume a_data Removed", "Volume common Removed"}) {
+		t.Errorf("down -v of a: %q, %v", lines, err)
+	}
+	left, _ := s.List()
+	if len(left) != 1 || left[0].Name != "byhand" {
+		t.Errorf("left after down -v of both: %+v", left)
+	}
+}
+
 func TestBindMounts(t *testing.T) {
-	dir := t.TempDir()
+	dir := stateDirs(t)
 	src := filepath.Join(dir, "src")
 	file := filepath.Join(dir, "conf", "app.yaml")
 	os.MkdirAll(filepath.Dir(file), 0o755)
@@ -187,5 +276,22 @@ func TestBindWarnings(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("VolumeWarnings = %q\nwant %q", got, want)
+	}
+}
+
+// TestExplainStart: a VM that QEMU could not start because another holds
+// a volume's disk gets an error naming the volume; other errors stay.
+func TestExplainStart(t *testing.T) {
+	stateDirs(t)
+	store, _ := VolumeStoreDir()
+	r := &Runtime{}
+	err := fmt.Errorf("starting VM web-1: %w", &vm.DiskInUseError{Path: filepath.Join(store, "p_data", "disk.img")})
+	if got := r.ExplainStart(context.Background(), err); !strings.HasPrefix(got.Error(), "volume p_data is in use by another VM: ") {
+		t.Errorf("ExplainStart: %v", got)
+	}
+	for _, e := range []error{errors.New("qemu exited"), &vm.DiskInUseError{Path: "/elsewhere/disk.img"}} {
+		if got := r.ExplainStart(context.Background(), e); got != e {
+			t.Errorf("ExplainStart(%v) = %v", e, got)
+		}
 	}
 }

@@ -25,8 +25,11 @@ type instance struct {
 	s      *Supervisor
 	health *reconcile.Health
 
-	mu      sync.Mutex
-	rec     reconcile.InstanceState
+	mu  sync.Mutex
+	rec reconcile.InstanceState
+	// files are rec.Guest.Files with their contents, which the record
+	// does not hold; nil until known (see guestSpec).
+	files   []agent.File
 	client  *agent.Client
 	changed chan struct{} // closed and replaced on every change
 	cancel  context.CancelFunc
@@ -167,7 +170,16 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 					return
 				}
 			}
+			// The files first: a VM that waited for them would hold
+			// its memory for nothing.
+			if _, err := s.guestSpec(ctx, in); err != nil {
+				if ctx.Err() == nil {
+					in.update(func(r *reconcile.InstanceState) { r.Phase, r.Error = "exited", err.Error() })
+				}
+				return
+			}
 			if err := d.Start(ctx, name); err != nil {
+				err = s.Runtime.ExplainStart(ctx, err)
 				if ctx.Err() == nil {
 					in.update(func(r *reconcile.InstanceState) { r.Phase, r.Error = "exited", "starting the VM: "+err.Error() })
 				}
@@ -279,7 +291,11 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 	case agent.PhaseFailed:
 		return 0, nil, reconcile.Terminal(fmt.Errorf("the guest could not boot: %s", status.BootError))
 	case agent.PhaseBooting, agent.PhaseReady:
-		if err := client.Start(ctx, in.rec.Guest); err != nil {
+		spec, err := s.guestSpec(ctx, in)
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := client.Start(ctx, spec); err != nil {
 			if r := reconcile.GuestRefusal(err); r != nil {
 				return 0, nil, r
 			}

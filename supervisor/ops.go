@@ -33,7 +33,10 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	if err != nil {
 		return err
 	}
-	desired := planner.Desired{Project: p.Project, Problems: p.Problems, SharedVolumes: reconcile.SharedVolumes(s.Dir)}
+	desired := planner.Desired{Project: p.Project, Problems: p.Problems, SharedVolumes: reconcile.SharedVolumes(p)}
+	if desired.Contents, err = s.contentDigests(p); err != nil {
+		return err
+	}
 	opts := planner.Options{
 		Services: req.Services, NoDeps: req.NoDeps, ForceRecreate: req.ForceRecreate, AlwaysRecreateDeps: req.AlwaysRecreateDeps,
 		NoRecreate: req.NoRecreate, RemoveOrphans: req.RemoveOrphans, Scale: req.Scale,
@@ -67,7 +70,7 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	}
 	s.Log.Info("up", "plan", plan.String())
 	s.adoptObserved(o)
-	if err := s.shareVolumes(ctx, plan, req.Timeout, emit); err != nil {
+	if err := s.shareVolumes(ctx, p, plan, req.Timeout, emit); err != nil {
 		return err
 	}
 	if err := s.execute(ctx, p, plan, o, req.Timeout, emit); err != nil {
@@ -88,7 +91,7 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 // directories before any operation runs: the VMs that have one as a disk
 // are removed first (the plan recreates them), then its data moves from
 // the disk image into the directory, and the user is told.
-func (s *Supervisor) shareVolumes(ctx context.Context, plan *planner.Plan, timeout int, emit func(Event)) error {
+func (s *Supervisor) shareVolumes(ctx context.Context, p *project.Project, plan *planner.Plan, timeout int, emit func(Event)) error {
 	for _, sh := range plan.Shares {
 		for _, name := range sh.Holders {
 			if in := s.lookup(name); in != nil {
@@ -98,7 +101,7 @@ func (s *Supervisor) shareVolumes(ctx context.Context, plan *planner.Plan, timeo
 				}
 			}
 		}
-		moved, err := reconcile.ShareVolume(ctx, s.Dir, sh.Volume)
+		moved, err := reconcile.ShareVolume(ctx, p, sh.Volume, s.Dir, s.Runtime.Drivers)
 		if err != nil {
 			return err
 		}
@@ -230,7 +233,7 @@ func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, 
 		return nil
 	case planner.Create:
 		say("Creating")
-		if err := s.create(ctx, p, op); err != nil {
+		if err := s.create(ctx, p, op, say); err != nil {
 			return err
 		}
 		say("Started")
@@ -242,7 +245,7 @@ func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, 
 				return err
 			}
 		}
-		if err := s.create(ctx, p, op); err != nil {
+		if err := s.create(ctx, p, op, say); err != nil {
 			return err
 		}
 		say("Started")
@@ -288,8 +291,9 @@ func (s *Supervisor) do(ctx context.Context, p *project.Project, op planner.Op, 
 	return fmt.Errorf("operation %d: unknown kind %q", op.ID, op.Kind)
 }
 
-// create prepares, records, creates and starts a new instance.
-func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.Op) error {
+// create prepares, records, creates and starts a new instance; say
+// passes on what the user is told of its volumes.
+func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.Op, say func(string)) error {
 	svc, ok := p.Services[op.Service]
 	if !ok {
 		svc, ok = p.DisabledServices[op.Service]
@@ -300,6 +304,9 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	prep, err := s.Runtime.Prepare(ctx, reconcile.Service{Project: p, Name: op.Instance, Config: svc, StateDir: s.Dir})
 	if err != nil {
 		return &reconcile.ServiceError{Service: op.Service, Err: unwrapService(err)}
+	}
+	for _, n := range prep.Notices {
+		say(n)
 	}
 	health, err := reconcile.ParseHealth(op.Service, svc.HealthCheck)
 	if err != nil {
@@ -313,8 +320,16 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	if err != nil {
 		return err
 	}
+	contents, err := s.contentDigests(p)
+	if err != nil {
+		return err
+	}
+	fields = fields.WithContents(svc, contents)
 	fields.AddShared(op.Shared)
 	spec, guest := prep.Spec, prep.Guest
+	// The files' contents stay in memory: the record is saved.
+	files := guest.Files
+	guest.Files = withoutContent(files)
 	spec.DieWithController = false
 	var netrec *netproc.Record
 	if s.Network != nil {
@@ -331,7 +346,7 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	// its hash; one that dies before finds no VM and drops the record.
 	in := s.instance(rec)
 	in.mu.Lock()
-	in.rec, in.health = rec, health
+	in.rec, in.health, in.files = rec, health, files
 	in.mu.Unlock()
 	s.save()
 	if err := s.Runtime.Driver.Create(ctx, spec); err != nil {
@@ -447,10 +462,13 @@ func (s *Supervisor) down(ctx context.Context, req *Request, emit func(Event)) e
 	}
 	left, err := reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver)
 	if req.Volumes && err == nil && len(left.Instances) == 0 {
-		if err := reconcile.RemoveVolumes(s.Dir); err != nil {
+		lines, err := reconcile.RemoveProjectVolumes(p, s.Dir)
+		for _, l := range lines {
+			emit(Event{Message: l})
+		}
+		if err != nil {
 			return err
 		}
-		emit(Event{Message: "Removed the project's volumes"})
 	}
 	if err == nil && len(left.Instances) == 0 {
 		os.Remove(s.Dir + "/" + reconcile.StateFile)

@@ -96,6 +96,10 @@ type Supervisor struct {
 	insts    map[string]*instance // by VM name
 	name     string               // project name
 	lastUsed time.Time
+	// project is the one the last request loaded; projectReady is closed
+	// once there is one (see guestSpec).
+	project      *project.Project
+	projectReady chan struct{}
 }
 
 // NewSupervisor returns the supervisor of the project whose state dir is
@@ -467,6 +471,7 @@ func (s *Supervisor) load(ctx context.Context, req *Request) (*project.Project, 
 	if p.Name != s.name {
 		return nil, fmt.Errorf("project %q sent to the supervisor of project %q", p.Name, s.name)
 	}
+	s.loaded(p)
 	return p, nil
 }
 

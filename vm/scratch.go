@@ -45,20 +45,11 @@ func CreateVolume(ctx context.Context, path string, size int64) error {
 // "" (the root) for any other ext4 image, such as the volumes earlier
 // versions made or an external volume made by hand.
 func VolumeDataDir(path string) (string, error) {
-	f, err := os.Open(path)
+	sb, err := superblock(path)
 	if err != nil {
-		return "", fmt.Errorf("volume disk: %w", err)
+		return "", err
 	}
-	defer f.Close()
-	// The superblock is at 1024: its magic at 0x38, its label (16 bytes,
-	// NUL-padded) at 0x78.
-	sb := make([]byte, 0x88)
-	if _, err := f.ReadAt(sb, 1024); err != nil {
-		return "", fmt.Errorf("volume disk %s: reading its superblock: %w", path, err)
-	}
-	if sb[0x38] != 0x53 || sb[0x39] != 0xef {
-		return "", fmt.Errorf("volume disk %s: not an ext4 file system", path)
-	}
+	// The label: 16 bytes, NUL-padded, at 0x78.
 	if string(bytes.TrimRight(sb[0x78:0x88], "\x00")) == VolumeLabel {
 		return VolumeData, nil
 	}

@@ -29,6 +29,17 @@ var (
 // /sys/block/vd*/serial; it holds an empty ext4 file system when new.
 const ScratchSerial = "scratch"
 
+// DiskInUseError: the VMM could not take a disk image, because another
+// process (another VM) has it open and its locks exclude this VM's use
+// (two writers, or a reader beside a writer).
+type DiskInUseError struct {
+	Path string
+}
+
+func (e *DiskInUseError) Error() string {
+	return fmt.Sprintf("disk %s is in use by another VM", e.Path)
+}
+
 // Spec is what one VM is made of. It knows nothing of compose: the caller
 // maps a service to a Spec. Paths are absolute.
 type Spec struct {
@@ -218,6 +229,13 @@ type Waiter interface {
 type Lister interface {
 	// List reports every VM under the driver's state root, sorted by name.
 	List(ctx context.Context) ([]Status, error)
+}
+
+// SpecReader is a Driver that returns the spec a VM was created with, to
+// find what it uses (the disks and shares of volumes).
+type SpecReader interface {
+	// Spec returns VM name's spec, or an error wrapping ErrNotFound.
+	Spec(ctx context.Context, name string) (Spec, error)
 }
 
 // GuestShutdownFunc asks the guest of VM name, whose control channel is

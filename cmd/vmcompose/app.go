@@ -57,6 +57,8 @@ func newApp() *cli.App {
 			execCommand(),
 			superviseCommand(),
 			networkCommand(),
+			volumeCommand(),
+			volumesCommand(),
 		}, lifecycleCommands()...),
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/reconcile"
 )
 
 func configCommand() *cli.Command {
@@ -71,6 +72,10 @@ func runConfig(c *cli.Context) error {
 		if sel := c.String("hash"); sel != "*" {
 			names = strings.Split(sel, ",")
 		}
+		contents, err := storeContentDigests(p)
+		if err != nil {
+			return err
+		}
 		for _, name := range names {
 			svc, ok := p.Services[name]
 			if !ok {
@@ -80,6 +85,7 @@ func runConfig(c *cli.Context) error {
 			if err != nil {
 				return err
 			}
+			f = f.WithContents(svc, contents)
 			if _, err := fmt.Fprintf(out, "%s %s\n", name, f.Hash()); err != nil {
 				return err
 			}
@@ -113,4 +119,15 @@ func warnProblems(c *cli.Context, p *project.Project) {
 	for _, w := range warnings {
 		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", w)
 	}
+}
+
+// storeContentDigests are the keyed digests of the project's secrets and
+// configs, with the store's key, as up records them; none when there is
+// no store.
+func storeContentDigests(p *project.Project) (map[string]string, error) {
+	store, err := openStore()
+	if err != nil {
+		return nil, nil
+	}
+	return reconcile.StoreContentDigests(p, store.Dir())
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/supervisor"
 )
@@ -26,7 +27,7 @@ func downCommand() *cli.Command {
 }
 
 func runDown(c *cli.Context) error {
-	_, dir, err := projectState(c)
+	p, dir, err := projectState(c)
 	if err != nil {
 		return err
 	}
@@ -43,7 +44,7 @@ func runDown(c *cli.Context) error {
 			// Nothing was ever started, or down already ran; the
 			// volumes outlive both.
 			if c.Bool("volumes") && c.Args().Len() == 0 {
-				return reconcile.RemoveVolumes(dir)
+				return removeVolumes(c, p, dir)
 			}
 			return nil
 		}
@@ -73,4 +74,16 @@ func runDown(c *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// removeVolumes removes the project's volumes when no supervisor runs,
+// saying what it did as the supervisor does.
+func removeVolumes(c *cli.Context, p *project.Project, dir string) error {
+	lines, err := reconcile.RemoveProjectVolumes(p, dir)
+	if emit := printEvent(c); emit != nil {
+		for _, l := range lines {
+			emit(supervisor.Event{Message: l})
+		}
+	}
+	return err
 }

@@ -55,12 +55,15 @@ func runPlan(c *cli.Context) error {
 		return err
 	}
 	observed := o.Observed()
-	desired := planner.Desired{Project: p.Project, Problems: p.Problems, SharedVolumes: reconcile.SharedVolumes(dir)}
+	desired := planner.Desired{Project: p.Project, Problems: p.Problems, SharedVolumes: reconcile.SharedVolumes(p)}
 	if store, err := openStore(); err == nil {
 		// The digests up would plan with, of the images already pulled.
 		svcs := maps.Clone(p.Services)
 		maps.Copy(svcs, p.DisabledServices)
 		desired.Digests = reconcile.LocalDigests(c.Context, store, svcs)
+	}
+	if desired.Contents, err = storeContentDigests(p); err != nil {
+		return err
 	}
 	var plan *planner.Plan
 	if c.Bool("down") {

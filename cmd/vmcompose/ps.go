@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"syscall"
@@ -113,13 +114,7 @@ func runPs(c *cli.Context) error {
 		return nil
 	}
 	if format == "json" {
-		enc := json.NewEncoder(c.App.Writer)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return jsonLines(c.App.Writer, rows)
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 8, 3, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tIMAGE\tSERVICE\tSTATUS")
@@ -127,6 +122,18 @@ func runPs(c *cli.Context) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.Image, r.Service, r.Status)
 	}
 	return tw.Flush()
+}
+
+// jsonLines prints rows as JSON lines, one object a line, as docker's
+// --format json does for lists.
+func jsonLines[T any](w io.Writer, rows []T) error {
+	enc := json.NewEncoder(w)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ago says how long ago t was, as docker's status column does.

@@ -23,9 +23,13 @@ func TestRefusedBeforeBoot(t *testing.T) {
 		name, compose, service, reason string
 		setup                          func(t *testing.T, dir string)
 	}{{
-		name:    "secrets",
+		name:    "external secret",
+		compose: "  db:\n    image: " + ref + "\n    secrets: [pw]\nsecrets:\n  pw: {external: true}\n",
+		service: "db", reason: `secrets: "pw" is external: true, which only a swarm provides (vmcompose has none): give it a file: or environment: instead`,
+	}, {
+		name:    "missing secret file",
 		compose: "  db:\n    image: " + ref + "\n    secrets: [pw]\nsecrets:\n  pw: {file: ./pw.txt}\n",
-		service: "db", reason: `secrets: "pw" is not supported yet: nothing would appear at /run/secrets/pw in the VM: bind-mount a file there instead`,
+		service: "db", reason: `secrets: "pw": file ` + filepath.Join(p.home, "missing-secret-file", "pw.txt") + ` does not exist: create it`,
 	}, {
 		// Sentry: services that build an image of their own and never
 		// pull it; up used to fail pulling, naming another service.

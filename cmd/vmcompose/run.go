@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -82,6 +83,10 @@ func runRun(c *cli.Context) error {
 		}
 		// docker compose run starts a service whatever its profiles.
 	}
+	// What up would refuse of the service itself, run refuses too.
+	if msgs := append(planner.ServiceProblems(p.Project, svc), p.Problems[o.service]...); len(msgs) > 0 {
+		return fmt.Errorf("service %q: %s", o.service, strings.Join(msgs, "; "))
+	}
 	if o.vmName == "" {
 		o.vmName = o.service + "-run-" + randomHex(3)
 	}
@@ -118,6 +123,9 @@ func runRun(c *cli.Context) error {
 			reconcile.RemoveAnonVolumes(dir, o.vmName) // made for no VM
 		}
 		return err
+	}
+	for _, n := range prep.Notices {
+		fmt.Fprintln(c.App.ErrWriter, n)
 	}
 	if u := c.String("user"); u != "" {
 		prep.Guest.User = u

@@ -3,6 +3,7 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -71,6 +72,54 @@ func BenchmarkRun(b *testing.B) {
 	b.ReportMetric(rm.Seconds(), "run-s")
 	b.ReportMetric(rm.Seconds()/fm.Seconds(), "ratio")
 	b.ReportMetric(slices.Min(runs).Seconds()/slices.Min(floors).Seconds(), "ratio-of-min")
+}
+
+// BenchmarkRunSecrets compares, interleaved in the same run, `vmcompose
+// run --rm` of a service without secrets and of the same service with
+// three secrets and two configs that its command reads: the cost of
+// reading, sending and writing them. Target: ratio ≤ 1.05.
+func BenchmarkRunSecrets(b *testing.B) {
+	p := newRunProject(b)
+	ref := p.push("busybox", testimage.Busybox(b))
+	dir := filepath.Join(p.home, "project")
+	os.MkdirAll(dir, 0o755)
+	for _, f := range []string{"a", "b", "c"} {
+		os.WriteFile(filepath.Join(dir, f), bytes.Repeat([]byte(f), 4096), 0o600)
+	}
+	compose := `services:
+  plain:
+    image: ` + ref + `
+    command: ["cat", "/etc/hostname"]
+  with:
+    image: ` + ref + `
+    command: ["cat", "/run/secrets/a", "/run/secrets/b", "/etc/c.key", "/c1", "/etc/c2.conf"]
+    secrets: [a, b, {source: c, target: /etc/c.key, mode: 0400}]
+    configs: [c1, {source: c2, target: /etc/c2.conf}]
+secrets:
+  a: {file: ./a}
+  b: {file: ./b}
+  c: {file: ./c}
+configs:
+  c1: {content: "c1"}
+  c2: {file: ./c}
+`
+	run := func(svc string) time.Duration {
+		t0 := time.Now()
+		if stdout, stderr, code := p.run(compose, "run", "--rm", "-T", svc); code != 0 {
+			b.Fatalf("run %s: exit %d\n%s%s", svc, code, stdout, stderr)
+		}
+		return time.Since(t0)
+	}
+	run("plain")
+	run("with")
+	var plain, with []time.Duration
+	for b.Loop() {
+		plain = append(plain, run("plain"))
+		with = append(with, run("with"))
+	}
+	b.ReportMetric(median(plain).Seconds(), "plain-s")
+	b.ReportMetric(median(with).Seconds(), "secrets-s")
+	b.ReportMetric(median(with).Seconds()/median(plain).Seconds(), "ratio")
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -29,5 +29,5 @@ func newRuntime(c *cli.Context, projectName string) (*reconcile.Runtime, error) 
 		return nil, err
 	}
 	prog := newProgress(c)
-	return &reconcile.Runtime{Store: store, Driver: driver, Init: init, Progress: func(e oci.Event) { prog.Image(e) }}, nil
+	return &reconcile.Runtime{Store: store, Driver: driver, Init: init, Drivers: localDriver, Progress: func(e oci.Event) { prog.Image(e) }}, nil
 }

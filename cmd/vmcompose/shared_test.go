@@ -65,7 +65,8 @@ func TestSharedVolume(t *testing.T) {
 	ref := sharedImage(t, p)
 	dir := filepath.Join(p.home, "shared")
 	p.cleanup(dir)
-	root := filepath.Join(p.home, "state", "vmcompose", "shared", "volumes", "uploads.shared")
+	vol := filepath.Join(p.home, "state", "vmcompose", "_volumes", "shared_uploads")
+	root := filepath.Join(vol, "shared")
 	const vols = `
       - uploads:/u
       - seeded:/srv
@@ -167,8 +168,8 @@ func TestSharedVolume(t *testing.T) {
 	if _, stderr, code := p.in(dir, "", "down", "-v", "-t", "0"); code != 0 {
 		t.Fatalf("down -v: exit %d\n%s", code, stderr)
 	}
-	if _, err := os.Stat(root); !os.IsNotExist(err) {
-		t.Errorf("down -v left %s: %v", root, err)
+	if _, err := os.Stat(vol); !os.IsNotExist(err) {
+		t.Errorf("down -v left %s: %v", vol, err)
 	}
 }
 
@@ -191,7 +192,7 @@ volumes:
 	if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait", "--scale", "worker=3"); code != 0 {
 		t.Fatalf("up --scale worker=3: exit %d\n%s", code, stderr)
 	}
-	log := filepath.Join(p.home, "state", "vmcompose", "scale", "volumes", "uploads.shared", "data", "log")
+	log := filepath.Join(p.home, "state", "vmcompose", "_volumes", "scale_uploads", "shared", "data", "log")
 	var lines []string
 	for deadline := time.Now().Add(60 * time.Second); len(lines) < 150 && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		lines = readLines(t, log)
@@ -229,14 +230,14 @@ func TestVolumeBecomesShared(t *testing.T) {
 	ref := sharedImage(t, p)
 	dir := filepath.Join(p.home, "grow")
 	p.cleanup(dir)
-	vols := filepath.Join(p.home, "state", "vmcompose", "grow", "volumes")
+	img := filepath.Join(p.home, "state", "vmcompose", "_volumes", "grow_uploads", "disk.img")
 	one := "services:\n" + sleeper("web", ref, ` ["uploads:/u"]`) + "volumes:\n  uploads: {driver_opts: {size: 32m}}\n"
 	two := "services:\n" + sleeper("web", ref, ` ["uploads:/u"]`) + sleeper("worker", ref, ` ["uploads:/u"]`) + "volumes:\n  uploads: {driver_opts: {size: 32m}}\n"
 	if _, stderr, code := p.in(dir, one, "up", "-d", "--wait"); code != 0 {
 		t.Fatalf("up of one writer: exit %d\n%s", code, stderr)
 	}
 	p.execIn(dir, "web", "mkdir -p /u/d && echo kept > /u/d/f && chown 1000:1000 /u/d/f && chmod 1777 /u/d && ln -s d/f /u/link && sync")
-	if _, err := os.Stat(filepath.Join(vols, "uploads.img")); err != nil {
+	if _, err := os.Stat(img); err != nil {
 		t.Fatalf("one writer: no disk image: %v", err)
 	}
 
@@ -252,7 +253,7 @@ func TestVolumeBecomesShared(t *testing.T) {
 	if want := `volume "uploads" is now shared by web and worker: moved its data from its disk image into a directory`; !strings.Contains(stderr, want) {
 		t.Errorf("up does not say %q:\n%s", want, stderr)
 	}
-	if _, err := os.Stat(filepath.Join(vols, "uploads.img")); !os.IsNotExist(err) {
+	if _, err := os.Stat(img); !os.IsNotExist(err) {
 		t.Errorf("the disk image is still there: %v", err)
 	}
 	for _, s := range []string{"web", "worker"} {

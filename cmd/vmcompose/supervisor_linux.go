@@ -28,7 +28,7 @@ func supervisorRuntime(dir string, sup *supervisor.Supervisor, log *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	return &reconcile.Runtime{Store: store, Driver: driver, Init: init}, nil
+	return &reconcile.Runtime{Store: store, Driver: driver, Init: init, Drivers: localDriver}, nil
 }
 
 // localDriver opens the project's VMs read-mostly, to observe them from the

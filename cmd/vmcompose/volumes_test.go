@@ -83,7 +83,7 @@ volumes:
 			t.Errorf("first up: logs lack %q:\n%s", want, out)
 		}
 	}
-	img := filepath.Join(state, "volumes", "data.img")
+	img := filepath.Join(p.home, "state", "vmcompose", "_volumes", "vols_data", "disk.img")
 	if fi, err := os.Stat(img); err != nil || fi.Size() != 64<<20 {
 		t.Fatalf("volume image %s: %v %v", img, fi, err)
 	}
@@ -182,7 +182,7 @@ volumes:
 		files, _ := filepath.Glob(filepath.Join(state, "volumes", "anonymous", vm, "*.img"))
 		return files
 	}
-	data := filepath.Join(state, "volumes", "data.img")
+	data := filepath.Join(p.home, "state", "vmcompose", "_volumes", "project_data", "disk.img")
 	steps := []struct {
 		args   []string
 		stdout string
@@ -232,7 +232,7 @@ func TestNewVolumeIsEmpty(t *testing.T) {
 		pg+"/bin/initdb", pg+"/bin/postgres", pg, "/usr/share/postgresql/15")
 	dir := filepath.Join(p.home, "pg")
 	p.cleanup(dir)
-	img := filepath.Join(p.home, "state", "vmcompose", "pg", "volumes", "pgdata.img")
+	img := filepath.Join(p.home, "state", "vmcompose", "_volumes", "pg_pgdata", "disk.img")
 
 	// What the image's docker-entrypoint.sh does: the data directory
 	// becomes postgres's, initdb runs when there is no cluster yet.

@@ -227,16 +227,28 @@ type Mount struct {
 	NoCopy bool `json:"nocopy,omitempty"`
 }
 
+// SecretsDir is where the guest puts compose's secrets: a tmpfs of its
+// own, mounted before the first secret is written and made read-only
+// after the last.
+const SecretsDir = "/run/secrets"
+
 // File is a file written into the guest: a secret or a config.
 type File struct {
 	// Path is absolute; missing directories are created (mode 0755).
-	Path    string `json:"path"`
+	Path string `json:"path"`
+	// Content travels to the guest only: the host keeps it in memory and
+	// never records it (see reconcile.InstanceState), and the guest never
+	// logs it.
 	Content []byte `json:"content"`
 	// Mode defaults to 0444, compose's default for secrets and configs.
 	Mode uint32 `json:"mode,omitempty"`
 	// UID and GID own the file (default root).
 	UID int `json:"uid,omitempty"`
 	GID int `json:"gid,omitempty"`
+	// Secret keeps the file off every disk: under SecretsDir it is written
+	// to that tmpfs; elsewhere (an absolute secret target) it is written
+	// to a tmpfs of its own and bind-mounted read-only at Path.
+	Secret bool `json:"secret,omitempty"`
 }
 
 // Interface is one NIC's configuration.

@@ -317,34 +317,110 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// writeFiles writes spec's secrets and configs.
+// writeFiles writes spec's secrets and configs. Secrets never touch a
+// disk: those under agent.SecretsDir go to a tmpfs mounted there first
+// and made read-only once all are written; one with a target elsewhere
+// (an absolute target) is written to a tmpfs of its own and bind-mounted
+// read-only there, as docker bind-mounts secrets. Configs are written in
+// place, on the root (before read_only makes it read-only) or a volume.
+// Errors name the path, never the content.
 func writeFiles(files []agent.File) error {
+	dir := false
 	for _, f := range files {
 		if !filepath.IsAbs(f.Path) {
 			return fmt.Errorf("%w: file %q: not an absolute path", agent.ErrInvalid, f.Path)
 		}
-		mode := os.FileMode(f.Mode & 0o7777)
-		if f.Mode == 0 {
-			mode = 0o444
+		dir = dir || (f.Secret && inSecretsDir(f.Path))
+	}
+	if dir {
+		if err := os.MkdirAll(agent.SecretsDir, 0o755); err != nil {
+			return fmt.Errorf("%w: %s: %v", agent.ErrInvalid, agent.SecretsDir, err)
 		}
-		if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
-			return fmt.Errorf("%w: file %s: %v", agent.ErrInvalid, f.Path, err)
+		if err := unix.Mount("tmpfs", agent.SecretsDir, "tmpfs", secretFlags, "mode=0755"); err != nil {
+			return fmt.Errorf("%w: mounting a tmpfs at %s: %v", agent.ErrInvalid, agent.SecretsDir, err)
 		}
-		tmp := f.Path + ".vminit-tmp"
-		err := os.WriteFile(tmp, f.Content, 0o600)
-		if err == nil {
-			err = os.Chown(tmp, f.UID, f.GID)
-		}
-		if err == nil {
-			err = os.Chmod(tmp, mode)
-		}
-		if err == nil {
-			err = os.Rename(tmp, f.Path)
+	}
+	for _, f := range files {
+		var err error
+		if f.Secret && !inSecretsDir(f.Path) {
+			err = bindSecret(f)
+		} else {
+			err = writeFile(filepath.Clean(f.Path), f)
 		}
 		if err != nil {
-			os.Remove(tmp)
 			return fmt.Errorf("%w: file %s: %v", agent.ErrInvalid, f.Path, err)
 		}
 	}
+	if dir {
+		if err := unix.Mount("", agent.SecretsDir, "", unix.MS_REMOUNT|unix.MS_RDONLY|secretFlags, "mode=0755"); err != nil {
+			return fmt.Errorf("%w: making %s read-only: %v", agent.ErrInvalid, agent.SecretsDir, err)
+		}
+	}
 	return nil
+}
+
+// secretFlags are the mount flags of the tmpfs that hold secrets.
+const secretFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+
+func inSecretsDir(path string) bool {
+	return strings.HasPrefix(filepath.Clean(path), agent.SecretsDir+"/")
+}
+
+// bindSecret writes the secret f to a tmpfs mounted aside, binds it at
+// f.Path (made as an empty file when missing) read-only and unmounts the
+// tmpfs from aside, so that only the file shows.
+func bindSecret(f agent.File) error {
+	stage, err := os.MkdirTemp("/run", "secret-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(stage)
+	if err := unix.Mount("tmpfs", stage, "tmpfs", secretFlags, "mode=0700"); err != nil {
+		return fmt.Errorf("mounting a tmpfs: %w", err)
+	}
+	defer unix.Unmount(stage, unix.MNT_DETACH)
+	src := filepath.Join(stage, "secret")
+	if err := writeFile(src, f); err != nil {
+		return err
+	}
+	target := filepath.Clean(f.Path)
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	t, err := os.OpenFile(target, os.O_RDONLY|os.O_CREATE, 0o444)
+	if err != nil {
+		return err
+	}
+	t.Close()
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding the secret: %w", err)
+	}
+	return unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|secretFlags, "")
+}
+
+// writeFile writes f's content at path: a temporary file beside it,
+// owner and mode, then a rename, so the service never sees half a file.
+func writeFile(path string, f agent.File) error {
+	mode := os.FileMode(f.Mode & 0o7777)
+	if f.Mode == 0 {
+		mode = 0o444
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".vminit-tmp"
+	err := os.WriteFile(tmp, f.Content, 0o600)
+	if err == nil {
+		err = os.Chown(tmp, f.UID, f.GID)
+	}
+	if err == nil {
+		err = os.Chmod(tmp, mode)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }

@@ -44,6 +44,8 @@ var rules = []rule{
 	{pkg: "vm/initramfs", why: "the initramfs knows the kernel and the guest's module loader only",
 		own: []string{"vm/kernel", "vm/initramfs/modload", "internal/flock", "internal/atomicfile"}},
 	{pkg: "vm/initramfs/modload", why: "the guest loads modules with it", standardOnly: true, also: []string{"golang.org/x/sys"}},
+	{pkg: "volume", why: "the volume store knows ext4 images (vm), not compose, VM backends or the CLI",
+		own: []string{"vm", "internal/atomicfile"}},
 	{pkg: "vm", why: "VM backends know nothing of compose",
 		banned: []string{mod + "project", mod + "planner", mod + "reconcile", mod + "oci", "github.com/compose-spec/"}},
 	{pkg: "vm/qemu", why: "VM backends know nothing of compose", linuxOnly: true,

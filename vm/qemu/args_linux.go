@@ -262,3 +262,19 @@ func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
 }
+
+// lockFailure finds in qemu's log that it could not lock a disk image
+// another process has open (`Failed to get "write" lock` / `Is another
+// process using the image [PATH]?`), and returns the image's path.
+func lockFailure(log []byte) (string, bool) {
+	s := string(log)
+	if !strings.Contains(s, "Failed to get ") || !strings.Contains(s, " lock") {
+		return "", false
+	}
+	_, rest, ok := strings.Cut(s, "Is another process using the image [")
+	if !ok {
+		return "", false
+	}
+	path, _, ok := strings.Cut(rest, "]?")
+	return path, ok
+}

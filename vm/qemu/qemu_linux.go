@@ -28,9 +28,10 @@ import (
 )
 
 var (
-	_ vm.Driver = (*Driver)(nil)
-	_ vm.Waiter = (*Driver)(nil)
-	_ vm.Lister = (*Driver)(nil)
+	_ vm.Driver     = (*Driver)(nil)
+	_ vm.Waiter     = (*Driver)(nil)
+	_ vm.Lister     = (*Driver)(nil)
+	_ vm.SpecReader = (*Driver)(nil)
 )
 
 // Timeouts of the steps that do not depend on the caller's stop timeout.
@@ -290,6 +291,9 @@ func (d *Driver) Create(ctx context.Context, spec vm.Spec) (err error) {
 	return nil
 }
 
+// Spec implements vm.SpecReader.
+func (d *Driver) Spec(_ context.Context, name string) (vm.Spec, error) { return d.readSpec(name) }
+
 // readSpec returns the VM's spec, or an error wrapping vm.ErrNotFound.
 func (d *Driver) readSpec(name string) (vm.Spec, error) {
 	var spec vm.Spec
@@ -518,6 +522,9 @@ func (d *Driver) launch(ctx context.Context, name string, spec vm.Spec, accel st
 		select {
 		case <-c.done:
 			b, _ := os.ReadFile(filepath.Join(dir, qemuLog))
+			if path, ok := lockFailure(b); ok {
+				return fmt.Errorf("starting VM %s: %w", name, &vm.DiskInUseError{Path: path})
+			}
 			why := lastLine(b)
 			if v, _ := os.ReadFile(filepath.Join(dir, virtiofsdLog)); shares && len(v) > 0 {
 				why += " (virtiofsd: " + lastLine(v) + ")"

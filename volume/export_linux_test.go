@@ -1,0 +1,4 @@
+package volume
+
+// HoldOff is holdOff, for the tests.
+var HoldOff = holdOff
