@@ -2,8 +2,7 @@
 // hypervisor: the Spec of a VM (sizes, kernel, disks, NICs, console), the
 // Driver interface every backend implements, with its optional abilities
 // (Waiter, Lister), the sentinel errors, and the ext4 disks of a VM's
-// writable layer and of volumes, and the copy of a volume disk's data
-// into a directory (ExtractVolume).
+// writable layer and of volumes.
 //
 // Backends live in sub-packages: vm/qemu (Linux), later vm/cloudhv and
 // vm/vz (macOS). The guest kernel and initramfs are vm/kernel and

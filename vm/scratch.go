@@ -98,9 +98,17 @@ func createExt4(ctx context.Context, path string, size int64, label string, dirs
 // in PATH or where Debian and Homebrew install them, and returns its
 // output.
 func e2fsprogs(ctx context.Context, name string, args ...string) (string, error) {
-	bin, err := e2fsprogsPath(name)
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		return "", err
+		for _, dir := range []string{"/sbin", "/usr/sbin", "/opt/homebrew/opt/e2fsprogs/sbin", "/usr/local/opt/e2fsprogs/sbin"} {
+			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
+				bin, err = filepath.Join(dir, name), nil
+				break
+			}
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s (install e2fsprogs): %w", name, err)
+		}
 	}
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -111,19 +119,4 @@ func e2fsprogs(ctx context.Context, name string, args ...string) (string, error)
 		return msg, fmt.Errorf("%s: %w: %s", name, err, msg)
 	}
 	return msg, nil
-}
-
-// e2fsprogsPath finds one of e2fsprogs' programs in PATH or where Debian
-// and Homebrew install them.
-func e2fsprogsPath(name string) (string, error) {
-	bin, err := exec.LookPath(name)
-	if err == nil {
-		return bin, nil
-	}
-	for _, dir := range []string{"/sbin", "/usr/sbin", "/opt/homebrew/opt/e2fsprogs/sbin", "/usr/local/opt/e2fsprogs/sbin"} {
-		if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
-			return filepath.Join(dir, name), nil
-		}
-	}
-	return "", fmt.Errorf("%s (install e2fsprogs): %w", name, err)
 }
