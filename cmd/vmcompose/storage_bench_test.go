@@ -44,8 +44,8 @@ var storageCases = []storageCase{
 // file written sequentially and fsynced, read back once out of the page
 // cache, then 10 000 small files created, stat'ed and deleted) on the
 // host, in a temp dir on the file system that holds the VMs' disk images,
-// and in a guest (`vmcompose run --rm`, 1 GiB of memory) on its writable
-// layer, a named volume, a shared named volume and a bind mount. The
+// and in a guest (`vmcompose exec` in a service of 1 GiB of memory) on
+// its writable layer, a named volume, a shared named volume and a bind mount. The
 // program times itself where it runs, so VM boots are not counted.
 // Ratios are guest/host, both measured in the same run.
 func BenchmarkStorage(b *testing.B) {
@@ -77,15 +77,22 @@ func BenchmarkStorage(b *testing.B) {
 			p.t = b
 			dir := filepath.Join(p.home, "storage-"+c.name)
 			p.cleanup(dir)
-			compose := "services:\n  bench:\n    image: " + ref + "\n    x-vm: {memory: 1g, disk: 2g}\n" + c.yaml
+			compose := "services:\n  bench:\n    image: " + ref + "\n    command: [sleep, '100000']\n    stop_grace_period: 1s\n    x-vm: {memory: 1g, disk: 2g}\n" + c.yaml
+			if _, stderr, code := p.in(dir, compose, "up", "-d", "--wait"); code != 0 {
+				if c.name == "shared" && strings.Contains(stderr, "sharing") {
+					skip("shared volumes are refused: " + strings.TrimSpace(stderr))
+				}
+				b.Fatalf("%s: up -d --wait: exit %d\n%s", c.name, code, stderr)
+			}
 			var runs []storageRun
 			for b.Loop() {
-				r, why := guestStorage(b, &p, dir, compose, c)
+				r, why := guestStorage(b, &p, dir, c)
 				if why != "" {
 					skip(why)
 				}
 				runs = append(runs, r)
 			}
+			p.in(dir, "", "down", "-t", "0") // frees its 1 GiB before the next case
 			m := medianRun(runs)
 			m.report(b, host)
 			rows = append(rows, storageRow{name: c.name, r: m})
@@ -142,19 +149,16 @@ func hostStorage(b *testing.B, prog, dir string) storageRun {
 	return parseStorage(b, "host", string(out))
 }
 
-// guestStorage runs the workload in a new VM of the case's project in
-// dir, which drops its whole page cache before the read. It returns why
-// the case must be skipped: the shared case, while shared volumes are
-// refused or still made disks.
-func guestStorage(b *testing.B, p *runProject, dir, compose string, c storageCase) (storageRun, string) {
+// guestStorage runs the workload in the case's service, up in dir,
+// which drops its whole page cache before the read. It returns why the
+// case must be skipped: the shared case while sharing: shared still makes
+// a disk.
+func guestStorage(b *testing.B, p *runProject, dir string, c storageCase) (storageRun, string) {
 	start := time.Now()
-	out, stderr, code := p.in(dir, compose, "run", "--rm", "-T", "bench", "/bin/storagebench", "-dir", c.target, "-drop-caches")
+	out, stderr, code := p.in(dir, "", "exec", "-T", "bench", "/bin/storagebench", "-dir", c.target, "-drop-caches")
 	wall := time.Since(start).Seconds()
-	if code != 0 && c.name == "shared" && strings.Contains(stderr, "sharing") {
-		return storageRun{}, "shared volumes are refused: " + strings.TrimSpace(stderr)
-	}
 	if code != 0 {
-		b.Fatalf("%s: vmcompose run: exit %d\n%s%s", c.name, code, out, stderr)
+		b.Fatalf("%s: vmcompose exec: exit %d\n%s%s", c.name, code, out, stderr)
 	}
 	r := parseStorage(b, c.name, out)
 	if r.FS == "ext4" && c.name == "shared" {
@@ -164,7 +168,7 @@ func guestStorage(b *testing.B, p *runProject, dir, compose string, c storageCas
 		b.Fatalf("%s: %s is on %s in the guest, want %s", c.name, c.target, r.FS, c.fs)
 	}
 	if sum := r.Write + r.Read + r.Create + r.Stat + r.Delete; sum > wall {
-		b.Fatalf("%s: the guest timed %.2f s of work in a run of %.2f s: its clock is wrong", c.name, sum, wall)
+		b.Fatalf("%s: the guest timed %.2f s of work in an exec of %.2f s: its clock is wrong", c.name, sum, wall)
 	}
 	return r, ""
 }
