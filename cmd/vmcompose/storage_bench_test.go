@@ -44,10 +44,12 @@ var storageCases = []storageCase{
 // file written sequentially and fsynced, read back once out of the page
 // cache, then 10 000 small files created, stat'ed and deleted) on the
 // host, in a temp dir on the file system that holds the VMs' disk images,
-// and in a guest (`vmcompose exec` in a service of 1 GiB of memory) on
-// its writable layer, a named volume, a shared named volume and a bind mount. The
-// program times itself where it runs, so VM boots are not counted.
-// Ratios are guest/host, both measured in the same run.
+// and in a guest (`vmcompose exec` in a service of 1 GiB of memory) on its
+// writable layer, a named volume, a shared named volume and a bind mount.
+// The program times itself where it runs, so VM boots are not counted.
+// Ratios are guest/host, both measured in the same run. The guest drops
+// its own page cache before the read, not the host's: QEMU's disks and
+// virtiofsd go through the host's page cache, as every guest's do.
 func BenchmarkStorage(b *testing.B) {
 	prog := vmtest.GoBuild(b, "github.com/vmcompose/vmcompose/internal/storagebench", "storagebench")
 	p := newRunProject(b)
