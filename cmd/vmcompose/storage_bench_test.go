@@ -47,22 +47,23 @@ var storageCases = []storageCase{
 // and in a guest (`vmcompose exec` in a service of 1 GiB of memory) on its
 // writable layer, a named volume, a shared named volume and a bind mount.
 // The program times itself where it runs, so VM boots are not counted.
-// Ratios are guest/host, both measured in the same run. The guest drops
-// its own page cache before the read, not the host's: QEMU's disks and
-// virtiofsd go through the host's page cache, as every guest's do.
+// Each guest run follows a host run, and a case's ratios are guest/host
+// of those: both measured under the load the machine had then. The "host"
+// case is the host alone, for its own figures. The guest drops its own
+// page cache before the read, not the host's: QEMU's disks and virtiofsd
+// go through the host's page cache, as every guest's do.
 func BenchmarkStorage(b *testing.B) {
 	prog := vmtest.GoBuild(b, "github.com/vmcompose/vmcompose/internal/storagebench", "storagebench")
 	p := newRunProject(b)
 	ref := p.push("storagebench", storageImage(b, prog))
-	var host *storageRun
+	hostDir := filepath.Join(p.home, "host")
 	var rows []storageRow
 	b.Run("host", func(b *testing.B) {
 		var runs []storageRun
 		for b.Loop() {
-			runs = append(runs, hostStorage(b, prog, filepath.Join(p.home, "host")))
+			runs = append(runs, hostStorage(b, prog, hostDir))
 		}
 		m := medianRun(runs)
-		host = &m
 		m.report(b, nil)
 		rows = append(rows, storageRow{name: "host", r: m})
 	})
@@ -86,8 +87,9 @@ func BenchmarkStorage(b *testing.B) {
 				}
 				b.Fatalf("%s: up -d --wait: exit %d\n%s", c.name, code, stderr)
 			}
-			var runs []storageRun
+			var hosts, runs []storageRun
 			for b.Loop() {
+				hosts = append(hosts, hostStorage(b, prog, hostDir))
 				r, why := guestStorage(b, &p, dir, c)
 				if why != "" {
 					skip(why)
@@ -95,12 +97,12 @@ func BenchmarkStorage(b *testing.B) {
 				runs = append(runs, r)
 			}
 			p.in(dir, "", "down", "-t", "0") // frees its 1 GiB before the next case
-			m := medianRun(runs)
-			m.report(b, host)
-			rows = append(rows, storageRow{name: c.name, r: m})
+			m, h := medianRun(runs), medianRun(hosts)
+			m.report(b, &h)
+			rows = append(rows, storageRow{name: c.name, r: m, host: &h})
 		})
 	}
-	printStorage(rows, host)
+	printStorage(rows)
 }
 
 // storageImage is busybox with the workload at /bin/storagebench.
@@ -196,6 +198,11 @@ func (r storageRun) writeMBs() float64 { return float64(r.Bytes) / 1e6 / r.Write
 func (r storageRun) readMBs() float64  { return float64(r.Bytes) / 1e6 / r.Read }
 func (r storageRun) files() float64    { return float64(r.Files) / (r.Create + r.Stat + r.Delete) }
 
+// ratios are r's speeds over h's.
+func (r storageRun) ratios(h storageRun) (write, read, files float64) {
+	return r.writeMBs() / h.writeMBs(), r.readMBs() / h.readMBs(), r.files() / h.files()
+}
+
 // report puts the speeds, and their ratios to host's when there is one,
 // into the benchmark's output.
 func (r storageRun) report(b *testing.B, host *storageRun) {
@@ -203,21 +210,23 @@ func (r storageRun) report(b *testing.B, host *storageRun) {
 	b.ReportMetric(r.readMBs(), "read-MB/s")
 	b.ReportMetric(r.files(), "files/s")
 	if host != nil {
-		b.ReportMetric(r.writeMBs()/host.writeMBs(), "write-ratio")
-		b.ReportMetric(r.readMBs()/host.readMBs(), "read-ratio")
-		b.ReportMetric(r.files()/host.files(), "files-ratio")
+		write, read, files := r.ratios(*host)
+		b.ReportMetric(write, "write-ratio")
+		b.ReportMetric(read, "read-ratio")
+		b.ReportMetric(files, "files-ratio")
 	}
 }
 
 type storageRow struct {
 	name    string
 	r       storageRun
+	host    *storageRun // the host runs beside r's, if any
 	skipped string
 }
 
 // printStorage prints the table of what was measured: speeds, the ratios
-// to the host's, and the cases skipped with why.
-func printStorage(rows []storageRow, host *storageRun) {
+// to the host runs beside them, and the cases skipped with why.
+func printStorage(rows []storageRow) {
 	if len(rows) == 0 {
 		return
 	}
@@ -232,8 +241,9 @@ func printStorage(rows []storageRow, host *storageRun) {
 		}
 		n := float64(r.Files)
 		fmt.Fprintf(w, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f", row.name, r.FS, r.writeMBs(), r.readMBs(), r.files(), n/r.Create, n/r.Stat, n/r.Delete)
-		if host != nil {
-			fmt.Fprintf(w, "\t%.2f\t%.2f\t%.2f", r.writeMBs()/host.writeMBs(), r.readMBs()/host.readMBs(), r.files()/host.files())
+		if row.host != nil {
+			write, read, files := r.ratios(*row.host)
+			fmt.Fprintf(w, "\t%.2f\t%.2f\t%.2f", write, read, files)
 		}
 		fmt.Fprintln(w)
 	}
