@@ -61,6 +61,8 @@ var rules = []rule{
 	{pkg: "internal/atomicfile", why: "any package may write files with it", standardOnly: true},
 	{pkg: "guest/agent", why: "host and guest share the protocol; it depends on neither side", own: []string{}},
 	{pkg: "internal/terminal", why: "the terminal knows the host's terminal, not the agent or the CLI", own: []string{}},
+	{pkg: "internal/storagebench", why: "the storage workload runs alike on the host and in any guest", linuxOnly: true,
+		standardOnly: true, also: []string{"golang.org/x/sys"}},
 	{pkg: "cmd/vminit", why: "the guest must not depend on host packages", linuxOnly: true,
 		own: []string{"guest/", "vm/initramfs/modload"}},
 }
