@@ -75,9 +75,9 @@ type Desired struct {
 	// only I/O can tell (a bind mount of a host socket, say); project.Load
 	// finds them. Up blocks those services with these reasons.
 	Problems map[string][]string
-	// SharedVolumes holds the named volumes that are shared directories
-	// on the host already (reconcile.SharedVolumes): a directory stays
-	// one.
+	// SharedVolumes holds the keys of the named volumes that are shared
+	// already, directories on the host (reconcile.SharedVolumes): a
+	// shared volume stays one.
 	SharedVolumes map[string]bool
 	// Contents holds, by ContentKey, a digest of the content of every
 	// top-level secret and config the services use, keyed with a secret

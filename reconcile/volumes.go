@@ -26,10 +26,9 @@ import (
 // it only takes the host space its data does.
 const DefaultVolumeSize = volume.DefaultSize
 
-// VolumeDir is where the named volumes of the project whose state dir is
-// dir live: the disk images <dir>/volumes/<name>.img and the shared
-// directories <name>.shared (SharedVolumeDir). `down -v` removes it;
-// `down` keeps it.
+// VolumeDir is where the disk images of the named volumes of the project
+// whose state dir is dir live: <dir>/volumes/<name>.img. `down -v` removes
+// it; `down` keeps it.
 func VolumeDir(dir string) string { return filepath.Join(dir, "volumes") }
 
 // AnonVolumeDir holds the anonymous volumes of one VM; they are removed
