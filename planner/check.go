@@ -23,9 +23,9 @@ func Problems(desired Desired) (problems map[string][]string, warnings []string)
 // check finds what makes each of services (the services Up plans, with
 // depends_on reduced to them) impossible to run as the compose file says:
 // what the service alone gets wrong, what desired.Problems brings from the
-// host, what its dependencies cannot give it, and the named volumes that
-// would have two writers, counting the VMs of other services that run
-// (running: their number by service).
+// host, what its dependencies cannot give it, and the named volumes it
+// cannot mount as they must be (see volumeProblems), counting the VMs of
+// other services that run (running: their number by service).
 func check(desired Desired, services types.Services, scale map[string]int, running map[string]int) (map[string][]string, []string) {
 	out := map[string][]string{}
 	var warnings []string
@@ -44,7 +44,7 @@ func check(desired Desired, services types.Services, scale map[string]int, runni
 			}
 		}
 	}
-	for name, msgs := range volumeConflicts(services, scale, desired.Project.Services, running) {
+	for name, msgs := range volumeProblems(desired, services, scale, running) {
 		out[name] = append(out[name], msgs...)
 	}
 	maps.DeleteFunc(out, func(_ string, p []string) bool { return len(p) == 0 })
@@ -199,52 +199,4 @@ func healthProblem(cfg types.ServiceDependency, dep string, svc types.ServiceCon
 // reconcile.ParseHealth reads it).
 func hasHealthcheck(hc *types.HealthCheckConfig) bool {
 	return hc != nil && !hc.Disable && len(hc.Test) > 0 && hc.Test[0] != "NONE"
-}
-
-// volumeConflicts finds the named volumes that more than one VM would
-// mount read-write: a volume is an ext4 disk image, and ext4 is not a
-// cluster file system. One writer and any number of read-only mounts are
-// fine. The VMs that run and are not planned keep their volumes; of the
-// planned services, the first by name keeps a volume nothing else holds
-// and the others are refused, as is a service whose replicas would share
-// one.
-func volumeConflicts(planned types.Services, scale map[string]int, others types.Services, running map[string]int) map[string][]string {
-	writers := map[string][]string{} // volume -> its writing services, keepers first
-	vms := map[[2]string]int{}       // volume, service -> writing VMs
-	add := func(svc types.ServiceConfig, n int) {
-		for _, v := range svc.Volumes {
-			if v.Type == types.VolumeTypeVolume && v.Source != "" && !v.ReadOnly && n > 0 {
-				if vms[[2]string{v.Source, svc.Name}] == 0 {
-					writers[v.Source] = append(writers[v.Source], svc.Name)
-				}
-				vms[[2]string{v.Source, svc.Name}] += n
-			}
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(running)) {
-		if svc, ok := others[name]; ok {
-			add(svc, running[name])
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(planned)) {
-		if n, err := replicas(planned[name], scale); err == nil { // Up fails on the error
-			add(planned[name], n)
-		}
-	}
-	out := map[string][]string{}
-	for _, vol := range slices.Sorted(maps.Keys(writers)) {
-		w := writers[vol]
-		for i, svc := range w {
-			if _, ok := planned[svc]; !ok {
-				continue
-			}
-			switch n := vms[[2]string{vol, svc}]; {
-			case n > 1:
-				out[svc] = append(out[svc], fmt.Sprintf("volumes: %q is mounted read-write by its %d replicas: a volume disk has one writer (ext4 is not a cluster file system): run one replica, or mount it :ro", vol, n))
-			case i > 0:
-				out[svc] = append(out[svc], fmt.Sprintf("volumes: %q is mounted read-write by services %q and %q: a volume disk has one writer (ext4 is not a cluster file system): mount it :ro in all but one", vol, w[0], svc))
-			}
-		}
-	}
-	return out
 }

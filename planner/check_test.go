@@ -121,48 +121,48 @@ warnings
   service "side": depends_on.db.condition: service_healthy, but db has no healthcheck (an image's HEALTHCHECK is not run): add a healthcheck: to db, or use condition: service_started (required: false, so side starts without waiting)
 `,
 	}, {
-		name: "two services writing one volume: the second is blocked; read-only is fine",
+		name: "two services writing one disk volume: the second is blocked; read-only is fine",
 		yaml: `
 services:
   a: {image: a, volumes: [data:/d]}
   b: {image: b, volumes: [data:/d]}
   c: {image: c, volumes: [data:/d:ro]}
-volumes: {data: {}}
+volumes: {data: {driver_opts: {sharing: disk}}}
 `,
 		want: `project demo (up): 3 operations in 1 wave: 2 create, 1 blocked
 wave 1
   1  create   a-1  new service
-  2  blocked  b-1  volumes: "data" is mounted read-write by services "a" and "b": a volume disk has one writer (ext4 is not a cluster file system): mount it :ro in all but one
+  2  blocked  b-1  volumes: "data" is mounted read-write by services "a" and "b", but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): mount it :ro in all but one, or set sharing: auto (a directory all of them share)
   3  create   c-1  new service
 `,
 	}, {
-		name: "replicas writing one volume, through --scale",
+		name: "replicas writing one disk volume, through --scale",
 		yaml: `services: {a: {image: a, volumes: [data:/d]}, b: {image: b, volumes: [data:/d:ro]}}
-volumes: {data: {}}`,
+volumes: {data: {driver_opts: {sharing: disk}}}`,
 		opts:    planner.Options{Scale: map[string]int{"a": 2}},
-		blocked: `service "a": volumes: "data" is mounted read-write by its 2 replicas: a volume disk has one writer (ext4 is not a cluster file system): run one replica, or mount it :ro`,
+		blocked: `service "a": volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or set sharing: auto (a directory all of them share)`,
 		want: `project demo (up): 3 operations in 1 wave: 1 create, 2 blocked
 wave 1
-  1  blocked  a-1  volumes: "data" is mounted read-write by its 2 replicas: a volume disk has one writer (ext4 is not a cluster file system): run one replica, or mount it :ro
-  2  blocked  a-2  volumes: "data" is mounted read-write by its 2 replicas: a volume disk has one writer (ext4 is not a cluster file system): run one replica, or mount it :ro
+  1  blocked  a-1  volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or set sharing: auto (a directory all of them share)
+  2  blocked  a-2  volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or set sharing: auto (a directory all of them share)
   3  create   b-1  new service
 `,
 	}, {
-		name: "a writer that runs and is not planned keeps its volume",
+		name: "a writer that runs and is not planned keeps its disk volume",
 		yaml: `services: {b: {image: b, volumes: [data:/d]}, a: {image: a, volumes: [data:/d]}}
-volumes: {data: {}}`,
+volumes: {data: {driver_opts: {sharing: disk}}}`,
 		observed: func(testing.TB) planner.Observed {
 			return planner.Observed{Instances: []planner.Instance{{Service: "b", Number: 1, State: planner.Running, Hash: "x"}}}
 		},
 		opts: planner.Options{Services: []string{"a"}},
 		want: `project demo (up): 1 operation in 1 wave: 1 blocked
 wave 1
-  1  blocked  a-1  volumes: "data" is mounted read-write by services "b" and "a": a volume disk has one writer (ext4 is not a cluster file system): mount it :ro in all but one
+  1  blocked  a-1  volumes: "data" is mounted read-write by services "b" and "a", but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): mount it :ro in all but one, or set sharing: auto (a directory all of them share)
 `,
 	}, {
 		name: "a writer that does not run and is not planned is no conflict",
 		yaml: `services: {b: {image: b, volumes: [data:/d]}, a: {image: a, volumes: [data:/d]}}
-volumes: {data: {}}`,
+volumes: {data: {driver_opts: {sharing: disk}}}`,
 		observed: func(testing.TB) planner.Observed {
 			return planner.Observed{Instances: []planner.Instance{{Service: "b", Number: 1, State: planner.Stopped, Hash: "x"}}}
 		},

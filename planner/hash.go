@@ -130,14 +130,21 @@ func (f Fields) WithContents(svc types.ServiceConfig, digests map[string]string)
 
 // changedReason says what changed in a recreate's reason: the fields by
 // name, then the secrets and configs whose content changed, by name
-// (`changed: environment; secrets: "db_password" changed`), never a value.
-func changedReason(changed []string) string {
-	var fields []string
+// (`changed: environment; secrets: "db_password" changed`), never a
+// value, then the named volumes that become shared (in now, the new
+// fields: `volumes: "uploads" becomes shared`).
+func changedReason(changed []string, now Fields) string {
+	var fields, became []string
 	contents := map[string][]string{}
 	for _, c := range changed {
-		if kind, name, ok := strings.Cut(c, ":"); ok && (kind == "secrets" || kind == "configs") {
+		kind, name, ok := strings.Cut(c, ":")
+		_, shared := now[c]
+		switch {
+		case ok && (kind == "secrets" || kind == "configs"):
 			contents[kind] = append(contents[kind], strconv.Quote(name))
-		} else {
+		case ok && kind+":" == sharedField && shared:
+			became = append(became, strconv.Quote(name))
+		default:
 			fields = append(fields, c)
 		}
 	}
@@ -149,6 +156,9 @@ func changedReason(changed []string) string {
 		if names := contents[kind]; len(names) > 0 {
 			parts = append(parts, kind+": "+strings.Join(names, ", ")+" changed")
 		}
+	}
+	if len(became) > 0 {
+		parts = append(parts, fmt.Sprintf("volumes: %s %s shared", strings.Join(became, ", "), map[bool]string{true: "becomes", false: "become"}[len(became) == 1]))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -34,6 +34,9 @@ type Op struct {
 	Changed []string `json:"changed,omitempty"`
 	// Hash is the config hash the instance has once the op is done.
 	Hash string `json:"hash,omitempty"`
+	// Shared names the instance's named volumes that are shared
+	// directories, not disks (Fields.AddShared).
+	Shared []string `json:"shared_volumes,omitempty"`
 	// After lists the IDs of the operations that must finish first.
 	After []int `json:"after,omitempty"`
 	// Wave is 1 + the longest chain of operations before this one: the
@@ -52,6 +55,10 @@ type Plan struct {
 	Down     bool     `json:"down,omitempty"`
 	Ops      []Op     `json:"operations"`
 	Warnings []string `json:"warnings,omitempty"`
+	// Shares are the named volumes that become shared directories: the
+	// executor removes their holders and moves their data before it
+	// carries out any operation.
+	Shares []NewShare `json:"new_shares,omitempty"`
 }
 
 // Waves returns the number of waves.
@@ -121,6 +128,12 @@ func (p *Plan) String() string {
 		}
 		b.WriteString(line + "\n")
 	}
+	if len(p.Shares) > 0 {
+		b.WriteString("volumes\n")
+		for _, sh := range p.Shares {
+			fmt.Fprintf(&b, "  %s\n", sh)
+		}
+	}
 	if len(p.Warnings) > 0 {
 		b.WriteString("warnings\n")
 		for _, warn := range p.Warnings {
@@ -162,4 +175,16 @@ func joinInts(ids []int) string {
 		s[i] = strconv.Itoa(id)
 	}
 	return strings.Join(s, ", ")
+}
+
+// String says what becomes of the volume: `"uploads" becomes shared by
+// web and worker (web-1 has it as a disk: its data moves to a directory
+// once it is removed)`.
+func (s NewShare) String() string {
+	line := fmt.Sprintf("%q becomes shared by %s: a directory on the host", s.Volume, s.Users())
+	if len(s.Holders) > 0 {
+		line += fmt.Sprintf(" (%s %s it as a disk: its data moves into the directory once %s removed)",
+			strings.Join(s.Holders, ", "), map[bool]string{true: "has", false: "have"}[len(s.Holders) == 1], map[bool]string{true: "it is", false: "they are"}[len(s.Holders) == 1])
+	}
+	return line
 }

@@ -75,6 +75,10 @@ type Desired struct {
 	// only I/O can tell (a bind mount of a host socket, say); project.Load
 	// finds them. Up blocks those services with these reasons.
 	Problems map[string][]string
+	// SharedVolumes holds the keys of the named volumes that are shared
+	// already, directories on the host (reconcile.SharedVolumes): a
+	// shared volume stays one.
+	SharedVolumes map[string]bool
 	// Contents holds, by ContentKey, a digest of the content of every
 	// top-level secret and config the services use, keyed with a secret
 	// of the host so that the digest, recorded in state.json as a field,
@@ -116,8 +120,14 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 	}
 	have := byService(observed)
 	b := newBuilder(p.Name, false)
-	problems, warnings := check(desired, selected, opts.Scale, runningOthers(have, selected))
+	running := runningOthers(have, selected)
+	problems, warnings := check(desired, selected, opts.Scale, running)
 	b.plan.Warnings = append(b.plan.Warnings, warnings...)
+	shared := sharedVolumes(desired, selected, opts.Scale, running)
+	shares, kept := newShares(desired, selected, shared, have, opts.NoRecreate)
+	for name, msgs := range kept {
+		problems[name] = append(problems[name], msgs...)
+	}
 
 	blocked := map[string]string{}
 	bounced := map[string]bool{} // services whose VMs are recreated or restarted
@@ -145,6 +155,8 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 			return nil, err
 		}
 		fields = fields.WithContents(svc, desired.Contents)
+		sharedHere := sharedOf(svc, shared)
+		fields.AddShared(sharedHere)
 		hash := fields.Hash()
 		restartFor := ""
 		for _, dep := range g.deps[g.index[name]] {
@@ -155,7 +167,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 		}
 		existing := have[name]
 		for n := 1; n <= want; n++ {
-			op := Op{Service: name, Number: n, Hash: hash}
+			op := Op{Service: name, Number: n, Hash: hash, Shared: sharedHere}
 			inst, ok := findNumber(existing, n)
 			changed := fields.Changed(inst.Fields)
 			if inst.Fields == nil && inst.Hash != hash {
@@ -169,7 +181,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 			case opts.ForceRecreate && (len(opts.Services) == 0 || opts.AlwaysRecreateDeps || slices.Contains(opts.Services, name)):
 				op.Kind, op.Reason = Recreate, "--force-recreate"
 			case inst.Hash != hash && !opts.NoRecreate:
-				op.Kind, op.Reason, op.Changed = Recreate, changedReason(changed), changed
+				op.Kind, op.Reason, op.Changed = Recreate, changedReason(changed, fields), changed
 			case inst.State != Running:
 				op.Kind, op.Reason = Start, "stopped"
 			case restartFor != "":
@@ -191,6 +203,7 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 		}
 	}
 	b.orphans(p, have, opts.RemoveOrphans)
+	b.plan.Shares = shares
 	return b.finish(g, g.dependencies), nil
 }
 

@@ -7,7 +7,8 @@
 // makes no decisions that belong to the planner, and it is not the daemon
 // that runs the plans (package supervisor). It maps compose's volumes onto
 // the volume store (package volume): names, labels, the images of earlier
-// versions moved in, who uses a volume (the VMs' specs), down -v.
+// versions moved in, who uses a volume (the VMs' specs), down -v, and a
+// disk volume made shared when the plan says so (ShareVolume).
 //
 // # Level, not events
 //

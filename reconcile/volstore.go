@@ -82,11 +82,7 @@ func storeVolume(ctx context.Context, p *project.Project, key, dir string) (v vo
 	if !errors.Is(err, volume.ErrNotFound) {
 		return volume.Volume{}, "", fmt.Errorf("volume %q: %w", key, err)
 	}
-	old := filepath.Join(VolumeDir(dir), key+".img")
-	if cfg.External {
-		old = filepath.Join(s.Dir(), name+".img")
-	}
-	if fi, lerr := os.Lstat(old); lerr == nil && fi.Mode().IsRegular() {
+	if old := oldImage(s, p, key, dir); old != "" {
 		return adopt(s, name, old, volumeLabels(p, key, cfg))
 	}
 	if cfg.External {
@@ -94,6 +90,20 @@ func storeVolume(ctx context.Context, p *project.Project, key, dir string) (v vo
 	}
 	v, _, err = s.Create(ctx, name, volume.Spec{Kind: opts.Kind(), Size: opts.Size, Labels: volumeLabels(p, key, cfg), Options: cfg.DriverOpts})
 	return v, "", err
+}
+
+// oldImage is the disk image an earlier version left for the project's
+// volume key (<dir>/volumes/<key>.img, or the store's <name>.img for an
+// external volume), "" when there is none.
+func oldImage(s *volume.Store, p *project.Project, key, dir string) string {
+	old := filepath.Join(VolumeDir(dir), key+".img")
+	if p.Volumes[key].External {
+		old = filepath.Join(s.Dir(), VolumeName(p, key)+".img")
+	}
+	if fi, err := os.Lstat(old); err == nil && fi.Mode().IsRegular() {
+		return old
+	}
+	return ""
 }
 
 // adopt moves the image of a volume an earlier version made into the

@@ -90,12 +90,21 @@ func Volumes(ctx context.Context, p *project.Project, svc types.ServiceConfig, d
 			}
 			st.Mounts = append(st.Mounts, agent.Mount{Type: agent.MountTmpfs, Target: v.Target, ReadOnly: v.ReadOnly, Options: strings.Join(opts, ",")})
 		case types.VolumeTypeVolume:
-			path, notice, err := volumeImage(ctx, p, v, dir, vmName, i)
+			path, shared, notice, err := volumeImage(ctx, p, v, dir, vmName, i)
 			if err != nil {
 				return Storage{}, err
 			}
 			if notice != "" {
 				st.Notices = append(st.Notices, notice)
+			}
+			if shared {
+				sh, m, err := sharedVolume(v, path, fmt.Sprintf("vol%d", len(st.Shares)))
+				if err != nil {
+					return Storage{}, err
+				}
+				st.Shares = append(st.Shares, sh)
+				st.Mounts = append(st.Mounts, m)
+				continue
 			}
 			data, err := vm.VolumeDataDir(path)
 			if err != nil {
@@ -146,37 +155,35 @@ func bindShare(v types.ServiceVolumeConfig, tag string) (vm.Share, agent.Mount, 
 	return sh, m, nil
 }
 
-// volumeImage returns the disk image of a service volume of type volume:
-// the store's volume (see storeVolume), or an anonymous volume of the VM,
-// created when missing. notice is for the user.
-func volumeImage(ctx context.Context, p *project.Project, v types.ServiceVolumeConfig, dir, vmName string, index int) (path, notice string, err error) {
+// volumeImage returns the disk image of a service volume of type volume,
+// or with shared the directory of a shared volume: the store's volume
+// (see storeVolume), or an anonymous volume of the VM, created when
+// missing. notice is for the user.
+func volumeImage(ctx context.Context, p *project.Project, v types.ServiceVolumeConfig, dir, vmName string, index int) (path string, shared bool, notice string, err error) {
 	if v.Source == "" {
 		d := AnonVolumeDir(dir, vmName)
 		path := filepath.Join(d, fmt.Sprintf("%d.img", index))
-		return path, "", ensureImage(ctx, d, path, DefaultVolumeSize)
+		return path, false, "", ensureImage(ctx, d, path, DefaultVolumeSize)
 	}
 	cfg, ok := p.Volumes[v.Source]
 	if !ok {
-		return "", "", fmt.Errorf("volume %q is not declared in the top-level volumes", v.Source)
+		return "", false, "", fmt.Errorf("volume %q is not declared in the top-level volumes", v.Source)
 	}
 	if cfg.Driver != "" && cfg.Driver != "local" {
-		return "", "", fmt.Errorf("volume %q: driver %q is not supported (only local disk images)", v.Source, cfg.Driver)
+		return "", false, "", fmt.Errorf("volume %q: driver %q is not supported (only local disk images)", v.Source, cfg.Driver)
 	}
 	if bool(cfg.External) && filepath.IsAbs(cfg.Name) {
 		// An ext4 image named by its path, outside the store.
 		if _, err := os.Stat(cfg.Name); err != nil {
-			return "", "", fmt.Errorf("external volume %q: no disk image %s: create it (an ext4 image) first", v.Source, cfg.Name)
+			return "", false, "", fmt.Errorf("external volume %q: no disk image %s: create it (an ext4 image) first", v.Source, cfg.Name)
 		}
-		return cfg.Name, "", nil
+		return cfg.Name, false, "", nil
 	}
 	vol, notice, err := storeVolume(ctx, p, v.Source, dir)
 	if err != nil {
-		return "", "", err
+		return "", false, "", err
 	}
-	if vol.Kind != volume.Disk {
-		return "", "", fmt.Errorf("volume %q: %s is a shared volume, which cannot be attached yet: use a disk volume (driver_opts.sharing: disk)", v.Source, vol.Name)
-	}
-	return vol.Mountpoint(), notice, nil
+	return vol.Mountpoint(), vol.Kind == volume.Shared, notice, nil
 }
 
 // ensureImage creates the volume disk path (in d) unless it exists. It is

@@ -33,7 +33,7 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	if err != nil {
 		return err
 	}
-	desired := planner.Desired{Project: p.Project, Problems: p.Problems}
+	desired := planner.Desired{Project: p.Project, Problems: p.Problems, SharedVolumes: reconcile.SharedVolumes(p)}
 	if desired.Contents, err = s.contentDigests(p); err != nil {
 		return err
 	}
@@ -70,6 +70,9 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	}
 	s.Log.Info("up", "plan", plan.String())
 	s.adoptObserved(o)
+	if err := s.shareVolumes(ctx, p, plan, req.Timeout, emit); err != nil {
+		return err
+	}
 	if err := s.execute(ctx, p, plan, o, req.Timeout, emit); err != nil {
 		return err
 	}
@@ -80,6 +83,33 @@ func (s *Supervisor) up(ctx context.Context, req *Request, emit func(Event)) err
 	}
 	if req.RunFor != "" {
 		return s.awaitRun(ctx, p, plan, req.RunFor, emit)
+	}
+	return nil
+}
+
+// shareVolumes makes the volumes that become shared in this plan shared
+// directories before any operation runs: the VMs that have one as a disk
+// are removed first (the plan recreates them), then its data moves from
+// the disk image into the directory, and the user is told.
+func (s *Supervisor) shareVolumes(ctx context.Context, p *project.Project, plan *planner.Plan, timeout int, emit func(Event)) error {
+	for _, sh := range plan.Shares {
+		for _, name := range sh.Holders {
+			if in := s.lookup(name); in != nil {
+				emit(Event{Instance: name, Message: fmt.Sprintf("Removing (volume %q becomes shared)", sh.Volume)})
+				if err := s.removeInstance(ctx, in, timeout); err != nil {
+					return err
+				}
+			}
+		}
+		moved, err := reconcile.ShareVolume(ctx, p, sh.Volume, s.Dir, s.Runtime.Drivers)
+		if err != nil {
+			return err
+		}
+		msg := fmt.Sprintf("volume %q is shared by %s: a directory on the host", sh.Volume, sh.Users())
+		if moved {
+			msg = fmt.Sprintf("volume %q is now shared by %s: moved its data from its disk image into a directory", sh.Volume, sh.Users())
+		}
+		emit(Event{Message: msg})
 	}
 	return nil
 }
@@ -295,6 +325,7 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 		return err
 	}
 	fields = fields.WithContents(svc, contents)
+	fields.AddShared(op.Shared)
 	spec, guest := prep.Spec, prep.Guest
 	// The files' contents stay in memory: the record is saved.
 	files := guest.Files

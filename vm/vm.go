@@ -119,6 +119,11 @@ type Share struct {
 	// ReadOnly shares refuse the guest's writes. The backend enforces it
 	// on the host, not by trusting the guest to mount it read-only.
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Locks makes the file locks the guest takes on the share host locks,
+	// which the other VMs sharing Source (and the host) see; without it
+	// they are the guest's own. Backends say which kinds of lock they
+	// carry.
+	Locks bool `json:"locks,omitempty"`
 }
 
 // Network is one NIC of the VM.

@@ -55,7 +55,7 @@ func runPlan(c *cli.Context) error {
 		return err
 	}
 	observed := o.Observed()
-	desired := planner.Desired{Project: p.Project, Problems: p.Problems}
+	desired := planner.Desired{Project: p.Project, Problems: p.Problems, SharedVolumes: reconcile.SharedVolumes(p)}
 	if store, err := openStore(); err == nil {
 		// The digests up would plan with, of the images already pulled.
 		svcs := maps.Clone(p.Services)

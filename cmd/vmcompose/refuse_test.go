@@ -57,9 +57,9 @@ func TestRefusedBeforeBoot(t *testing.T) {
 		compose: "  app:\n    image: " + ref + "\n    depends_on: {good: {condition: service_healthy}}\n",
 		service: "app", reason: "depends_on.good.condition: service_healthy, but good has no healthcheck",
 	}, {
-		name:    "volume writers",
-		compose: "  w:\n    image: " + ref + "\n    scale: 2\n    volumes: [data:/d]\nvolumes: {data: {}}\n",
-		service: "w", reason: `volumes: "data" is mounted read-write by its 2 replicas`,
+		name:    "disk volume writers",
+		compose: "  w:\n    image: " + ref + "\n    scale: 2\n    volumes: [data:/d]\nvolumes: {data: {driver_opts: {sharing: disk}}}\n",
+		service: "w", reason: `volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk`,
 	}, {
 		name:    "image reference",
 		compose: "  bad:\n    image: \"UPPER/Case::bad@@sha256:zz\"\n",

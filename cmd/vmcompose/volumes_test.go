@@ -116,8 +116,8 @@ volumes:
 		t.Fatalf("down -v left %s: %v", img, err)
 	}
 
-	// Two writers of one volume, and a bind mount of nothing that must not
-	// be created: refused, naming what.
+	// Two writers of a disk volume, and a bind mount of nothing that must
+	// not be created: refused, naming what.
 	two := `services:
   a:
     image: ` + ref + `
@@ -129,7 +129,7 @@ volumes:
     image: ` + ref + `
     volumes: ["shared:/s:ro"]
 volumes:
-  shared: {}
+  shared: {driver_opts: {sharing: disk}}
 `
 	_, stderr, code := p.in(bad, two, "up", "-d")
 	if code == 0 || !strings.Contains(stderr, `"shared"`) || !strings.Contains(stderr, `"a"`) || !strings.Contains(stderr, `"b"`) {

@@ -179,6 +179,26 @@ const (
 	MountVirtiofs = "virtiofs"
 	// MountTmpfs is a tmpfs; Source is ignored.
 	MountTmpfs = "tmpfs"
+	// MountVolumeShare is a named volume shared by several VMs: a
+	// virtiofs share tagged Source whose root holds the volume's data in
+	// ShareData, which is what shows at Target, and ShareMeta, where the
+	// VMs that mount it agree on who seeds it.
+	MountVolumeShare = "volume-share"
+)
+
+// The layout of a shared volume's root (MountVolumeShare).
+const (
+	// ShareData holds the volume's data.
+	ShareData = "data"
+	// ShareMeta holds ShareLock and ShareSeeded.
+	ShareMeta = ".vmcompose"
+	// ShareLock is the file a VM holds flock(2)ed while it decides
+	// whether to seed the volume and seeds it.
+	ShareLock = "lock"
+	// ShareSeeded exists once the volume had its first read-write mount
+	// (seeded with the image's content or not): no later mount seeds it,
+	// even when its data was emptied meanwhile.
+	ShareSeeded = "seeded"
 )
 
 // Mount is one volume in the guest.
@@ -198,10 +218,12 @@ type Mount struct {
 	// vm.VolumeData), empty for the root. The share or the disk itself
 	// shows nowhere else in the guest.
 	Subpath string `json:"subpath,omitempty"`
-	// NoCopy is compose's `volume.nocopy`. Without it, an empty disk
-	// volume (an empty Subpath directory; nothing but lost+found at a
-	// root) mounted read-write first gets a copy of what the image has at
-	// Target, with its owner and mode, as docker does.
+	// NoCopy is compose's `volume.nocopy`. Without it, an empty volume
+	// (an empty Subpath directory or ShareData; nothing but lost+found at
+	// a disk's root) mounted read-write for the first time gets a copy of
+	// what the image has at Target, with its owner and mode, as docker
+	// does. A disk with a Subpath and a shared volume remember their first
+	// mount (ShareSeeded), and are not seeded again.
 	NoCopy bool `json:"nocopy,omitempty"`
 }
 

@@ -60,18 +60,21 @@ func mountVolume(m agent.Mount, disks map[string]string) error {
 			return mountShareEntry(m, target, flags)
 		}
 		src, fstype = m.Source, "virtiofs"
+	case agent.MountVolumeShare:
+		src, fstype = m.Source, "virtiofs"
 	case agent.MountTmpfs:
 		src, fstype = "tmpfs", "tmpfs"
 		flags |= unix.MS_NOSUID | unix.MS_NODEV
 	default:
-		return fmt.Errorf("type %q: want disk, virtiofs or tmpfs", m.Type)
+		return fmt.Errorf("type %q: want disk, volume-share, virtiofs or tmpfs", m.Type)
 	}
 	imageHad := hasEntries(target)
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
-	if m.Type == agent.MountDisk {
-		return mountDisk(src, target, m, flags, !m.NoCopy && imageHad)
+	switch m.Type {
+	case agent.MountDisk, agent.MountVolumeShare:
+		return mountAside(src, fstype, target, m, flags, !m.NoCopy && imageHad)
 	}
 	if err := unix.Mount(src, target, fstype, flags, m.Options); err != nil {
 		return fmt.Errorf("mounting %s %s: %w", fstype, src, err)
@@ -121,33 +124,39 @@ func mountShareEntry(m agent.Mount, target string, flags uintptr) error {
 	return nil
 }
 
-// mountDisk mounts the directory m.Subpath of the ext4 disk dev (its
-// root when empty) at target: the disk is mounted aside, the directory
-// bound at target and the disk unmounted from aside, so that only the
-// directory shows (not a volume's lost+found, at the disk's root). With
-// copyUp, an empty volume mounted read-write first gets a copy of what
-// the image has at target; a read-only one cannot take it.
-func mountDisk(dev, target string, m agent.Mount, flags uintptr, copyUp bool) error {
+// mountAside mounts a volume's directory at target: the file system
+// (an ext4 disk dev, or the virtiofs share of a shared volume) is mounted
+// aside, its data directory (m.Subpath of a disk, empty for its root;
+// agent.ShareData of a share) bound at target and the file system
+// unmounted from aside, so that only the data shows (not a disk's
+// lost+found, nor a share's agent.ShareMeta). With copyUp, an empty volume
+// mounted read-write first gets a copy of what the image has at target; a
+// read-only one cannot take it.
+func mountAside(dev, fstype, target string, m agent.Mount, flags uintptr, copyUp bool) error {
 	stage, err := os.MkdirTemp("/run", "volume-")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(stage)
-	if err := unix.Mount(dev, stage, "ext4", flags, m.Options); err != nil {
-		return fmt.Errorf("mounting ext4 %s: %w", dev, err)
+	if err := unix.Mount(dev, stage, fstype, flags, m.Options); err != nil {
+		return fmt.Errorf("mounting %s %s: %w", fstype, dev, err)
 	}
 	defer unix.Unmount(stage, unix.MNT_DETACH)
-	src := filepath.Join(stage, filepath.Clean("/"+m.Subpath))
-	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
-		return fmt.Errorf("ext4 %s has no directory %s: %v", dev, m.Subpath, err)
+	sub := m.Subpath
+	if m.Type == agent.MountVolumeShare {
+		sub = agent.ShareData
 	}
-	if copyUp && flags&unix.MS_RDONLY == 0 && volumeEmpty(src, m.Subpath == "") {
-		if err := copyTree(target, src); err != nil {
+	src := filepath.Join(stage, filepath.Clean("/"+sub))
+	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%s %s has no directory %s: %v", fstype, dev, sub, err)
+	}
+	if flags&unix.MS_RDONLY == 0 {
+		if err := seed(stage, src, target, sub == "", copyUp); err != nil {
 			return fmt.Errorf("copying the image's %s into the volume: %w", target, err)
 		}
 	}
 	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("binding ext4 %s at %s: %w", dev, target, err)
+		return fmt.Errorf("binding %s %s at %s: %w", fstype, dev, target, err)
 	}
 	if flags&unix.MS_RDONLY != 0 {
 		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
@@ -155,6 +164,68 @@ func mountDisk(dev, target string, m agent.Mount, flags uintptr, copyUp bool) er
 		}
 	}
 	return nil
+}
+
+// seed copies image (what the image has at the mount point) into the
+// volume's empty data directory with copyUp, on the volume's first
+// read-write mount only. The volume's root (stage) remembers that first
+// mount in agent.ShareMeta, where a lock held across the decision makes
+// one of several VMs that mount a shared volume at once seed it while the
+// others wait. A volume whose data is its disk's root (root) has nowhere
+// to keep that, and is seeded whenever it is empty, as before.
+func seed(stage, data, image string, root, copyUp bool) error {
+	if root {
+		if copyUp && volumeEmpty(data, true) {
+			return copyTree(image, data)
+		}
+		return nil
+	}
+	meta := filepath.Join(stage, agent.ShareMeta)
+	if err := os.MkdirAll(meta, 0o700); err != nil {
+		return err
+	}
+	// Another VM sharing the volume may have put anything there: no
+	// symlink is followed, no fifo waited on.
+	lock, err := os.OpenFile(filepath.Join(meta, agent.ShareLock), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close() // and the lock with it
+	if err := flockWait(lock, 5*time.Minute); err != nil {
+		return fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	marker := filepath.Join(meta, agent.ShareSeeded)
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	if copyUp && volumeEmpty(data, false) {
+		if err := copyTree(image, data); err != nil {
+			return err
+		}
+	}
+	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// flockWait takes an exclusive flock(2) on f, waiting up to timeout for
+// another VM to release it. It polls: QEMU's virtiofsd, which carries the
+// lock to the host's file, answers a blocking flock with EOPNOTSUPP.
+func flockWait(f *os.File, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // volumeEmpty reports whether the volume directory dir holds nothing; at

@@ -25,7 +25,11 @@
 // write it even if it remounts it; a single file is mounted on an empty
 // file in a read-only directory, so the guest sees that file and nothing
 // else. The host's namespace never has these mounts, so deleting the VM
-// directory never reaches a share's files.
+// directory never reaches a share's files. A share with Locks (a shared
+// volume) gets the daemon's flock and posix_lock: the guests' flock and
+// fcntl locks are the host file's, seen by every VM sharing it, but only
+// the non-blocking ones work (the daemon answers a blocking one with
+// EOPNOTSUPP).
 //
 // A daemon serves one connection and exits when qemu closes it, that is
 // when qemu ends; the driver waits for that after qemu has ended (killing

@@ -64,11 +64,16 @@ const virtiofsdGrace = 2 * time.Second
 //   - no xattr (the default, said explicitly): the guest, root in its VM,
 //     must not set security.capability or other privileged attributes on
 //     the host's files.
+//   - with Locks, flock and posix_lock: flock(2) and fcntl(2) locks are
+//     taken on the host's file, where the daemons of other VMs sharing it
+//     see them. This daemon cannot make a guest wait for a lock: a
+//     blocking flock or F_SETLKW fails with EOPNOTSUPP, even on a free
+//     lock, which is why shares without Locks keep the guest's own locks.
 //
 // The source is always a path in the VM directory (see stage), so no
 // user path reaches the daemon's comma-separated option list.
-func virtiofsdArgs(root string) []string {
-	return []string{
+func virtiofsdArgs(root string, locks bool) []string {
+	a := []string{
 		"--fd=3",
 		"-o", "source=" + escapeOpt(root),
 		"-o", "cache=auto",
@@ -76,6 +81,10 @@ func virtiofsdArgs(root string) []string {
 		"-o", "sandbox=namespace",
 		"-o", "no_xattr",
 	}
+	if locks {
+		a = append(a, "-o", "flock", "-o", "posix_lock")
+	}
+	return a
 }
 
 // escapeOpt escapes a value for a FUSE option list, where ',' separates
@@ -163,7 +172,7 @@ func (d *Driver) startDaemons(dir string, spec vm.Spec, logf *os.File) error {
 				fail(fmt.Errorf("share %s: %w", sh.Tag, err))
 				return
 			}
-			cmd := exec.Command(d.o.virtiofsd, virtiofsdArgs(root)...)
+			cmd := exec.Command(d.o.virtiofsd, virtiofsdArgs(root, sh.Locks)...)
 			cmd.Dir = dir
 			cmd.Stdout, cmd.Stderr = logf, logf
 			cmd.ExtraFiles = []*os.File{socks[i]}

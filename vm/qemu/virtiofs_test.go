@@ -50,10 +50,14 @@ func TestBuildArgsShares(t *testing.T) {
 }
 
 func TestVirtiofsdArgs(t *testing.T) {
-	got := virtiofsdArgs(`/state/a,b\c/vm/shares/0`)
+	got := virtiofsdArgs(`/state/a,b\c/vm/shares/0`, false)
 	want := []string{"--fd=3", "-o", `source=/state/a\,b\\c/vm/shares/0`, "-o", "cache=auto", "-o", "timeout=0", "-o", "sandbox=namespace", "-o", "no_xattr"}
 	if !slices.Equal(got, want) {
 		t.Errorf("virtiofsdArgs = %q\nwant %q", got, want)
+	}
+	// A shared volume's daemon carries flock and fcntl locks to the host.
+	if got, want := virtiofsdArgs("/r", true), append(virtiofsdArgs("/r", false), "-o", "flock", "-o", "posix_lock"); !slices.Equal(got, want) {
+		t.Errorf("virtiofsdArgs with locks = %q\nwant %q", got, want)
 	}
 }
 
@@ -88,7 +92,7 @@ func fakeLostDaemon(t *testing.T, d *Driver, name string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	defer sock.Close()
-	cmd := exec.Command(d.o.virtiofsd, virtiofsdArgs(root)...)
+	cmd := exec.Command(d.o.virtiofsd, virtiofsdArgs(root, false)...)
 	cmd.ExtraFiles = []*os.File{sock}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
