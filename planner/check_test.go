@@ -121,7 +121,7 @@ warnings
   service "side": depends_on.db.condition: service_healthy, but db has no healthcheck (an image's HEALTHCHECK is not run): add a healthcheck: to db, or use condition: service_started (required: false, so side starts without waiting)
 `,
 	}, {
-		name: "two services writing one disk volume: the second is blocked; read-only is fine",
+		name: "two services writing one disk volume: the second is blocked, and so is a reader",
 		yaml: `
 services:
   a: {image: a, volumes: [data:/d]}
@@ -129,23 +129,23 @@ services:
   c: {image: c, volumes: [data:/d:ro]}
 volumes: {data: {driver_opts: {sharing: disk}}}
 `,
-		want: `project demo (up): 3 operations in 1 wave: 2 create, 1 blocked
+		want: `project demo (up): 3 operations in 1 wave: 1 create, 2 blocked
 wave 1
   1  create   a-1  new service
-  2  blocked  b-1  volumes: "data" is mounted read-write by services "a" and "b", but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): mount it :ro in all but one, or set sharing: auto (a directory all of them share)
-  3  create   c-1  new service
+  2  blocked  b-1  volumes: "data" is mounted read-write by services "a" and "b", but it has sharing: disk: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): mount it in one of them only, or set sharing: auto (a directory all of them share)
+  3  blocked  c-1  volumes: "data" is mounted read-only here while "a" writes it, but it has sharing: disk: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): drop this mount, or set sharing: auto (a directory all of them share)
 `,
 	}, {
 		name: "replicas writing one disk volume, through --scale",
 		yaml: `services: {a: {image: a, volumes: [data:/d]}, b: {image: b, volumes: [data:/d:ro]}}
 volumes: {data: {driver_opts: {sharing: disk}}}`,
 		opts:    planner.Options{Scale: map[string]int{"a": 2}},
-		blocked: `service "a": volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or set sharing: auto (a directory all of them share)`,
-		want: `project demo (up): 3 operations in 1 wave: 1 create, 2 blocked
+		blocked: `service "a": volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): run one replica, or set sharing: auto (a directory all of them share); service "b": volumes: "data" is mounted read-only here while "a" writes it, but it has sharing: disk: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): drop this mount, or set sharing: auto (a directory all of them share)`,
+		want: `project demo (up): 3 operations in 1 wave: 3 blocked
 wave 1
-  1  blocked  a-1  volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or set sharing: auto (a directory all of them share)
-  2  blocked  a-2  volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or set sharing: auto (a directory all of them share)
-  3  create   b-1  new service
+  1  blocked  a-1  volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): run one replica, or set sharing: auto (a directory all of them share)
+  2  blocked  a-2  volumes: "data" is mounted read-write by its 2 replicas, but it has sharing: disk: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): run one replica, or set sharing: auto (a directory all of them share)
+  3  blocked  b-1  volumes: "data" is mounted read-only here while "a" writes it, but it has sharing: disk: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): drop this mount, or set sharing: auto (a directory all of them share)
 `,
 	}, {
 		name: "a writer that runs and is not planned keeps its disk volume",
@@ -157,7 +157,7 @@ volumes: {data: {driver_opts: {sharing: disk}}}`,
 		opts: planner.Options{Services: []string{"a"}},
 		want: `project demo (up): 1 operation in 1 wave: 1 blocked
 wave 1
-  1  blocked  a-1  volumes: "data" is mounted read-write by services "b" and "a", but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): mount it :ro in all but one, or set sharing: auto (a directory all of them share)
+  1  blocked  a-1  volumes: "data" is mounted read-write by services "b" and "a", but it has sharing: disk: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): mount it in one of them only, or set sharing: auto (a directory all of them share)
 `,
 	}, {
 		name: "a writer that does not run and is not planned is no conflict",

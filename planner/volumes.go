@@ -71,33 +71,48 @@ func (f Fields) AddShared(volumes []string) {
 	}
 }
 
-// volumeUse counts the VMs that write a named volume.
+// volumeUse counts the VMs that mount a named volume.
 type volumeUse struct {
 	writers []string       // services that write it: running others by name, then planned by name
 	vms     map[string]int // writing VMs by service
-	total   int
+	total   int            // writing VMs
+	readers []string       // services that mount it read-only only, in the same order
+	rvms    int            // VMs that mount it read-only only
+}
+
+// disks says whether the volume can be one VM's disk image: QEMU gives a
+// writable image to one VM and refuses readers beside it, so a writer
+// beside anything else needs a shared directory.
+func (u *volumeUse) disk() bool {
+	return u == nil || u.total == 0 || (u.total == 1 && u.rvms == 0)
 }
 
 // volumeUses counts, volume by volume, the VMs that would mount it
-// read-write: the running VMs of the services not planned (others, with
+// read-write and read-only: the running VMs of the services not planned (others, with
 // running their number), and the replicas of the planned services.
 func volumeUses(planned types.Services, scale map[string]int, others types.Services, running map[string]int) map[string]*volumeUse {
 	uses := map[string]*volumeUse{}
 	add := func(svc types.ServiceConfig, n int) {
-		for _, v := range svc.Volumes {
-			if v.Type != types.VolumeTypeVolume || v.Source == "" || v.ReadOnly || n <= 0 {
+		for vol, readOnly := range namedMounts(svc) {
+			if n <= 0 {
 				continue
 			}
-			u := uses[v.Source]
+			u := uses[vol]
 			if u == nil {
 				u = &volumeUse{vms: map[string]int{}}
-				uses[v.Source] = u
+				uses[vol] = u
 			}
-			if u.vms[svc.Name] == 0 {
+			switch {
+			case readOnly:
+				u.readers = append(u.readers, svc.Name)
+				u.rvms += n
+			case u.vms[svc.Name] == 0:
 				u.writers = append(u.writers, svc.Name)
+				fallthrough
+			default:
+				u.vms[svc.Name] += n
+				u.total += n
 			}
-			u.vms[svc.Name] += n
-			u.total += n
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(running)) {
@@ -116,7 +131,7 @@ func volumeUses(planned types.Services, scale map[string]int, others types.Servi
 // sharedVolumes decides which named volumes are served as directories:
 // those with sharing: shared, those already shared on the host (a
 // directory stays one), and with sharing: auto those that more than one VM
-// would write. An external volume is what it was made as: the project does
+// would mount when one of them writes it. An external volume is what it was made as: the project does
 // not change it.
 func sharedVolumes(desired Desired, planned types.Services, scale map[string]int, running map[string]int) map[string]bool {
 	uses := volumeUses(planned, scale, desired.Project.Services, running)
@@ -131,7 +146,7 @@ func sharedVolumes(desired Desired, planned types.Services, scale map[string]int
 			}
 		case sharing == SharingShared, sharing == SharingAuto && desired.SharedVolumes[name]:
 			out[name] = true
-		case sharing == SharingAuto && uses[name] != nil && uses[name].total > 1:
+		case sharing == SharingAuto && !uses[name].disk():
 			out[name] = true
 		}
 	}
@@ -172,20 +187,45 @@ func volumeProblems(desired Desired, planned types.Services, scale map[string]in
 			why, fix = "it is an external disk volume", "or use a shared volume (`vmcompose volume create --opt sharing=shared`)"
 		}
 		u := uses[vol]
+		if u.total > 0 {
+			for _, svc := range u.readers {
+				if _, ok := planned[svc]; ok {
+					out[svc] = append(out[svc], fmt.Sprintf("volumes: %q is mounted read-only here while %q writes it, but %s: %s: drop this mount, %s", vol, u.writers[0], why, diskAlone, fix))
+				}
+			}
+		}
 		for i, svc := range u.writers {
 			if _, ok := planned[svc]; !ok {
 				continue
 			}
 			switch n := u.vms[svc]; {
 			case n > 1:
-				out[svc] = append(out[svc], fmt.Sprintf("volumes: %q is mounted read-write by its %d replicas, but %s: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, %s", vol, n, why, fix))
+				out[svc] = append(out[svc], fmt.Sprintf("volumes: %q is mounted read-write by its %d replicas, but %s: %s: run one replica, %s", vol, n, why, diskAlone, fix))
 			case i > 0:
-				out[svc] = append(out[svc], fmt.Sprintf("volumes: %q is mounted read-write by services %q and %q, but %s: a disk image has one writer (ext4 is not a cluster file system): mount it :ro in all but one, %s", vol, u.writers[0], svc, why, fix))
+				out[svc] = append(out[svc], fmt.Sprintf("volumes: %q is mounted read-write by services %q and %q, but %s: %s: mount it in one of them only, %s", vol, u.writers[0], svc, why, diskAlone, fix))
 			}
 		}
 	}
 	return out
 }
+
+// namedMounts maps the named volumes svc mounts to whether it mounts them
+// read-only only (a service that mounts one twice, once read-write,
+// writes it).
+func namedMounts(svc types.ServiceConfig) map[string]bool {
+	out := map[string]bool{}
+	for _, v := range svc.Volumes {
+		if v.Type == types.VolumeTypeVolume && v.Source != "" {
+			ro, seen := out[v.Source]
+			out[v.Source] = v.ReadOnly && (ro || !seen)
+		}
+	}
+	return out
+}
+
+// diskAlone is why a disk image cannot be shared: a second kernel that
+// mounts it, even read-only, reads a file system changing under it.
+const diskAlone = "a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system)"
 
 // mounts reports whether svc mounts the named volume vol.
 func mounts(svc types.ServiceConfig, vol string) bool {

@@ -45,15 +45,27 @@ volumes
 `,
 		shared: map[string][]string{"web-1": {"uploads"}, "reader-1": {"uploads"}},
 	}, {
-		name: "one writer and a reader: a disk image",
+		name: "one writer and a reader share it: QEMU gives a written disk image to one VM",
 		yaml: `services: {web: {image: web, volumes: [uploads:/u]}, reader: {image: reader, volumes: [uploads:/u:ro]}}
 volumes: {uploads: {}}`,
 		want: `project demo (up): 2 operations in 1 wave: 2 create
 wave 1
   1  create  reader-1  new service
   2  create  web-1     new service
+volumes
+  "uploads" becomes shared by reader and web: a directory on the host
 `,
-		shared: map[string][]string{"web-1": nil},
+		shared: map[string][]string{"web-1": {"uploads"}, "reader-1": {"uploads"}},
+	}, {
+		name: "readers alone keep the disk image",
+		yaml: `services: {a: {image: a, volumes: [uploads:/u:ro]}, b: {image: b, volumes: [uploads:/u:ro]}}
+volumes: {uploads: {}}`,
+		want: `project demo (up): 2 operations in 1 wave: 2 create
+wave 1
+  1  create  a-1  new service
+  2  create  b-1  new service
+`,
+		shared: map[string][]string{"a-1": nil, "b-1": nil},
 	}, {
 		name: "sharing: shared with one writer",
 		yaml: `services: {web: {image: web, volumes: [uploads:/u]}}
@@ -86,7 +98,7 @@ volumes: {data: {driver_opts: {sharing: disk}}}`,
 		want: `project demo (up): 2 operations in 1 wave: 1 create, 1 blocked
 wave 1
   1  create   a-1  new service
-  2  blocked  b-1  volumes: "data" is mounted read-write by services "a" and "b", but it has sharing: disk: a disk image has one writer (ext4 is not a cluster file system): mount it :ro in all but one, or set sharing: auto (a directory all of them share)
+  2  blocked  b-1  volumes: "data" is mounted read-write by services "a" and "b", but it has sharing: disk: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): mount it in one of them only, or set sharing: auto (a directory all of them share)
 `,
 	}, {
 		name: "an external disk volume stays one",
@@ -95,8 +107,8 @@ volumes: {data: {external: true}}`,
 		opts: planner.Options{Scale: map[string]int{"a": 2}},
 		want: `project demo (up): 2 operations in 1 wave: 2 blocked
 wave 1
-  1  blocked  a-1  volumes: "data" is mounted read-write by its 2 replicas, but it is an external disk volume: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or use a shared volume (` + "`vmcompose volume create --opt sharing=shared`" + `)
-  2  blocked  a-2  volumes: "data" is mounted read-write by its 2 replicas, but it is an external disk volume: a disk image has one writer (ext4 is not a cluster file system): run one replica, mount it :ro, or use a shared volume (` + "`vmcompose volume create --opt sharing=shared`" + `)
+  1  blocked  a-1  volumes: "data" is mounted read-write by its 2 replicas, but it is an external disk volume: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): run one replica, or use a shared volume (` + "`vmcompose volume create --opt sharing=shared`" + `)
+  2  blocked  a-2  volumes: "data" is mounted read-write by its 2 replicas, but it is an external disk volume: a disk image that a VM writes is that VM's alone (ext4 is not a cluster file system): run one replica, or use a shared volume (` + "`vmcompose volume create --opt sharing=shared`" + `)
 `,
 	}, {
 		name: "a sharing option that means nothing",
