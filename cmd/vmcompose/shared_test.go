@@ -74,7 +74,12 @@ func TestSharedVolume(t *testing.T) {
         source: bare
         target: /srv2
         volume: {nocopy: true}`
-	compose := "services:\n" + sleeper("a", ref, vols) + sleeper("b", ref, vols) + `volumes:
+	// r reads what a and b write, and pub, which a alone writes: a
+	// reader beside a writer shares a volume too, as QEMU gives a disk
+	// image that a VM writes to that VM alone.
+	compose := "services:\n" + sleeper("a", ref, vols+"\n      - pub:/p") + sleeper("b", ref, vols) +
+		sleeper("r", ref, "\n      - uploads:/u:ro\n      - pub:/p:ro") + `volumes:
+  pub: {}
   uploads: {}
   seeded: {}
   bare: {}
@@ -85,8 +90,8 @@ func TestSharedVolume(t *testing.T) {
 		t.Fatalf("up -d --wait: exit %d\n%s", code, stderr)
 	}
 	t.Logf("up -d --wait of two VMs with three shared volumes: %s", time.Since(start))
-	for _, v := range []string{"uploads", "seeded", "bare"} {
-		if want := fmt.Sprintf("volume %q is shared by a and b: a directory on the host", v); !strings.Contains(stderr, want) {
+	for v, users := range map[string]string{"uploads": "a, b and r", "seeded": "a and b", "bare": "a and b", "pub": "a and r"} {
+		if want := fmt.Sprintf("volume %q is shared by %s: a directory on the host", v, users); !strings.Contains(stderr, want) {
 			t.Errorf("up does not say %q:\n%s", want, stderr)
 		}
 	}
@@ -105,6 +110,13 @@ func TestSharedVolume(t *testing.T) {
 		}
 	}
 	const all = "a0\nb0\na1\nb1\na2\nb2\n"
+	if out := p.execIn(dir, "r", "cat /u/log; echo x >> /u/log 2>/dev/null || echo refused"); out != all+"refused\n" {
+		t.Errorf("the reader: %q, want the log and a refused write", out)
+	}
+	p.execIn(dir, "a", "echo published > /p/f")
+	if out := p.execIn(dir, "r", "cat /p/f"); out != "published\n" {
+		t.Errorf("r reads %q of what a alone writes", out)
+	}
 	if b, err := os.ReadFile(filepath.Join(root, "data", "log")); err != nil || string(b) != all {
 		t.Errorf("the host's copy of the log: %q, %v", b, err)
 	}
