@@ -22,6 +22,8 @@ func GuestSpec(svc types.ServiceConfig, img *v1.ConfigFile, hostname string) age
 		Command:    nilOrSlice(svc.Command),
 		Env:        environment(svc.Environment),
 		User:       svc.User,
+		GroupAdd:   svc.GroupAdd,
+		ShmSize:    int64(svc.ShmSize),
 		ReadOnly:   svc.ReadOnly,
 		WorkingDir: svc.WorkingDir,
 		Hostname:   hostname,

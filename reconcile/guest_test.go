@@ -36,6 +36,8 @@ services:
     command: "echo hi"
     environment: {A: "1", FROM_HOST: null, UNSET: null}
     user: "1000:1000"
+    group_add: [wheel, "77"]
+    shm_size: 8m
     working_dir: /srv
     hostname: webhost
     domainname: example.test
@@ -57,7 +59,7 @@ services:
 		Entrypoint: []string{"/bin/sh", "-c"},
 		Command:    []string{"echo", "hi"},
 		Env:        []string{"A=1", "FROM_HOST=h", "UNSET"},
-		User:       "1000:1000", WorkingDir: "/srv",
+		User:       "1000:1000", GroupAdd: []string{"wheel", "77"}, ShmSize: 8 << 20, WorkingDir: "/srv",
 		Hostname: "webhost", Domainname: "example.test",
 		Hosts: []agent.HostEntry{{IP: "10.0.0.5", Names: []string{"db.local"}}},
 		DNS:   []string{"10.0.0.1"}, DNSSearch: []string{"example.test"},
