@@ -2,6 +2,7 @@ package watch
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"maps"
@@ -155,7 +156,8 @@ func minTime(a, b time.Time) time.Time {
 
 // settle turns a rule's pending paths into the batch's entries, reading
 // each path's state now: the last state wins, whatever the events were.
-func settle(root string, fileRule bool, paths map[string]*pending) []Entry {
+// What cannot be read is left as the guest has it, and said in unread.
+func settle(root string, fileRule bool, paths map[string]*pending) (entries []Entry, unread []error) {
 	var deletes, rest []Entry
 	for _, rel := range slices.Sorted(maps.Keys(paths)) {
 		p := paths[rel]
@@ -170,7 +172,10 @@ func settle(root string, fileRule bool, paths map[string]*pending) []Entry {
 				deletes = append(deletes, Entry{Path: rel, Op: Delete})
 			}
 			continue
-		case err != nil: // unreadable or not a file a guest can hold: left as it is
+		case errors.Is(err, errSpecial): // a socket, a pipe: nothing a guest could hold
+			continue
+		case err != nil:
+			unread = append(unread, fmt.Errorf("reading %s: %w: the guest keeps what it has there", abs, err))
 			continue
 		}
 		if p.removed && e.Op == Mkdir {
@@ -178,7 +183,7 @@ func settle(root string, fileRule bool, paths map[string]*pending) []Entry {
 		}
 		rest = append(rest, e)
 	}
-	return append(topDeletes(deletes), rest...)
+	return append(topDeletes(deletes), rest...), unread
 }
 
 // topDeletes drops the deletes inside a deleted directory: the directory

@@ -72,7 +72,11 @@ func TestSettle(t *testing.T) {
 	g.add("d", true, false, now)       //
 	g.add("gone/x", false, true, now)  // inside a removed directory
 	g.add("gone", false, true, now)    //
-	got := show(Batch{Entries: settle(dir, false, g.take())})
+	entries, unread := settle(dir, false, g.take())
+	if len(unread) > 0 {
+		t.Fatal(unread)
+	}
+	got := show(Batch{Entries: entries})
 	want := "delete d\ndelete edited\ndelete gone\nwrite back 0644 \"again\"\nmkdir d 0750"
 	if got != want {
 		t.Fatalf("settled:\n%s\nwant:\n%s", got, want)

@@ -143,7 +143,10 @@ func (w *Watcher) flush(emit func(Batch)) {
 		if at, ok := w.gathers[i].due(w.opts.Timing); !ok || at.After(now) {
 			continue
 		}
-		entries := settle(w.rules[i].Path, w.filters[i].fileRule, w.gathers[i].take())
+		entries, unread := settle(w.rules[i].Path, w.filters[i].fileRule, w.gathers[i].take())
+		for _, err := range unread {
+			w.opts.Warn(fmt.Errorf("%s: %w", w.rules[i], err))
+		}
 		if len(entries) > 0 {
 			emit(Batch{Rule: w.rules[i], Entries: entries})
 		}

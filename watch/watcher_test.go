@@ -123,6 +123,30 @@ func TestWriteDeleteRename(t *testing.T) {
 
 	check(t, os.Rename(filepath.Join(dir, "old"), filepath.Join(dir, "new")))
 	expect(t, ch, "delete old\nwrite new 0644 \"1\"")
+
+	write(t, filepath.Join(dir, "d1/sub/f"), "f")
+	expect(t, ch, "mkdir d1 0755\nmkdir d1/sub 0755\nwrite d1/sub/f 0644 \"f\"")
+	check(t, os.Rename(filepath.Join(dir, "d1"), filepath.Join(dir, "d2")))
+	expect(t, ch, "delete d1\nmkdir d2 0755\nmkdir d2/sub 0755\nwrite d2/sub/f 0644 \"f\"")
+	write(t, filepath.Join(dir, "d2/sub/f"), "moved")
+	expect(t, ch, `write d2/sub/f 0644 "moved"`)
+}
+
+// TestUnreadable: a file that cannot be read is said in a warning, and
+// the rest of the batch goes.
+func TestUnreadable(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads any file")
+	}
+	dir := t.TempDir()
+	warned := make(chan error, 10)
+	ch := watching(t, Options{Warn: func(err error) { warned <- err }}, rule(dir))
+	write(t, filepath.Join(dir, "ok"), "ok")
+	check(t, os.WriteFile(filepath.Join(dir, "locked"), []byte("x"), 0o000))
+	expect(t, ch, `write ok 0644 "ok"`)
+	if err := <-warned; !strings.Contains(err.Error(), "locked: permission denied: the guest keeps what it has there") {
+		t.Errorf("warning: %v", err)
+	}
 }
 
 // TestNewTreeWithContent: files made in a new directory before its watch
