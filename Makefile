@@ -48,6 +48,7 @@ bench:
 	$(GO) test -run '^$$' -bench BenchmarkStorage -benchtime 1x -timeout 30m ./cmd/vmcompose
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 60m ./oci/...
 	$(GO) test -run '^$$' -bench . -benchtime 7x -timeout 60m ./vm/qemu
+	$(GO) test -run '^$$' -bench . -benchtime 200x -timeout 10m ./watch
 
 clean:
 	rm -rf bin

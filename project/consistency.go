@@ -195,9 +195,9 @@ func checkConsistency(project *types.Project) error { //nolint:gocyclo
 		}
 
 		if s.Develop != nil && s.Develop.Watch != nil {
-			for _, watch := range s.Develop.Watch {
+			for i, watch := range s.Develop.Watch {
 				if watch.Target == "" && watch.Action != types.WatchActionRebuild && watch.Action != types.WatchActionRestart {
-					return fmt.Errorf("services.%s.develop.watch: target is required for non-rebuild actions: %w", s.Name, errdefs.ErrInvalid)
+					return fmt.Errorf("services.%s.develop.watch[%d] (path %s): action: %s needs a target: set target: to the directory in the VM the files go to, e.g. /app: %w", s.Name, i, watch.Path, watch.Action, errdefs.ErrInvalid)
 				}
 			}
 		}

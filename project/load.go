@@ -50,6 +50,10 @@ type Project struct {
 	// Problems holds, by service, why up must refuse to run it for what
 	// only the host can tell, for planner.Desired.Problems.
 	Problems map[string][]string
+	// WatchProblems holds, by service, why `vmcompose watch` must refuse
+	// its develop.watch rules for what only the host can tell, beside
+	// planner.WatchProblems. Up ignores them.
+	WatchProblems map[string][]string
 	// Contents holds the content of every secret and config the services
 	// use, by planner.ContentKey, for the guests that get them. It lives
 	// in memory only: nothing may print, log or record it.
@@ -72,7 +76,7 @@ func Load(ctx context.Context, opts Options) (*Project, error) {
 		}
 		vms[name] = vm
 	}
-	out := &Project{Project: p, VMs: vms, Problems: problems(p, vms)}
+	out := &Project{Project: p, VMs: vms, Problems: problems(p, vms), WatchProblems: watchProblems(p)}
 	contents, unreadable := readContents(p)
 	out.Contents = contents
 	for name, msgs := range unreadable {

@@ -85,3 +85,21 @@ func fileKind(m fs.FileMode) string {
 	}
 	return "special file"
 }
+
+// watchProblems finds, service by service, the develop.watch rules whose
+// path does not exist: `vmcompose watch` refuses them (planner's
+// WatchProblems has the rest); up does not care.
+func watchProblems(p *types.Project) map[string][]string {
+	out := map[string][]string{}
+	for name, svc := range p.AllServices() {
+		if svc.Develop == nil {
+			continue
+		}
+		for i, t := range svc.Develop.Watch {
+			if _, err := os.Lstat(t.Path); errors.Is(err, fs.ErrNotExist) {
+				out[name] = append(out[name], fmt.Sprintf("develop.watch[%d] (path %s): the path does not exist: create it, or correct path: (a relative path is the project directory's)", i, t.Path))
+			}
+		}
+	}
+	return out
+}

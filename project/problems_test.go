@@ -1,6 +1,7 @@
 package project_test
 
 import (
+	"context"
 	"maps"
 	"net"
 	"path/filepath"
@@ -62,5 +63,38 @@ services:
 		case ok && (len(got) != 1 || !strings.Contains(got[0], w)):
 			t.Errorf("service %s: problems %q, want one with %q", name, got, w)
 		}
+	}
+}
+
+// TestWatchPathProblems: a develop.watch path that does not exist is a
+// watch problem of its service, named by index and absolute path; it is
+// not a problem for up. A sync rule without a target fails the load, as
+// in docker compose, naming the rule.
+func TestWatchPathProblems(t *testing.T) {
+	dir := tree(t, map[string]string{
+		"src/main.go": "package main",
+		"compose.yaml": `
+services:
+  web:
+    image: app
+    develop:
+      watch:
+        - {path: ./src, action: sync, target: /app}
+        - {path: ./missing, action: restart}
+  other: {image: app}
+`})
+	p := mustLoad(t, project.Options{WorkingDir: dir})
+	want := []string{"develop.watch[1] (path " + filepath.Join(dir, "missing") + "): the path does not exist: create it, or correct path: (a relative path is the project directory's)"}
+	if got := p.WatchProblems; len(got) != 1 || !slices.Equal(got["web"], want) {
+		t.Errorf("WatchProblems = %q, want web: %q", got, want)
+	}
+	if len(p.Problems) > 0 {
+		t.Errorf("a watch path blocks up: %q", p.Problems)
+	}
+
+	writeFile(t, dir, "compose.yaml", "services:\n  web:\n    image: app\n    develop: {watch: [{path: ./src, action: sync}]}\n")
+	_, err := project.Load(context.Background(), project.Options{WorkingDir: dir, Env: []string{}})
+	if err == nil || !strings.Contains(err.Error(), "services.web.develop.watch[0] (path "+filepath.Join(dir, "src")+"): action: sync needs a target: set target: to the directory in the VM the files go to, e.g. /app") {
+		t.Errorf("a sync rule without target: %v", err)
 	}
 }

@@ -119,6 +119,11 @@ func warnProblems(c *cli.Context, p *project.Project) {
 	for _, w := range warnings {
 		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", w)
 	}
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		for _, msg := range append(planner.WatchProblems(p.Services[name]), p.WatchProblems[name]...) {
+			fmt.Fprintf(c.App.ErrWriter, "warning: service %q cannot be watched: %s\n", name, msg)
+		}
+	}
 }
 
 // storeContentDigests are the keyed digests of the project's secrets and
