@@ -35,8 +35,8 @@ type instance struct {
 	// healthReset starts the healthcheck over (its start period, its
 	// failures) after the service process restarted in place.
 	healthReset chan struct{}
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the watcher ends; nil before one ran
+	cancel      context.CancelFunc
+	done        chan struct{} // closed when the watcher ends; nil before one ran
 }
 
 // update changes the record, wakes the waiters and saves the state.
