@@ -75,7 +75,14 @@ func Sync(ctx context.Context, dir string, req *Request, entries []agent.SyncEnt
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	sent := make(chan error, 1)
-	go func() { sent <- agent.WriteSyncEntries(conn, entries) }()
+	var local []agent.SyncSkip
+	go func() {
+		var err error
+		if local, err = agent.WriteSyncEntries(conn, entries); err != nil {
+			conn.Close() // the guest waits for bytes that will not come
+		}
+		sent <- err
+	}()
 	var answer SyncAnswer
 	err = agent.ReadHeader(br, &answer)
 	conn.Close() // a writer the guest stopped reading from ends
@@ -94,7 +101,10 @@ func Sync(ctx context.Context, dir string, req *Request, entries []agent.SyncEnt
 	if answer.Result == nil {
 		return agent.SyncResult{}, errors.New("sync: the supervisor answered without a result")
 	}
-	return *answer.Result, nil
+	res := *answer.Result
+	<-sent // done: the guest answered after the end marker
+	res.Skipped = append(local, res.Skipped...)
+	return res, nil
 }
 
 // hijacked sends an HTTP request to the supervisor and returns the

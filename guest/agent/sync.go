@@ -85,44 +85,68 @@ func CheckSyncTarget(target string) error {
 // of the user. An entry that would leave the target (a ".." or a symlink
 // in the guest) is skipped, and said so in the result; a target that
 // cannot be written is an error. Contents are read from each entry's Open
-// as they are sent.
+// as they are sent; a file that cannot be opened (gone from the host
+// meanwhile) is not sent, and is among the skipped.
 func (c *Client) Sync(ctx context.Context, spec SyncSpec, entries []SyncEntry) (SyncResult, error) {
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(WriteSyncEntries(pw, entries)) }()
+	local := make(chan []SyncSkip, 1)
+	go func() {
+		skipped, err := WriteSyncEntries(pw, entries)
+		pw.CloseWithError(err)
+		local <- skipped
+	}()
 	defer pr.Close()
-	return c.SyncStream(ctx, spec, pr)
+	res, err := c.SyncStream(ctx, spec, pr)
+	if err != nil {
+		return res, err
+	}
+	// The guest answered after the end marker: the writer is done.
+	res.Skipped = append(<-local, res.Skipped...)
+	return res, nil
 }
 
 // WriteSyncEntries writes entries and the end marker in the wire format
-// of a sync stream.
-func WriteSyncEntries(w io.Writer, entries []SyncEntry) error {
+// of a sync stream. The files it could not open are skipped and returned.
+func WriteSyncEntries(w io.Writer, entries []SyncEntry) (skipped []SyncSkip, err error) {
 	for _, e := range entries {
-		if err := WriteSyncEntry(w, e); err != nil {
-			return err
+		r, err := openEntry(e)
+		if err != nil {
+			skipped = append(skipped, SyncSkip{Path: e.Path, Reason: "on the host: " + err.Error()})
+			continue
+		}
+		err = writeSyncEntry(w, e, r)
+		if r != nil {
+			r.Close()
+		}
+		if err != nil {
+			return skipped, err
 		}
 	}
-	return WriteHeader(w, SyncEntry{Op: syncEnd})
+	return skipped, WriteHeader(w, SyncEntry{Op: syncEnd})
 }
 
-// WriteSyncEntry writes one entry and, for a file, its content.
-func WriteSyncEntry(w io.Writer, e SyncEntry) error {
+func openEntry(e SyncEntry) (io.ReadCloser, error) {
+	if e.Op != SyncFile {
+		return nil, nil
+	}
+	if e.Open == nil {
+		return nil, errors.New("no content")
+	}
+	return e.Open()
+}
+
+// writeSyncEntry writes one entry and, for a file, its content from r.
+func writeSyncEntry(w io.Writer, e SyncEntry, r io.Reader) error {
 	if e.Op != SyncFile {
 		e.Size = 0
 		return WriteHeader(w, e)
 	}
-	if e.Open == nil {
-		return fmt.Errorf("sync %s: no content", e.Path)
-	}
-	r, err := e.Open()
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", e.Path, err)
-	}
-	defer r.Close()
 	if err := WriteHeader(w, e); err != nil {
 		return err
 	}
 	n, err := io.CopyN(w, r, e.Size)
 	if err == io.EOF {
+		// The guest waits for the bytes announced: the batch cannot go on.
 		err = fmt.Errorf("sync %s: %d bytes, %d announced (it changed while sent)", e.Path, n, e.Size)
 	}
 	return err

@@ -3,6 +3,8 @@
 package agentd
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +13,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vmcompose/vmcompose/guest/agent"
 )
@@ -139,4 +144,68 @@ func TestSyncApplies(t *testing.T) {
 	if !strings.Contains(resp.Error, "secrets") {
 		t.Errorf("a target in /run/secrets: %+v", resp)
 	}
+}
+
+// TestClientSync goes through the host's Client and the guest's Serve
+// (in-process, over a pipe): a file gone from the host is skipped there
+// and the batch goes on; a read-only target is an error; a target the
+// host refuses never reaches the guest.
+func TestClientSync(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a read-only file system")
+	}
+	host, guest := net.Pipe()
+	s := New(slog.New(slog.DiscardHandler), nil)
+	go func() {
+		if agent.GuestHandshake(guest, guest) == nil {
+			s.Serve(guest)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := agent.Dial(ctx, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	target := t.TempDir()
+	gone := agent.SyncEntry{Op: agent.SyncFile, Path: "gone", Size: 1,
+		Open: func() (io.ReadCloser, error) { return os.Open(filepath.Join(target, "no-such-file")) }}
+	res, err := c.Sync(ctx, agent.SyncSpec{Target: target}, []agent.SyncEntry{
+		gone,
+		{Op: agent.SyncFile, Path: "kept", Mode: 0o644, Size: 2, Open: content("ok")},
+	})
+	if err != nil || res.Written != 1 || len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0].Reason, "on the host") {
+		t.Errorf("a file gone from the host: %+v %v", res, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(target, "kept")); string(b) != "ok" {
+		t.Errorf("kept: %q", b)
+	}
+
+	ro := t.TempDir()
+	if err := unix.Mount("tmpfs", ro, "tmpfs", unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(ro, unix.MNT_DETACH)
+	big := agent.SyncEntry{Op: agent.SyncFile, Path: "big", Size: 8 << 20,
+		Open: func() (io.ReadCloser, error) { return io.NopCloser(io.LimitReader(zeros{}, 8<<20)), nil }}
+	_, err = c.Sync(ctx, agent.SyncSpec{Target: ro}, []agent.SyncEntry{big})
+	if !errors.Is(err, agent.ErrInvalid) || !strings.Contains(err.Error(), "not writable") {
+		t.Errorf("a read-only target: %v", err)
+	}
+	if _, err := c.Sync(ctx, agent.SyncSpec{Target: "relative"}, nil); !errors.Is(err, agent.ErrInvalid) {
+		t.Errorf("a relative target: %v", err)
+	}
+	// The connection still serves.
+	if _, err := c.Status(ctx); err != nil {
+		t.Errorf("after the refusals: %v", err)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
