@@ -235,4 +235,16 @@ func TestRestartProcess(t *testing.T) {
 	if st, _ := reconcile.ReadState(state); st.Instances[0].Restarts != 0 {
 		t.Errorf("the restart policy counted it: %+v", st.Instances[0])
 	}
+
+	// A command synced away cannot start again: the restart says so, and
+	// that is the service's exit (its restart policy decides then).
+	res, err := supervisor.Sync(ctx, state, &supervisor.Request{Services: []string{"app"}, Sync: &agent.SyncSpec{Target: "/bin"}},
+		[]agent.SyncEntry{{Op: agent.SyncDelete, Path: "busybox"}})
+	if err != nil || res.Deleted != 1 {
+		t.Fatalf("deleting the command: %+v %v", res, err)
+	}
+	_, err = supervisor.RestartProcess(ctx, state, &supervisor.Request{Services: []string{"app"}})
+	if err == nil || !strings.Contains(err.Error(), "/bin/busybox") {
+		t.Errorf("restarting a command that is gone: %v", err)
+	}
 }

@@ -143,11 +143,11 @@ func (s *Server) follow(pid int, wait <-chan unix.WaitStatus, outs []*os.File, i
 	unix.Kill(-1, unix.SIGKILL)
 	s.drain(len(outs), copied)
 	closeAll(append(outs, in))
-	if again && s.relaunch(restart) {
+	if again && s.relaunch(restart, exit) {
 		return
 	}
 	if restart != nil && !again {
-		s.endRestart(restart, 0, agent.ErrExited)
+		s.endRestart(restart, agent.ErrExited)
 	}
 	s.stdout.Close()
 	s.stderr.Close()
@@ -247,22 +247,30 @@ func (s *Server) stopping() (unix.Signal, time.Duration) {
 
 // relaunch starts the service process again from its spec, for restart
 // r, and reports whether it runs. When it cannot start (its command was
-// deleted), that is the service's exit, with docker's status for it.
-func (s *Server) relaunch(r chan restartDone) bool {
+// deleted), that is the service's exit, with docker's status for it; when
+// a stop came while the old process's output drained, its exit is.
+func (s *Server) relaunch(r chan restartDone, old agent.ExitStatus) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.restarting = nil
+	if s.phase != agent.PhaseRunning {
+		s.log.Info("service exited", "code", old.Code, "signal", old.Signal, "during", "a restart")
+		s.exit, s.phase = old, agent.PhaseExited
+		r <- restartDone{err: agent.ErrExited}
+		return false
+	}
 	spec := *s.spec
 	argv, p, err := serviceProcess(spec)
 	if err == nil {
 		err = s.launch(spec, argv, p)
 	}
-	s.restarting = nil
 	if err != nil {
 		s.log.Error("restarting the service", "err", err)
 		code := 126
 		if errors.Is(err, agent.ErrCommandNotFound) {
 			code = 127
 		}
+		s.log.Info("service exited", "code", code)
 		s.exit, s.phase = agent.ExitStatus{Code: code}, agent.PhaseExited
 		r <- restartDone{err: err}
 		return false
@@ -271,12 +279,13 @@ func (s *Server) relaunch(r chan restartDone) bool {
 	return true
 }
 
-// endRestart answers a restart that did not happen.
-func (s *Server) endRestart(r chan restartDone, pid int, err error) {
+// endRestart answers a restart that did not happen: the service was
+// stopped meanwhile.
+func (s *Server) endRestart(r chan restartDone, err error) {
 	s.mu.Lock()
 	s.restarting = nil
 	s.mu.Unlock()
-	r <- restartDone{pid: pid, err: err}
+	r <- restartDone{err: err}
 }
 
 // serviceStdio gives p its standard files: /dev/null (a pipe with
