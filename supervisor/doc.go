@@ -9,8 +9,11 @@
 // demand (`vmcompose supervise`, setsid, stdio to supervisor.log). It holds
 // the project's agent connections (the guest channel takes one client), so
 // every operation that needs a guest goes through it: up, down, start,
-// stop, restart, kill and exec. ps and logs read files and the VM driver
-// directly and need no supervisor.
+// stop, restart, kill and exec, and for `watch` sync (files into a running
+// instance, through its agent: Sync) and restart-process (the service
+// process restarted in place, no VM reboot, no restart policy counting it:
+// RestartProcess). ps and logs read files and the VM driver directly and
+// need no supervisor.
 //
 // The project's state dir ($XDG_STATE_HOME/vmcompose/<project>) holds:
 //

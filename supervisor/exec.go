@@ -16,6 +16,27 @@ import (
 	"github.com/vmcompose/vmcompose/reconcile"
 )
 
+// agentOf returns the agent connection of a service's instance (index 0
+// is 1) once it started, or nil when it does not run.
+func (s *Supervisor) agentOf(ctx context.Context, service string, index int) (string, *agent.Client) {
+	name := planner.InstanceName(service, max(index, 1))
+	in := s.lookup(name)
+	if in == nil {
+		// A supervisor that just started adopts what runs.
+		if o, err := reconcile.ObserveVMs(ctx, s.Dir, s.Runtime.Driver); err == nil {
+			s.adoptObserved(o)
+		}
+		in = s.lookup(name)
+	}
+	if in == nil {
+		return name, nil
+	}
+	in.await(ctx, condStarted)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return name, in.client
+}
+
 // exec runs a process next to a service over the supervisor's agent
 // connection. After a 200 answer the connection carries agent exec frames:
 // stdin, stdin EOF, resize and signal from the CLI; stdout, stderr and the
@@ -27,23 +48,7 @@ func (s *Supervisor) exec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	service := req.Services[0]
-	index := max(req.Index, 1)
-	name := planner.InstanceName(service, index)
-	in := s.lookup(name)
-	if in == nil {
-		// A supervisor that just started adopts what runs.
-		if o, err := reconcile.ObserveVMs(r.Context(), s.Dir, s.Runtime.Driver); err == nil {
-			s.adoptObserved(o)
-		}
-		in = s.lookup(name)
-	}
-	var c *agent.Client
-	if in != nil {
-		in.await(r.Context(), condStarted)
-		in.mu.Lock()
-		c = in.client
-		in.mu.Unlock()
-	}
+	name, c := s.agentOf(r.Context(), service, req.Index)
 	if c == nil {
 		http.Error(w, fmt.Sprintf("service %q is not running (instance %s)", service, name), http.StatusConflict)
 		return

@@ -32,8 +32,11 @@ type instance struct {
 	files   []agent.File
 	client  *agent.Client
 	changed chan struct{} // closed and replaced on every change
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the watcher ends; nil before one ran
+	// healthReset starts the healthcheck over (its start period, its
+	// failures) after the service process restarted in place.
+	healthReset chan struct{}
+	cancel      context.CancelFunc
+	done        chan struct{} // closed when the watcher ends; nil before one ran
 }
 
 // update changes the record, wakes the waiters and saves the state.
@@ -396,6 +399,9 @@ func (s *Supervisor) healthLoop(ctx context.Context, in *instance, client health
 		}
 		select {
 		case <-s.After(wait):
+		case <-in.healthReset:
+			begin, fails = s.Now(), 0
+			continue
 		case <-ctx.Done():
 			return
 		}

@@ -21,7 +21,8 @@ import (
 // Events in answer to the operations that take time (up, down, start, stop,
 // restart, kill), so the CLI prints progress as it happens. exec takes over
 // the connection after its answer and carries the guest agent's exec frames
-// (agent.WriteFrame) both ways. net/http is in the standard library, well
+// (agent.WriteFrame) both ways; sync takes it over too, for the agent's
+// sync entries one way and the answer (SyncAnswer) the other. net/http is in the standard library, well
 // kept, streams, and lets exec hijack the connection; net/rpc streams
 // nothing and is frozen.
 //
@@ -59,6 +60,8 @@ type Request struct {
 	// exec
 	Index int             `json:"index,omitempty"`
 	Exec  *agent.ExecSpec `json:"exec,omitempty"`
+	// sync (with Index)
+	Sync *agent.SyncSpec `json:"sync,omitempty"`
 }
 
 // Event is one line of progress; the last one of an answer has Done set,

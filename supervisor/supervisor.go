@@ -378,7 +378,7 @@ func (s *Supervisor) instance(rec reconcile.InstanceState) *instance {
 	if in, ok := s.insts[rec.VM]; ok {
 		return in
 	}
-	in := &instance{s: s, rec: rec, changed: make(chan struct{})}
+	in := &instance{s: s, rec: rec, changed: make(chan struct{}), healthReset: make(chan struct{}, 1)}
 	in.health, _ = reconcile.ParseHealth(rec.Service, rec.Healthcheck)
 	s.insts[rec.VM] = in
 	return in
@@ -505,6 +505,8 @@ func (s *Supervisor) handler() http.Handler {
 	mux.HandleFunc("POST /restart", s.stream(s.restartServices))
 	mux.HandleFunc("POST /kill", s.stream(s.kill))
 	mux.HandleFunc("POST /exec", s.exec)
+	mux.HandleFunc("POST /sync", s.sync)
+	mux.HandleFunc("POST /restart-process", s.restartProcess)
 	return mux
 }
 

@@ -33,6 +33,12 @@
 //	input     stdin, stdin EOF, resize and signal frames from the host to
 //	          the service (Spec.OpenStdin, Spec.Tty), until the host
 //	          closes the stream; nothing comes back
+//	sync      the host writes entries (a header each, SyncEntry, and a
+//	          file's bytes) and an end marker without waiting; the
+//	          response, with the SyncResult, comes after the end marker
+//	          (at once for a target the guest refuses)
+//	restart   nothing; the response, with the new pid, is sent once the
+//	          service process was stopped and started again
 //
 // A new connection (the supervisor restarted) is a new yamux session: the
 // service keeps running, and its output while nobody was attached is kept in
@@ -81,6 +87,13 @@
 // to PID 1 inside the guest does the same. A host that missed the exit
 // status finds it in the console log, on the last line with
 // msg="service exited" (code=N signal=NAME).
+//
+// Restart (the restart operation) is the exception to "once per boot": the
+// service process is stopped as Shutdown stops it, every other process
+// killed, and the process started again from the same spec, with the
+// mounts and files as they are; Wait and the attached output streams go
+// on as if nothing happened. A host's Input stream then writes nowhere:
+// open another.
 //
 // One host at a time: QEMU's socket chardev serves one connection, and
 // a second Dial waits until the first connection closes.

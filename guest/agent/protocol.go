@@ -20,8 +20,10 @@ const VsockPort = 1024
 
 // ProtocolVersion is bumped on incompatible wire changes; Dial refuses a
 // guest that speaks another version. 2: the service's stdin and terminal
-// (Spec.OpenStdin, Spec.Rows and Cols, the input operation).
-const ProtocolVersion = 2
+// (Spec.OpenStdin, Spec.Rows and Cols, the input operation). 3: the sync
+// operation (Request.Sync, SyncEntry, Response.Sync) and the restart
+// operation (the service process restarted in place).
+const ProtocolVersion = 3
 
 // RingSize is how many bytes of each of the service's output streams the
 // guest keeps for hosts that attach late or re-attach.
@@ -47,6 +49,8 @@ const (
 	opHealth   = "health"
 	opResume   = "resume"
 	opInput    = "input"
+	opSync     = "sync"
+	opRestart  = "restart"
 )
 
 // Spec is what the service process is, as the image config says and compose
@@ -353,6 +357,7 @@ type Request struct {
 	Argv    []string      `json:"argv,omitempty"`    // health
 	Timeout time.Duration `json:"timeout,omitempty"` // health
 	Resume  *Resume       `json:"resume,omitempty"`
+	Sync    *SyncSpec     `json:"sync,omitempty"`
 }
 
 // Resume is what a guest restored from a template takes from the host
@@ -377,7 +382,8 @@ type Response struct {
 	Offset int64         `json:"offset,omitempty"` // attach: first byte that follows
 	Exit   *ExitStatus   `json:"exit,omitempty"`
 	Health *HealthResult `json:"health,omitempty"`
-	Pid    int           `json:"pid,omitempty"` // exec
+	Pid    int           `json:"pid,omitempty"` // exec, restart
+	Sync   *SyncResult   `json:"sync,omitempty"`
 }
 
 // Error codes in Response.Code, mapped to the sentinel errors.

@@ -1,6 +1,8 @@
 // Package agentd is vminit's side of the control channel: it serves the
 // guest/agent protocol over the virtio-serial port (or any stream), runs the
-// service process and exec and healthcheck processes, reaps every child as
+// service process (and restarts it in place when asked) and exec and
+// healthcheck processes, applies file syncs beneath a target without
+// following the guest's symlinks out of it, reaps every child as
 // PID 1 must, keeps the service's output in ring buffers for hosts that
 // attach late or re-attach, and decides when the VM may power off.
 //

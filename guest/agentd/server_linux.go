@@ -56,6 +56,10 @@ type Server struct {
 
 	attaches atomic.Int32 // attach streams still sending
 
+	// restarting is set while the service process is restarted in
+	// place; follow answers on it.
+	restarting chan restartDone
+
 	// resume finishes the boot of a guest restored from a template; set
 	// in PhaseTemplate only.
 	resume func(agent.Resume) error
@@ -192,6 +196,10 @@ func (s *Server) handle(st net.Conn) {
 		err = s.handleResume(st, req.Resume)
 	case "input":
 		err = s.handleInput(st)
+	case "sync":
+		err = s.handleSync(st, req.Sync)
+	case "restart":
+		err = s.handleRestart(st)
 	default:
 		err = s.reply(st, errResponse(fmt.Errorf("%w: unknown operation %q", agent.ErrInvalid, req.Op)))
 	}

@@ -2,8 +2,10 @@ package agentd
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -54,11 +56,7 @@ func (s *Server) start(spec agent.Spec) error {
 			return fmt.Errorf("%w: shm_size %d: %v", agent.ErrInvalid, spec.ShmSize, err)
 		}
 	}
-	argv, err := resolve.Argv(spec.Image.Entrypoint, spec.Image.Cmd, spec.Entrypoint, spec.Command)
-	if err != nil {
-		return fmt.Errorf("%w: %v", agent.ErrInvalid, err)
-	}
-	p, err := processSpec(spec, nil, "", "", argv)
+	argv, p, err := serviceProcess(spec)
 	if err != nil {
 		return err
 	}
@@ -67,6 +65,29 @@ func (s *Server) start(spec agent.Spec) error {
 			return fmt.Errorf("read_only: remounting the root read-only: %w", err)
 		}
 	}
+	s.spec = &spec
+	if err := s.launch(spec, argv, p); err != nil {
+		s.spec = nil
+		return err
+	}
+	close(s.started)
+	return nil
+}
+
+// serviceProcess resolves the service's command, user, environment and
+// working directory (made when missing).
+func serviceProcess(spec agent.Spec) ([]string, procSpec, error) {
+	argv, err := resolve.Argv(spec.Image.Entrypoint, spec.Image.Cmd, spec.Entrypoint, spec.Command)
+	if err != nil {
+		return nil, procSpec{}, fmt.Errorf("%w: %v", agent.ErrInvalid, err)
+	}
+	p, err := processSpec(spec, nil, "", "", argv)
+	return argv, p, err
+}
+
+// launch starts the service process p and follows it, its output going to
+// the rings. The caller holds s.mu.
+func (s *Server) launch(spec agent.Spec, argv []string, p procSpec) error {
 	// outs are what the service writes: two pipes, or one terminal; in is
 	// where its input goes.
 	outs, in, childFiles, err := serviceStdio(&p, spec)
@@ -78,19 +99,13 @@ func (s *Server) start(spec agent.Spec) error {
 		f.Close()
 	}
 	if err != nil {
-		for _, f := range append(outs, in) {
-			if f != nil {
-				f.Close()
-			}
-		}
+		closeAll(append(outs, in))
 		return err
 	}
 	s.log.Info("service started", "pid", pid, "argv", argv, "uid", p.user.Uid, "gid", p.user.Gid, "tty", spec.Tty, "stdin", spec.OpenStdin)
-	s.spec = &spec
 	s.input = in
 	s.pid = pid
 	s.phase = agent.PhaseRunning
-	close(s.started)
 
 	copied := make(chan struct{}, len(outs))
 	rings := []*ring{s.stdout, s.stderr}
@@ -100,47 +115,177 @@ func (s *Server) start(spec agent.Spec) error {
 			copied <- struct{}{}
 		}()
 	}
-	go func() {
-		ws := <-wait
-		exit := exitStatus(ws)
+	go s.follow(pid, wait, outs, in, copied)
+	return nil
+}
+
+// follow waits for the service process to exit. Asked to restart (and not
+// to stop meanwhile), it starts it again once its output ended; otherwise
+// the service has exited.
+func (s *Server) follow(pid int, wait <-chan unix.WaitStatus, outs []*os.File, in *os.File, copied <-chan struct{}) {
+	ws := <-wait
+	exit := exitStatus(ws)
+	// The pid is free now: no signal may go to it any more.
+	s.mu.Lock()
+	restart := s.restarting
+	again := restart != nil && s.phase == agent.PhaseRunning
+	if !again {
 		s.log.Info("service exited", "pid", pid, "code", exit.Code, "signal", exit.Signal)
-		// The pid is free now: no signal may go to it any more.
-		s.mu.Lock()
 		s.exit = exit
 		s.phase = agent.PhaseExited
+	} else {
+		s.log.Info("service process ended for a restart", "pid", pid, "code", exit.Code, "signal", exit.Signal)
+	}
+	s.mu.Unlock()
+	// As when a container's main process ends: everything else in
+	// the guest ends with it, which also closes the output pipes
+	// that background processes inherited.
+	unix.Kill(-1, unix.SIGKILL)
+	s.drain(len(outs), copied)
+	closeAll(append(outs, in))
+	if again && s.relaunch(restart, exit) {
+		return
+	}
+	if restart != nil && !again {
+		s.endRestart(restart, agent.ErrExited)
+	}
+	s.stdout.Close()
+	s.stderr.Close()
+	close(s.exited)
+}
+
+// drain waits for the service's output to end, as long as it keeps
+// coming: an attached host that reads slowly holds the copy back.
+func (s *Server) drain(n int, copied <-chan struct{}) {
+	tick := time.NewTicker(drainTimeout)
+	defer tick.Stop()
+	last := s.stdout.written() + s.stderr.written()
+	for left := n; left > 0; {
+		select {
+		case <-copied:
+			left--
+		case <-tick.C:
+			now := s.stdout.written() + s.stderr.written()
+			if now == last {
+				return
+			}
+			last = now
+		}
+	}
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// restartDone is how a restart ended: the new pid, or why the service
+// did not start again.
+type restartDone struct {
+	pid int
+	err error
+}
+
+// handleRestart restarts the service process in place and answers with
+// its new pid.
+func (s *Server) handleRestart(st net.Conn) error {
+	pid, err := s.restart()
+	if err != nil {
+		return s.reply(st, errResponse(err))
+	}
+	return s.reply(st, agent.Response{Pid: pid})
+}
+
+// restart stops the service process as stop does (the stop signal, then
+// after the grace period SIGKILL to every process) and waits for follow to
+// start it again.
+func (s *Server) restart() (int, error) {
+	s.mu.Lock()
+	switch s.phase {
+	case agent.PhaseRunning:
+	case agent.PhaseStopping, agent.PhaseExited:
 		s.mu.Unlock()
-		// As when a container's main process ends: everything else in
-		// the guest ends with it, which also closes the output pipes
-		// that background processes inherited.
+		return 0, agent.ErrExited
+	default:
+		s.mu.Unlock()
+		return 0, agent.ErrNotStarted
+	}
+	if s.restarting != nil {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("%w: the service is restarting already", agent.ErrInvalid)
+	}
+	done := make(chan restartDone, 1)
+	s.restarting = done
+	sig, grace := s.stopping()
+	s.log.Info("restarting the service", "signal", unix.SignalName(sig), "grace", grace)
+	unix.Kill(s.pid, sig)
+	s.mu.Unlock()
+	select {
+	case r := <-done:
+		return r.pid, r.err
+	case <-time.After(grace):
+		s.log.Info("grace period over: killing every process")
 		unix.Kill(-1, unix.SIGKILL)
-		// Wait for the output to end, as long as it keeps coming: an
-		// attached host that reads slowly holds the copy back.
-		tick := time.NewTicker(drainTimeout)
-		last := s.stdout.written() + s.stderr.written()
-	drain:
-		for left := len(outs); left > 0; {
-			select {
-			case <-copied:
-				left--
-			case <-tick.C:
-				now := s.stdout.written() + s.stderr.written()
-				if now == last {
-					break drain
-				}
-				last = now
-			}
+	}
+	r := <-done
+	return r.pid, r.err
+}
+
+// stopping is the stop signal and grace period of the service. The
+// caller holds s.mu.
+func (s *Server) stopping() (unix.Signal, time.Duration) {
+	sig, _ := stopSignal(*s.spec)
+	grace := agent.DefaultStopGracePeriod
+	if s.spec.StopGracePeriod != nil {
+		grace = max(0, *s.spec.StopGracePeriod)
+	}
+	return sig, grace
+}
+
+// relaunch starts the service process again from its spec, for restart
+// r, and reports whether it runs. When it cannot start (its command was
+// deleted), that is the service's exit, with docker's status for it; when
+// a stop came while the old process's output drained, its exit is.
+func (s *Server) relaunch(r chan restartDone, old agent.ExitStatus) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restarting = nil
+	if s.phase != agent.PhaseRunning {
+		s.log.Info("service exited", "code", old.Code, "signal", old.Signal, "during", "a restart")
+		s.exit, s.phase = old, agent.PhaseExited
+		r <- restartDone{err: agent.ErrExited}
+		return false
+	}
+	spec := *s.spec
+	argv, p, err := serviceProcess(spec)
+	if err == nil {
+		err = s.launch(spec, argv, p)
+	}
+	if err != nil {
+		s.log.Error("restarting the service", "err", err)
+		code := 126
+		if errors.Is(err, agent.ErrCommandNotFound) {
+			code = 127
 		}
-		tick.Stop()
-		for _, f := range append(outs, in) {
-			if f != nil {
-				f.Close()
-			}
-		}
-		s.stdout.Close()
-		s.stderr.Close()
-		close(s.exited)
-	}()
-	return nil
+		s.log.Info("service exited", "code", code)
+		s.exit, s.phase = agent.ExitStatus{Code: code}, agent.PhaseExited
+		r <- restartDone{err: err}
+		return false
+	}
+	r <- restartDone{pid: s.pid}
+	return true
+}
+
+// endRestart answers a restart that did not happen: the service was
+// stopped meanwhile.
+func (s *Server) endRestart(r chan restartDone, err error) {
+	s.mu.Lock()
+	s.restarting = nil
+	s.mu.Unlock()
+	r <- restartDone{err: err}
 }
 
 // serviceStdio gives p its standard files: /dev/null (a pipe with
@@ -212,11 +357,7 @@ func (s *Server) stop() bool {
 	default:
 		return false
 	}
-	sig, _ := stopSignal(*s.spec)
-	grace := agent.DefaultStopGracePeriod
-	if s.spec.StopGracePeriod != nil {
-		grace = max(0, *s.spec.StopGracePeriod)
-	}
+	sig, grace := s.stopping()
 	s.phase = agent.PhaseStopping
 	s.log.Info("stopping the service", "signal", unix.SignalName(sig), "grace", grace)
 	unix.Kill(s.pid, sig)
