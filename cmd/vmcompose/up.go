@@ -32,12 +32,16 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "exit-code-from", Usage: "exit with the exit code of `SERVICE` (implies --abort-on-container-exit)"},
 			&cli.StringSliceFlag{Name: "scale", Usage: "run `SERVICE=NUM` replicas of a service"},
 			&cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, DefaultText: "its stop_grace_period", Usage: "`SECONDS` to wait for a service to stop"},
+			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "not supported yet: use up -d, then watch"},
 		},
 		Action: runUp,
 	}
 }
 
 func runUp(c *cli.Context) error {
+	if c.Bool("watch") {
+		return errors.New("`up --watch` is not supported yet: use `vmcompose up -d && vmcompose watch`")
+	}
 	scale, err := parseScale(c.StringSlice("scale"))
 	if err != nil {
 		return err
@@ -65,27 +69,38 @@ func runUp(c *cli.Context) error {
 	req.AlwaysRecreateDeps = c.Bool("always-recreate-deps")
 	req.RemoveOrphans, req.Scale, req.Wait, req.Timeout = c.Bool("remove-orphans"), scale, c.Bool("wait"), c.Int("timeout")
 
-	ctx := c.Context
-	if t := c.Int("wait-timeout"); t > 0 && c.Bool("wait") {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
-		defer cancel()
-	}
-	sup, err := connect(ctx, dir, true)
+	sup, err := bringUp(c, dir, req, c.Int("wait-timeout"))
 	if err != nil {
-		return err
-	}
-	if err := sup.call(ctx, "/up", req, printEvent(c)); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("up --wait: not every service was ready within %ds", c.Int("wait-timeout"))
-		}
-		reportFailure(c, dir, err)
 		return err
 	}
 	if detach {
 		return nil
 	}
 	return foreground(c, sup, dir, req, abort)
+}
+
+// bringUp sends req to the project's supervisor (started when none runs)
+// as up: with req.Wait, until the services are ready or waitTimeout
+// seconds (when > 0) passed. A failure prints the failed service's log.
+func bringUp(c *cli.Context, dir string, req *supervisor.Request, waitTimeout int) (*supervisorClient, error) {
+	ctx := c.Context
+	if waitTimeout > 0 && req.Wait {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(waitTimeout)*time.Second)
+		defer cancel()
+	}
+	sup, err := connect(ctx, dir, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := sup.call(ctx, "/up", req, printEvent(c)); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("up --wait: not every service was ready within %ds", waitTimeout)
+		}
+		reportFailure(c, dir, err)
+		return nil, err
+	}
+	return sup, nil
 }
 
 // reportFailure prints the last lines of the log of the service an error
