@@ -25,6 +25,8 @@ type Options struct {
 	// Exec runs a sync+exec rule's command in one replica and returns its
 	// exit code, as `vmcompose exec` does.
 	Exec func(ctx context.Context, service string, index int, spec *agent.ExecSpec) (int, error)
+	// Rebuild pulls a service's image again and recreates its VMs.
+	Rebuild func(ctx context.Context, service string) error
 }
 
 // Loop applies the batches of a project's watch rules.
@@ -131,7 +133,7 @@ func (l *Loop) InitialSync(ctx context.Context, r watch.Rule) (ev Event, ok bool
 func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, action string, initial bool) Event {
 	start := time.Now()
 	ev := Event{Service: r.Service, Action: action, Initial: initial, Entries: len(entries)}
-	if action != string(types.WatchActionRestart) {
+	if hasSync(action) {
 		ev.Target = r.Target
 	}
 	replicas, err := l.opts.Running(ctx, r.Service)
@@ -140,6 +142,12 @@ func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, a
 		return ev
 	}
 	ev.Replicas = len(replicas)
+	if action == string(types.WatchActionRebuild) && len(replicas) > 0 {
+		if err := l.opts.Rebuild(ctx, r.Service); err != nil {
+			ev.Error = err.Error()
+		}
+		replicas = nil // recreated: the service's own VMs
+	}
 	for _, n := range replicas {
 		if err := l.applyIn(ctx, r, n, entries, action, &ev); err != nil {
 			ev.Error = fmt.Sprintf("%s-%d: %v", r.Service, n, err)
@@ -152,7 +160,7 @@ func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, a
 
 // applyIn is one replica's part of a batch.
 func (l *Loop) applyIn(ctx context.Context, r watch.Rule, n int, entries []watch.Entry, action string, ev *Event) error {
-	if action != string(types.WatchActionRestart) {
+	if hasSync(action) {
 		target, sync := syncEntries(r.Target, l.fileRule[ruleKey{r.Service, r.Index}], entries)
 		req := &supervisor.Request{Services: []string{r.Service}, Index: n, Sync: &agent.SyncSpec{Target: target}}
 		res, err := supervisor.Sync(ctx, l.opts.Dir, req, sync)
@@ -188,4 +196,13 @@ func (l *Loop) exec(ctx context.Context, r watch.Rule, n int) error {
 		err = fmt.Errorf("exec %s: exit code %d", strings.Join(h.Command, " "), code)
 	}
 	return err
+}
+
+// hasSync says whether an action syncs the batch's files.
+func hasSync(action string) bool {
+	switch types.WatchAction(action) {
+	case types.WatchActionSync, types.WatchActionSyncRestart, types.WatchActionSyncExec:
+		return true
+	}
+	return false
 }

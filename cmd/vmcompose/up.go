@@ -32,16 +32,13 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "exit-code-from", Usage: "exit with the exit code of `SERVICE` (implies --abort-on-container-exit)"},
 			&cli.StringSliceFlag{Name: "scale", Usage: "run `SERVICE=NUM` replicas of a service"},
 			&cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, DefaultText: "its stop_grace_period", Usage: "`SECONDS` to wait for a service to stop"},
-			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "not supported yet: use up -d, then watch"},
+			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "watch the services' develop.watch paths while they run in the foreground (as watch does)"},
 		},
 		Action: runUp,
 	}
 }
 
 func runUp(c *cli.Context) error {
-	if c.Bool("watch") {
-		return errors.New("`up --watch` is not supported yet: use `vmcompose up -d && vmcompose watch`")
-	}
 	scale, err := parseScale(c.StringSlice("scale"))
 	if err != nil {
 		return err
@@ -51,6 +48,9 @@ func runUp(c *cli.Context) error {
 	if detach && abort {
 		return fmt.Errorf("--abort-on-container-exit and --exit-code-from need the foreground: drop --detach/--wait")
 	}
+	if detach && c.Bool("watch") {
+		return fmt.Errorf("--watch needs the foreground: drop --detach/--wait, or run `vmcompose up -d && vmcompose watch`")
+	}
 	p, dir, err := projectState(c)
 	if err != nil {
 		return err
@@ -58,6 +58,12 @@ func runUp(c *cli.Context) error {
 	if from := c.String("exit-code-from"); from != "" {
 		if _, ok := p.Services[from]; !ok {
 			return fmt.Errorf("--exit-code-from: no such service: %s", from)
+		}
+	}
+	var watched []string
+	if c.Bool("watch") {
+		if watched, err = watchedServices(c, p); err != nil {
+			return err
 		}
 	}
 	req, err := request(c)
@@ -75,6 +81,17 @@ func runUp(c *cli.Context) error {
 	}
 	if detach {
 		return nil
+	}
+	if watched != nil {
+		// The services run already: a watch that cannot start is said, and
+		// up goes on as without --watch.
+		if run, err := startWatching(c, p, dir, watched); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "vmcompose: not watching: %v\n", oneLine(err))
+		} else {
+			ctx, stop := context.WithCancel(c.Context)
+			defer stop()
+			go run(ctx)
+		}
 	}
 	return foreground(c, sup, dir, req, abort)
 }

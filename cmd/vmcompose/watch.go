@@ -12,8 +12,10 @@ import (
 
 	"github.com/vmcompose/vmcompose/devloop"
 	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/oci"
 	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/watch"
 )
 
@@ -40,10 +42,6 @@ func runWatch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var rules []watch.Rule
-	for _, name := range names {
-		rules = append(rules, watch.Rules(p.Services[name])...)
-	}
 	if !c.Bool("no-up") {
 		req, err := request(c)
 		if err != nil {
@@ -54,25 +52,43 @@ func runWatch(c *cli.Context) error {
 			return err
 		}
 	}
-	out := eventPrinter(c)
-	w, err := watch.New(rules, watch.Options{Warn: func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) }})
+	run, err := startWatching(c, p, dir, names)
 	if err != nil {
 		return err
 	}
+	// Ctrl-C ends it; the services keep running.
+	return run(c.Context)
+}
+
+// startWatching watches the rules of the named services, runs their
+// initial_sync and says it is watching; run applies the batches until
+// its ctx is done. Changes made during the initial sync are in the first
+// batches.
+func startWatching(c *cli.Context, p *project.Project, dir string, names []string) (run func(context.Context) error, err error) {
+	var rules []watch.Rule
+	for _, name := range names {
+		rules = append(rules, watch.Rules(p.Services[name])...)
+	}
+	w, err := watch.New(rules, watch.Options{Warn: func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) }})
+	if err != nil {
+		return nil, err
+	}
 	loop := devloop.New(p.Services, rules, devloop.Options{Dir: dir,
-		Running: func(ctx context.Context, service string) ([]int, error) { return runningReplicas(ctx, dir, service) },
+		Running: func(_ context.Context, service string) ([]int, error) { return runningReplicas(dir, service) },
 		Exec: func(ctx context.Context, service string, index int, spec *agent.ExecSpec) (int, error) {
 			return execIn(c, service, index, spec, strings.NewReader(""), c.App.Writer, c.App.ErrWriter)
-		}})
-	// Changes made during the initial sync are in the watcher's first batches.
+		},
+		Rebuild: func(ctx context.Context, service string) error { return rebuild(c, p, dir, service) }})
+	out := eventPrinter(c)
 	for _, r := range rules {
 		if ev, ok := loop.InitialSync(c.Context, r); ok {
 			out(ev)
 		}
 	}
 	fmt.Fprintf(c.App.Writer, "Watching %d %s: %s\n", len(names), plural(len(names), "service"), strings.Join(names, ", "))
-	// Ctrl-C ends Run; the services keep running.
-	return w.Run(c.Context, func(b watch.Batch) { out(loop.Apply(context.WithoutCancel(c.Context), b)) })
+	return func(ctx context.Context) error {
+		return w.Run(ctx, func(b watch.Batch) { out(loop.Apply(context.WithoutCancel(ctx), b)) })
+	}, nil
 }
 
 // watchedServices are the named services (all when none are) that have
@@ -112,14 +128,42 @@ func watchedServices(c *cli.Context, p *project.Project) ([]string, error) {
 	return watched, nil
 }
 
-// runningReplicas are the replica numbers of service whose VMs run.
-func runningReplicas(ctx context.Context, dir, service string) ([]int, error) {
-	o, err := observe(ctx, dir)
+// rebuild is watch's rebuild of a service without build:: its image
+// pulled again (pull always) and its VMs recreated with it, as `pull
+// SERVICE && up -d --wait --force-recreate --no-deps SERVICE` would.
+func rebuild(c *cli.Context, p *project.Project, dir, service string) error {
+	targets, _, err := pullTargets(p.Services, []string{service}, oci.PullAlways)
+	if err != nil {
+		return err
+	}
+	store, err := openStore()
+	if err != nil {
+		return err
+	}
+	for _, t := range targets {
+		if err := pullAndPrepare(c.Context, store, t, quietProgress{}, nil); err != nil {
+			return err
+		}
+	}
+	req, err := request(c)
+	if err != nil {
+		return err
+	}
+	req.Services, req.ForceRecreate, req.NoDeps, req.Wait = []string{service}, true, true, true
+	_, err = bringUp(c, dir, req, 0)
+	return err
+}
+
+// runningReplicas are the replica numbers of service whose VMs run, as
+// the supervisor last recorded them: asking the VM driver costs about
+// 90 ms a batch, and a sync to a VM that just stopped says so anyway.
+func runningReplicas(dir, service string) ([]int, error) {
+	st, err := reconcile.ReadState(dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []int
-	for _, in := range o.Instances {
+	for _, in := range st.Instances {
 		if in.Service == service && in.State == planner.Running && in.Phase != "exited" {
 			out = append(out, in.Number)
 		}

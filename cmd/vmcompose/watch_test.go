@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmcompose/vmcompose/internal/testimage"
 )
 
 // TestWatch runs watch in the background on a service with a sync rule
@@ -17,7 +20,8 @@ import (
 // does not; the sync+restart rule's file arrives with a new process in the
 // same boot; the sync+exec rule's command runs after its file arrives,
 // with its user, directory and environment; 1 000 writes are one sync
-// request; SIGINT ends watch with 0 and leaves the service running. A rule
+// request; a rebuild pulls the image pushed again and recreates the
+// service with it; SIGINT ends watch with 0 and leaves the service running. A rule
 // whose path is missing is refused in one line before anything starts.
 func TestWatch(t *testing.T) {
 	p := newRunProject(t)
@@ -57,11 +61,13 @@ func TestWatch(t *testing.T) {
           action: sync+exec
           target: /hook
           exec: {command: ["/bin/busybox", "sh", "-c", "echo $$GREETING $$(/bin/busybox id -u) $$PWD > /tmp/hook.out"], user: "7:7", working_dir: /hook, environment: {GREETING: hi}}
+        - {path: ./pushed, action: rebuild}
 `)
 	write("src/pre.txt", "pre\n")
 	write("src/del.txt", "del\n")
 	write("conf/c.txt", "one\n")
 	write("hook/h.txt", "one\n")
+	write("pushed", "1\n")
 	c, _, werr := p.background(dir, "Watching 1 service: app", "watch", "--quiet")
 	defer func() {
 		if c.ProcessState == nil {
@@ -138,11 +144,104 @@ func TestWatch(t *testing.T) {
 		t.Errorf("1 000 writes took %d sync requests, want 1", n)
 	}
 
+	// rebuild: the image pushed again is pulled and the service recreated
+	// with it.
+	p.push("static", staticImageWith(t, testimage.File("etc/version", 0o644, "2\n")))
+	write("pushed", "2\n")
+	until("rebuild's new image", func() bool {
+		out, _ := bb("cat", "/etc/version")
+		return out == "2\n"
+	})
+	var after [][]string
+	until("the recreated service's start", func() bool {
+		after = started.FindAllStringSubmatch(p.logsOf(dir, "app"), -1)
+		return len(after) > 0 && after[len(after)-1][2] != starts[0][2]
+	})
+
 	c.Process.Signal(os.Interrupt)
 	if err := c.Wait(); err != nil {
 		t.Errorf("watch after SIGINT: %v\n%s", err, werr)
 	}
 	if e := p.ps(dir)["app"]; e.State != "running" {
 		t.Errorf("after watch ended: %+v", e)
+	}
+}
+
+// TestUpWatch: up --watch refuses a rule it cannot follow before anything
+// starts, then attaches the logs and applies a change (its line among
+// them) while the service runs; Ctrl-C stops the service as up does.
+func TestUpWatch(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("static", staticImage(t))
+	dir := filepath.Join(p.home, "upwatch")
+	p.cleanup(dir)
+	compose := `services:
+  app:
+    image: ` + ref + `
+    command: ["/bin/busybox", "sh", "-c", "echo hello from app; exec /bin/busybox sleep 1000000"]
+    stop_grace_period: 1s
+    develop:
+      watch:
+        - {path: ./src, action: sync, target: /app}
+`
+	if _, stderr, code := p.in(dir, compose, "up", "--watch"); code == 0 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "develop.watch[0] (path "+dir+"/src)") {
+		t.Errorf("up --watch with a missing path: exit %d\n%s", code, stderr)
+	}
+	if e, ok := p.ps(dir)["app"]; ok {
+		t.Errorf("a refused up --watch started the service: %+v", e)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "src"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, out, werr := p.background(dir, "Watching 1 service: app", "up", "--watch")
+	defer func() {
+		if c.ProcessState == nil {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	start := time.Now()
+	if err := os.WriteFile(filepath.Join(dir, "src", "a.txt"), []byte("synced\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The service's log and the batch's line, in either order.
+	want := map[string]bool{"hello from app": true, "app: sync 1 file to /app in ": true}
+	timeout := time.After(30 * time.Second)
+	for len(want) > 0 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("up --watch ended; still wanted %v\n%s", want, werr)
+			}
+			for w := range want {
+				if strings.Contains(l, w) {
+					t.Logf("%s (%v after the write)", l, time.Since(start))
+					delete(want, w)
+				}
+			}
+		case <-timeout:
+			t.Fatalf("up --watch did not print %v in 30s\n%s", want, werr)
+		}
+	}
+	if got, _, _ := p.in(dir, "", "exec", "-T", "app", "/bin/busybox", "cat", "/app/a.txt"); got != "synced\n" {
+		t.Errorf("the guest has %q", got)
+	}
+	c.Process.Signal(os.Interrupt)
+	for range lines {
+	}
+	err := c.Wait()
+	if code := c.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("up --watch after Ctrl-C: %v (exit %d), want 130\n%s", err, code, werr)
+	}
+	if e := p.ps(dir)["app"]; e.State == "running" {
+		t.Errorf("after Ctrl-C: %+v", e)
 	}
 }
