@@ -150,7 +150,10 @@ func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, a
 	}
 	for _, n := range replicas {
 		if err := l.applyIn(ctx, r, n, entries, action, &ev); err != nil {
-			ev.Error = fmt.Sprintf("%s-%d: %v", r.Service, n, err)
+			ev.Error = err.Error()
+			if name := fmt.Sprintf("%s-%d", r.Service, n); !strings.Contains(ev.Error, name) {
+				ev.Error = name + ": " + ev.Error
+			}
 			break
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 
@@ -85,7 +84,7 @@ func startWatching(c *cli.Context, p *project.Project, dir string, names []strin
 			out(ev)
 		}
 	}
-	fmt.Fprintf(c.App.Writer, "Watching %d %s: %s\n", len(names), plural(len(names), "service"), strings.Join(names, ", "))
+	printWatching(c, names)
 	return func(ctx context.Context) error {
 		return w.Run(ctx, func(b watch.Batch) { out(loop.Apply(context.WithoutCancel(ctx), b)) })
 	}, nil
@@ -173,22 +172,34 @@ func runningReplicas(dir, service string) ([]int, error) {
 }
 
 // eventPrinter prints each batch's event: a line on stdout (failures on
-// stderr, also with --quiet), or a JSON object with --progress json.
+// stderr), or a JSON object on stdout with --progress json; --quiet
+// prints the failures only.
 func eventPrinter(c *cli.Context) func(devloop.Event) {
-	if c.String("progress") == "json" {
-		enc := json.NewEncoder(c.App.Writer)
-		return func(e devloop.Event) { enc.Encode(e) }
-	}
+	enc := json.NewEncoder(c.App.Writer)
 	return func(e devloop.Event) {
-		var w io.Writer = c.App.Writer
+		failed := e.Error != "" || len(e.Skipped) > 0
 		switch {
-		case e.Error != "" || len(e.Skipped) > 0:
-			w = c.App.ErrWriter
-		case c.Bool("quiet"):
-			return
+		case !failed && c.Bool("quiet"):
+		case c.String("progress") == "json":
+			enc.Encode(e)
+		case failed:
+			fmt.Fprintln(c.App.ErrWriter, e.String())
+		default:
+			fmt.Fprintln(c.App.Writer, e.String())
 		}
-		fmt.Fprintln(w, e.String())
 	}
+}
+
+// printWatching says watching began: the services' names, or with
+// --progress json the object {"watching": [names]}.
+func printWatching(c *cli.Context, names []string) {
+	if c.String("progress") == "json" {
+		json.NewEncoder(c.App.Writer).Encode(struct {
+			Watching []string `json:"watching"`
+		}{names})
+		return
+	}
+	fmt.Fprintf(c.App.Writer, "Watching %d %s: %s\n", len(names), plural(len(names), "service"), strings.Join(names, ", "))
 }
 
 func plural(n int, word string) string {

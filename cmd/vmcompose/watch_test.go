@@ -20,7 +20,8 @@ import (
 // does not; the sync+restart rule's file arrives with a new process in the
 // same boot; the sync+exec rule's command runs after its file arrives,
 // with its user, directory and environment; 1 000 writes are one sync
-// request; a rebuild pulls the image pushed again and recreates the
+// request; a target the guest cannot write is an error printed, and
+// watching goes on; a stopped service is not started; a rebuild pulls the image pushed again and recreates the
 // service with it; SIGINT ends watch with 0 and leaves the service running. A rule
 // whose path is missing is refused in one line before anything starts.
 func TestWatch(t *testing.T) {
@@ -62,12 +63,14 @@ func TestWatch(t *testing.T) {
           target: /hook
           exec: {command: ["/bin/busybox", "sh", "-c", "echo $$GREETING $$(/bin/busybox id -u) $$PWD > /tmp/hook.out"], user: "7:7", working_dir: /hook, environment: {GREETING: hi}}
         - {path: ./pushed, action: rebuild}
+        - {path: ./ro, action: sync, target: /proc/vmcompose}
 `)
 	write("src/pre.txt", "pre\n")
 	write("src/del.txt", "del\n")
 	write("conf/c.txt", "one\n")
 	write("hook/h.txt", "one\n")
 	write("pushed", "1\n")
+	write("ro/x", "1\n")
 	c, _, werr := p.background(dir, "Watching 1 service: app", "watch", "--quiet")
 	defer func() {
 		if c.ProcessState == nil {
@@ -92,6 +95,7 @@ func TestWatch(t *testing.T) {
 		}
 	}
 
+	write("ro/x", "2\n") // /proc cannot hold it: said on stderr, and watching goes on
 	write("src/x.tmp", "ignored\n")
 	write("src/pre.txt", "edited\n")
 	write("src/new/deep/n.txt", "nested\n")
@@ -158,18 +162,35 @@ func TestWatch(t *testing.T) {
 		return len(after) > 0 && after[len(after)-1][2] != starts[0][2]
 	})
 
+	// A service the user stopped is skipped, not started.
+	if _, stderr, code := p.in(dir, "", "stop", "app"); code != 0 {
+		t.Fatalf("stop: exit %d\n%s", code, stderr)
+	}
+	write("src/late.txt", "late\n")
+	time.Sleep(time.Second)
+	if e := p.ps(dir)["app"]; e.State == "running" {
+		t.Errorf("watch started a stopped service: %+v", e)
+	}
+	if _, stderr, code := p.in(dir, "", "start", "app"); code != 0 {
+		t.Fatalf("start: exit %d\n%s", code, stderr)
+	}
+
 	c.Process.Signal(os.Interrupt)
 	if err := c.Wait(); err != nil {
 		t.Errorf("watch after SIGINT: %v\n%s", err, werr)
 	}
+	if !strings.Contains(werr.String(), "app: sync 1 file to /proc/vmcompose") {
+		t.Errorf("the sync into /proc did not say it failed:\n%s", werr)
+	}
+	t.Logf("watch's stderr:\n%s", werr)
 	if e := p.ps(dir)["app"]; e.State != "running" {
 		t.Errorf("after watch ended: %+v", e)
 	}
 }
 
 // TestUpWatch: up --watch refuses a rule it cannot follow before anything
-// starts, then attaches the logs and applies a change (its line among
-// them) while the service runs; Ctrl-C stops the service as up does.
+// starts, then attaches the logs and applies a change (its event among
+// them, as JSON with --progress json) while the service runs; Ctrl-C stops the service as up does.
 func TestUpWatch(t *testing.T) {
 	p := newRunProject(t)
 	ref := p.push("static", staticImage(t))
@@ -193,7 +214,7 @@ func TestUpWatch(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "src"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c, out, werr := p.background(dir, "Watching 1 service: app", "up", "--watch")
+	c, out, werr := p.background(dir, `{"watching":["app"]}`, "--progress", "json", "up", "--watch")
 	defer func() {
 		if c.ProcessState == nil {
 			c.Process.Kill()
@@ -212,8 +233,8 @@ func TestUpWatch(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "src", "a.txt"), []byte("synced\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The service's log and the batch's line, in either order.
-	want := map[string]bool{"hello from app": true, "app: sync 1 file to /app in ": true}
+	// The service's log and the batch's event, in either order.
+	want := map[string]bool{"hello from app": true, `{"service":"app","action":"sync","entries":1,"target":"/app","replicas":1,"ms":`: true}
 	timeout := time.After(30 * time.Second)
 	for len(want) > 0 {
 		select {
