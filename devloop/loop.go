@@ -143,19 +143,26 @@ func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, a
 	}
 	ev.Replicas = len(replicas)
 	if action == string(types.WatchActionRebuild) && len(replicas) > 0 {
-		if err := l.opts.Rebuild(ctx, r.Service); err != nil {
+		if l.opts.Rebuild == nil {
+			ev.Error = "action: rebuild is not supported here"
+		} else if err := l.opts.Rebuild(ctx, r.Service); err != nil {
 			ev.Error = err.Error()
 		}
 		replicas = nil // recreated: the service's own VMs
 	}
+	// A replica that fails does not keep the batch from the others.
+	var failed []string
 	for _, n := range replicas {
 		if err := l.applyIn(ctx, r, n, entries, action, &ev); err != nil {
-			ev.Error = err.Error()
-			if name := fmt.Sprintf("%s-%d", r.Service, n); !strings.Contains(ev.Error, name) {
-				ev.Error = name + ": " + ev.Error
+			msg := err.Error()
+			if name := fmt.Sprintf("%s-%d", r.Service, n); !strings.Contains(msg, name) {
+				msg = name + ": " + msg
 			}
-			break
+			failed = append(failed, msg)
 		}
+	}
+	if len(failed) > 0 {
+		ev.Error = strings.Join(failed, "; ")
 	}
 	ev.Millis = time.Since(start).Milliseconds()
 	return ev
@@ -194,6 +201,9 @@ func (l *Loop) exec(ctx context.Context, r watch.Rule, n int) error {
 		}
 	}
 	sort.Strings(spec.Env)
+	if l.opts.Exec == nil {
+		return fmt.Errorf("action: sync+exec is not supported here")
+	}
 	code, err := l.opts.Exec(ctx, r.Service, n, spec)
 	if err == nil && code != 0 {
 		err = fmt.Errorf("exec %s: exit code %d", strings.Join(h.Command, " "), code)
