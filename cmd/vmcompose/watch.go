@@ -26,13 +26,16 @@ func watchCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "no-up", Usage: "do not bring the services up first"},
 			&cli.BoolFlag{Name: "quiet", Usage: "print only what failed"},
-			&cli.BoolFlag{Name: "prune", Value: true, Usage: "prune images a rebuild left dangling (nothing to do: vmcompose does not rebuild)"},
+			&cli.BoolFlag{Name: "prune", Usage: "not supported yet: the image a rebuild replaced stays in the store"},
 		},
 		Action: runWatch,
 	}
 }
 
 func runWatch(c *cli.Context) error {
+	if c.Bool("prune") {
+		return fmt.Errorf("watch --prune: removing the images a rebuild replaced is not supported yet: drop --prune (they stay in the store)")
+	}
 	p, dir, err := projectState(c)
 	if err != nil {
 		return err
