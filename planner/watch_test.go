@@ -60,16 +60,21 @@ develop.watch[4] (path /demo/e): target: "/etc/key" is at or under /etc/key, whe
 	}
 }
 
-// TestWatchActions: an action vmcompose cannot run (rebuild: no build:)
-// or that is none is refused, not dropped.
+// TestWatchActions: an action vmcompose cannot run (rebuild of a service
+// with build:, which vmcompose cannot build) or that is none is refused,
+// not dropped; rebuild of an image-only service is not.
 func TestWatchActions(t *testing.T) {
 	svc := types.ServiceConfig{Name: "web", Develop: &types.DevelopConfig{Watch: []types.Trigger{
 		{Path: "/p/src", Action: "copy", Target: "/app"},
 		{Path: "/p/Dockerfile", Action: types.WatchActionRebuild},
 	}}}
+	if got := planner.WatchProblems(svc); len(got) != 1 {
+		t.Errorf("image-only service: %q, want the copy refused alone", got)
+	}
+	svc.Build = &types.BuildConfig{Context: "/p"}
 	got := strings.Join(planner.WatchProblems(svc), "\n")
 	want := `develop.watch[0] (path /p/src): action: "copy" is not a watch action: use sync, sync+restart, sync+exec, restart or rebuild
-develop.watch[1] (path /p/Dockerfile): action: rebuild needs build:, which vmcompose does not support yet: use action: restart, or sync the files with action: sync+restart`
+develop.watch[1] (path /p/Dockerfile): action: rebuild builds the image, which vmcompose does not support yet: push the image and drop build: (rebuild then pulls it again), or sync the files with action: sync+restart`
 	if got != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
 	}

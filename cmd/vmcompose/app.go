@@ -59,6 +59,7 @@ func newApp() *cli.App {
 			networkCommand(),
 			volumeCommand(),
 			volumesCommand(),
+			watchCommand(),
 		}, lifecycleCommands()...),
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}

@@ -22,8 +22,11 @@ import (
 // staticImage is scratch and one static binary, busybox: no shell, tar
 // or cp in the PATH (the applets are not linked), with a target tree
 // /app that holds what the sync deletes, and a symlink out of it.
-func staticImage(t testing.TB) v1.Image {
-	return testimage.Image(t, []testimage.Entry{
+func staticImage(t testing.TB) v1.Image { return staticImageWith(t) }
+
+// staticImageWith is staticImage with extra entries.
+func staticImageWith(t testing.TB, extra ...testimage.Entry) v1.Image {
+	return testimage.Image(t, append([]testimage.Entry{
 		testimage.Dir("bin/", 0o755),
 		testimage.File("bin/busybox", 0o755, string(testimage.RequireBusybox(t))),
 		testimage.Dir("etc/", 0o755),
@@ -34,7 +37,7 @@ func staticImage(t testing.TB) v1.Image {
 		testimage.Dir("app/old/deep/", 0o755),
 		testimage.File("app/old/deep/f", 0o644, "x"),
 		testimage.Symlink("app/out", "/etc"),
-	})
+	}, extra...))
 }
 
 // bytesEntry is a file entry whose content is data.

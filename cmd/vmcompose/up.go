@@ -32,6 +32,7 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "exit-code-from", Usage: "exit with the exit code of `SERVICE` (implies --abort-on-container-exit)"},
 			&cli.StringSliceFlag{Name: "scale", Usage: "run `SERVICE=NUM` replicas of a service"},
 			&cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, DefaultText: "its stop_grace_period", Usage: "`SECONDS` to wait for a service to stop"},
+			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "watch the services' develop.watch paths while they run in the foreground (as watch does)"},
 		},
 		Action: runUp,
 	}
@@ -47,6 +48,9 @@ func runUp(c *cli.Context) error {
 	if detach && abort {
 		return fmt.Errorf("--abort-on-container-exit and --exit-code-from need the foreground: drop --detach/--wait")
 	}
+	if detach && c.Bool("watch") {
+		return fmt.Errorf("--watch needs the foreground: drop --detach/--wait, or run `vmcompose up -d && vmcompose watch`")
+	}
 	p, dir, err := projectState(c)
 	if err != nil {
 		return err
@@ -54,6 +58,12 @@ func runUp(c *cli.Context) error {
 	if from := c.String("exit-code-from"); from != "" {
 		if _, ok := p.Services[from]; !ok {
 			return fmt.Errorf("--exit-code-from: no such service: %s", from)
+		}
+	}
+	var watched []string
+	if c.Bool("watch") {
+		if watched, err = watchedServices(c, p); err != nil {
+			return err
 		}
 	}
 	req, err := request(c)
@@ -65,27 +75,49 @@ func runUp(c *cli.Context) error {
 	req.AlwaysRecreateDeps = c.Bool("always-recreate-deps")
 	req.RemoveOrphans, req.Scale, req.Wait, req.Timeout = c.Bool("remove-orphans"), scale, c.Bool("wait"), c.Int("timeout")
 
-	ctx := c.Context
-	if t := c.Int("wait-timeout"); t > 0 && c.Bool("wait") {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
-		defer cancel()
-	}
-	sup, err := connect(ctx, dir, true)
+	sup, err := bringUp(c, dir, req, c.Int("wait-timeout"))
 	if err != nil {
-		return err
-	}
-	if err := sup.call(ctx, "/up", req, printEvent(c)); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("up --wait: not every service was ready within %ds", c.Int("wait-timeout"))
-		}
-		reportFailure(c, dir, err)
 		return err
 	}
 	if detach {
 		return nil
 	}
+	if watched != nil {
+		// The services run already: a watch that cannot start is said, and
+		// up goes on as without --watch.
+		if run, err := startWatching(c, p, dir, watched); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "vmcompose: not watching: %v\n", oneLine(err))
+		} else {
+			ctx, stop := context.WithCancel(c.Context)
+			defer stop()
+			go run(ctx)
+		}
+	}
 	return foreground(c, sup, dir, req, abort)
+}
+
+// bringUp sends req to the project's supervisor (started when none runs)
+// as up: with req.Wait, until the services are ready or waitTimeout
+// seconds (when > 0) passed. A failure prints the failed service's log.
+func bringUp(c *cli.Context, dir string, req *supervisor.Request, waitTimeout int) (*supervisorClient, error) {
+	ctx := c.Context
+	if waitTimeout > 0 && req.Wait {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(waitTimeout)*time.Second)
+		defer cancel()
+	}
+	sup, err := connect(ctx, dir, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := sup.call(ctx, "/up", req, printEvent(c)); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("up --wait: not every service was ready within %ds", waitTimeout)
+		}
+		reportFailure(c, dir, err)
+		return nil, err
+	}
+	return sup, nil
 }
 
 // reportFailure prints the last lines of the log of the service an error

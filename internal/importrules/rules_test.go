@@ -58,6 +58,8 @@ var rules = []rule{
 		banned: []string{mod + "supervisor", mod + "cmd/"}},
 	{pkg: "supervisor", why: "the daemon uses the vm.Driver interface, never a backend, and knows nothing of the CLI",
 		banned: []string{mod + "cmd/", mod + "vm/qemu"}},
+	{pkg: "devloop", why: "applying watch batches goes through the supervisor's client, never the CLI or a VM backend",
+		banned: []string{mod + "cmd/", mod + "vm/qemu"}},
 	{pkg: "watch", why: "watching host paths knows nothing of VMs, the agent or the CLI", own: []string{}},
 	{pkg: "internal/atomicfile", why: "any package may write files with it", standardOnly: true},
 	{pkg: "guest/agent", why: "host and guest share the protocol; it depends on neither side", own: []string{}},

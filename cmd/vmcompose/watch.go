@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmcompose/vmcompose/devloop"
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/oci"
+	"github.com/vmcompose/vmcompose/planner"
+	"github.com/vmcompose/vmcompose/project"
+	"github.com/vmcompose/vmcompose/reconcile"
+	"github.com/vmcompose/vmcompose/watch"
+)
+
+func watchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "watch",
+		Usage:     "bring the services up and sync their develop.watch paths into their VMs as they change",
+		ArgsUsage: "[SERVICE...]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "no-up", Usage: "do not bring the services up first"},
+			&cli.BoolFlag{Name: "quiet", Usage: "print only what failed"},
+			&cli.BoolFlag{Name: "prune", Usage: "not supported yet: the image a rebuild replaced stays in the store"},
+		},
+		Action: runWatch,
+	}
+}
+
+func runWatch(c *cli.Context) error {
+	if c.Bool("prune") {
+		return fmt.Errorf("watch --prune: removing the images a rebuild replaced is not supported yet: drop --prune (they stay in the store)")
+	}
+	p, dir, err := projectState(c)
+	if err != nil {
+		return err
+	}
+	names, err := watchedServices(c, p)
+	if err != nil {
+		return err
+	}
+	if !c.Bool("no-up") {
+		req, err := request(c)
+		if err != nil {
+			return err
+		}
+		req.Services, req.Wait = c.Args().Slice(), true
+		if _, err := bringUp(c, dir, req, 0); err != nil {
+			return err
+		}
+	}
+	run, err := startWatching(c, p, dir, names)
+	if err != nil {
+		return err
+	}
+	// Ctrl-C ends it; the services keep running.
+	return run(c.Context)
+}
+
+// startWatching watches the rules of the named services, runs their
+// initial_sync and says it is watching; run applies the batches until
+// its ctx is done. Changes made during the initial sync are in the first
+// batches.
+func startWatching(c *cli.Context, p *project.Project, dir string, names []string) (run func(context.Context) error, err error) {
+	var rules []watch.Rule
+	for _, name := range names {
+		rules = append(rules, watch.Rules(p.Services[name])...)
+	}
+	w, err := watch.New(rules, watch.Options{Warn: func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) }})
+	if err != nil {
+		return nil, err
+	}
+	loop := devloop.New(p.Services, rules, devloop.Options{Dir: dir,
+		Running: func(_ context.Context, service string) ([]int, error) { return runningReplicas(dir, service) },
+		Exec: func(ctx context.Context, service string, index int, spec *agent.ExecSpec) (int, error) {
+			return execIn(c, service, index, spec, strings.NewReader(""), c.App.Writer, c.App.ErrWriter)
+		},
+		Rebuild: func(ctx context.Context, service string) error { return rebuild(c, p, dir, service) }})
+	out := eventPrinter(c)
+	for _, r := range rules {
+		if ev, ok := loop.InitialSync(c.Context, r); ok {
+			out(ev)
+		}
+	}
+	printWatching(c, names)
+	return func(ctx context.Context) error {
+		return w.Run(ctx, func(b watch.Batch) { out(loop.Apply(context.WithoutCancel(ctx), b)) })
+	}, nil
+}
+
+// watchedServices are the named services (all when none are) that have
+// develop.watch; it refuses, one line per problem, when any of their rules
+// cannot be followed, before anything starts.
+func watchedServices(c *cli.Context, p *project.Project) ([]string, error) {
+	names := c.Args().Slice()
+	for _, n := range names {
+		if _, ok := p.Services[n]; !ok {
+			return nil, fmt.Errorf("no such service: %s (the project has: %v)", n, p.ServiceNames())
+		}
+	}
+	if len(names) == 0 {
+		names = p.ServiceNames()
+	}
+	var watched, problems []string
+	for _, n := range names {
+		svc := p.Services[n]
+		if svc.Develop == nil || len(svc.Develop.Watch) == 0 {
+			continue
+		}
+		watched = append(watched, n)
+		for _, msg := range append(planner.WatchProblems(svc), p.WatchProblems[n]...) {
+			problems = append(problems, fmt.Sprintf("service %q cannot be watched: %s", n, msg))
+		}
+	}
+	if len(problems) > 0 {
+		for _, msg := range problems {
+			fmt.Fprintf(c.App.ErrWriter, "vmcompose: %s\n", msg)
+		}
+		return nil, exitCode(1)
+	}
+	if len(watched) == 0 {
+		return nil, fmt.Errorf("watch: none of %s has develop.watch: add a develop.watch rule (path, action, target) to the service to watch", strings.Join(names, ", "))
+	}
+	slices.Sort(watched)
+	return watched, nil
+}
+
+// rebuild is watch's rebuild of a service without build:: its image
+// pulled again (pull always) and its VMs recreated with it, as `pull
+// SERVICE && up -d --wait --force-recreate --no-deps SERVICE` would.
+func rebuild(c *cli.Context, p *project.Project, dir, service string) error {
+	targets, _, err := pullTargets(p.Services, []string{service}, oci.PullAlways)
+	if err != nil {
+		return err
+	}
+	store, err := openStore()
+	if err != nil {
+		return err
+	}
+	for _, t := range targets {
+		if err := pullAndPrepare(c.Context, store, t, quietProgress{}, nil); err != nil {
+			return err
+		}
+	}
+	req, err := request(c)
+	if err != nil {
+		return err
+	}
+	req.Services, req.ForceRecreate, req.NoDeps, req.Wait = []string{service}, true, true, true
+	_, err = bringUp(c, dir, req, 0)
+	return err
+}
+
+// runningReplicas are the replica numbers of service whose VMs run, as
+// the supervisor last recorded them: asking the VM driver costs about
+// 90 ms a batch, and a sync to a VM that just stopped says so anyway.
+func runningReplicas(dir, service string) ([]int, error) {
+	st, err := reconcile.ReadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, in := range st.Instances {
+		if in.Service == service && in.State == planner.Running && in.Phase != "exited" {
+			out = append(out, in.Number)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// eventPrinter prints each batch's event: a line on stdout (failures on
+// stderr), or a JSON object on stdout with --progress json; --quiet
+// prints the failures only.
+func eventPrinter(c *cli.Context) func(devloop.Event) {
+	enc := json.NewEncoder(c.App.Writer)
+	return func(e devloop.Event) {
+		failed := e.Error != "" || len(e.Skipped) > 0
+		switch {
+		case !failed && c.Bool("quiet"):
+		case c.String("progress") == "json":
+			enc.Encode(e)
+		case failed:
+			fmt.Fprintln(c.App.ErrWriter, e.String())
+		default:
+			fmt.Fprintln(c.App.Writer, e.String())
+		}
+	}
+}
+
+// printWatching says watching began: the services' names, or with
+// --progress json the object {"watching": [names]}.
+func printWatching(c *cli.Context, names []string) {
+	if c.String("progress") == "json" {
+		json.NewEncoder(c.App.Writer).Encode(struct {
+			Watching []string `json:"watching"`
+		}{names})
+		return
+	}
+	fmt.Fprintf(c.App.Writer, "Watching %d %s: %s\n", len(names), plural(len(names), "service"), strings.Join(names, ", "))
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}

@@ -1,0 +1,61 @@
+package devloop
+
+import (
+	"bytes"
+	"io"
+	"io/fs"
+	"path"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/watch"
+)
+
+// syncEntries is what the agent is sent for a rule's entries, and the
+// target they are relative to. A single-file rule's entries are all "."
+// (the file itself), which the guest refuses to write over its target:
+// they go to the target's directory under the target's name instead.
+func syncEntries(target string, fileRule bool, in []watch.Entry) (string, []agent.SyncEntry) {
+	name := "."
+	if fileRule {
+		target, name = path.Dir(target), path.Base(target)
+	}
+	out := make([]agent.SyncEntry, 0, len(in))
+	for _, e := range in {
+		p := e.Path
+		if p == "." {
+			p = name
+		}
+		out = append(out, syncEntry(p, e))
+	}
+	return target, out
+}
+
+func syncEntry(p string, e watch.Entry) agent.SyncEntry {
+	switch {
+	case e.Op == watch.Delete:
+		return agent.SyncEntry{Op: agent.SyncDelete, Path: p}
+	case e.Op == watch.Mkdir:
+		return agent.SyncEntry{Op: agent.SyncDir, Path: p, Mode: unixMode(e.Mode)}
+	case e.Mode&fs.ModeSymlink != 0:
+		return agent.SyncEntry{Op: agent.SyncSymlink, Path: p, Link: e.Link}
+	}
+	data := e.Data
+	return agent.SyncEntry{Op: agent.SyncFile, Path: p, Mode: unixMode(e.Mode), Size: int64(len(data)),
+		Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}
+}
+
+// unixMode is the permission bits as chmod(2) takes them: Go keeps
+// setuid, setgid and sticky apart from the low bits.
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	return u
+}

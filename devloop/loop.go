@@ -1,0 +1,221 @@
+package devloop
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/supervisor"
+	"github.com/vmcompose/vmcompose/watch"
+)
+
+// Options say where the services are and how to reach them.
+type Options struct {
+	// Dir is the project's state directory (its supervisor's).
+	Dir string
+	// Running is the replica numbers of a service that run now; a service
+	// with none is skipped (the user stopped it: watching never starts it).
+	Running func(ctx context.Context, service string) ([]int, error)
+	// Exec runs a sync+exec rule's command in one replica and returns its
+	// exit code, as `vmcompose exec` does.
+	Exec func(ctx context.Context, service string, index int, spec *agent.ExecSpec) (int, error)
+	// Rebuild pulls a service's image again and recreates its VMs.
+	Rebuild func(ctx context.Context, service string) error
+}
+
+// Loop applies the batches of a project's watch rules.
+type Loop struct {
+	opts     Options
+	triggers map[ruleKey]types.Trigger
+	fileRule map[ruleKey]bool
+}
+
+type ruleKey struct {
+	service string
+	index   int
+}
+
+// New prepares a Loop for rules, whose services are in services. A rule
+// whose path is a file now syncs a file from then on: a batch deleting it
+// cannot tell.
+func New(services types.Services, rules []watch.Rule, opts Options) *Loop {
+	l := &Loop{opts: opts, triggers: map[ruleKey]types.Trigger{}, fileRule: map[ruleKey]bool{}}
+	for _, r := range rules {
+		k := ruleKey{r.Service, r.Index}
+		l.triggers[k] = services[r.Service].Develop.Watch[r.Index]
+		if fi, err := os.Stat(r.Path); err == nil && !fi.IsDir() {
+			l.fileRule[k] = true
+		}
+	}
+	return l
+}
+
+// Event is what one batch did.
+type Event struct {
+	Service string `json:"service"`
+	Action  string `json:"action"`
+	// Initial is an initial_sync's batch.
+	Initial bool   `json:"initial,omitempty"`
+	Entries int    `json:"entries"`
+	Target  string `json:"target,omitempty"`
+	// Replicas is how many running replicas it went to; 0 skipped it.
+	Replicas int   `json:"replicas"`
+	Millis   int64 `json:"ms"`
+	// Skipped are entries a guest (or the host) did not apply, with why.
+	Skipped []agent.SyncSkip `json:"skipped,omitempty"`
+	Error   string           `json:"error,omitempty"`
+}
+
+func (e Event) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s", e.Service, e.Action)
+	if e.Initial {
+		b.WriteString(" (initial sync)")
+	}
+	if e.Target != "" {
+		fmt.Fprintf(&b, " %d %s to %s", e.Entries, plural(e.Entries, "file"), e.Target)
+	}
+	switch {
+	case e.Error != "":
+		fmt.Fprintf(&b, ": %s", e.Error)
+	case e.Replicas == 0:
+		b.WriteString(": skipped, the service is not running")
+	default:
+		fmt.Fprintf(&b, " in %dms", e.Millis)
+		if e.Replicas > 1 {
+			fmt.Fprintf(&b, " (%d replicas)", e.Replicas)
+		}
+	}
+	for i, s := range e.Skipped {
+		if i == 3 {
+			fmt.Fprintf(&b, "; %d more not applied", len(e.Skipped)-3)
+			break
+		}
+		fmt.Fprintf(&b, "; %s not applied: %s", s.Path, s.Reason)
+	}
+	return b.String()
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// Apply gives a batch to every running replica of its rule's service and
+// runs the rule's action after it.
+func (l *Loop) Apply(ctx context.Context, b watch.Batch) Event {
+	return l.apply(ctx, b.Rule, b.Entries, string(b.Rule.Action), false)
+}
+
+// InitialSync syncs the rule's path as it is now when the rule asks for
+// it (initial_sync: true and a target); ok is false when it does not.
+// Like docker compose, it only syncs: the action runs on changes.
+func (l *Loop) InitialSync(ctx context.Context, r watch.Rule) (ev Event, ok bool) {
+	t := l.triggers[ruleKey{r.Service, r.Index}]
+	if !t.InitialSync || r.Target == "" {
+		return Event{}, false
+	}
+	var entries []watch.Entry
+	if err := watch.List(r, func(e watch.Entry) error { entries = append(entries, e); return nil }); err != nil {
+		return Event{Service: r.Service, Action: "sync", Initial: true, Target: r.Target, Error: err.Error()}, true
+	}
+	return l.apply(ctx, r, entries, string(types.WatchActionSync), true), true
+}
+
+func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, action string, initial bool) Event {
+	start := time.Now()
+	ev := Event{Service: r.Service, Action: action, Initial: initial, Entries: len(entries)}
+	if hasSync(action) {
+		ev.Target = r.Target
+	}
+	replicas, err := l.opts.Running(ctx, r.Service)
+	if err != nil {
+		ev.Error = err.Error()
+		return ev
+	}
+	ev.Replicas = len(replicas)
+	if action == string(types.WatchActionRebuild) && len(replicas) > 0 {
+		if l.opts.Rebuild == nil {
+			ev.Error = "action: rebuild is not supported here"
+		} else if err := l.opts.Rebuild(ctx, r.Service); err != nil {
+			ev.Error = err.Error()
+		}
+		replicas = nil // recreated: the service's own VMs
+	}
+	// A replica that fails does not keep the batch from the others.
+	var failed []string
+	for _, n := range replicas {
+		if err := l.applyIn(ctx, r, n, entries, action, &ev); err != nil {
+			msg := err.Error()
+			if name := fmt.Sprintf("%s-%d", r.Service, n); !strings.Contains(msg, name) {
+				msg = name + ": " + msg
+			}
+			failed = append(failed, msg)
+		}
+	}
+	if len(failed) > 0 {
+		ev.Error = strings.Join(failed, "; ")
+	}
+	ev.Millis = time.Since(start).Milliseconds()
+	return ev
+}
+
+// applyIn is one replica's part of a batch.
+func (l *Loop) applyIn(ctx context.Context, r watch.Rule, n int, entries []watch.Entry, action string, ev *Event) error {
+	if hasSync(action) {
+		target, sync := syncEntries(r.Target, l.fileRule[ruleKey{r.Service, r.Index}], entries)
+		req := &supervisor.Request{Services: []string{r.Service}, Index: n, Sync: &agent.SyncSpec{Target: target}}
+		res, err := supervisor.Sync(ctx, l.opts.Dir, req, sync)
+		if err != nil {
+			return err
+		}
+		ev.Skipped = append(ev.Skipped, res.Skipped...)
+	}
+	switch types.WatchAction(action) {
+	case types.WatchActionSync:
+		return nil
+	case types.WatchActionRestart, types.WatchActionSyncRestart:
+		_, err := supervisor.RestartProcess(ctx, l.opts.Dir, &supervisor.Request{Services: []string{r.Service}, Index: n})
+		return err
+	case types.WatchActionSyncExec:
+		return l.exec(ctx, r, n)
+	}
+	return fmt.Errorf("action %q is not supported", action)
+}
+
+// exec runs a sync+exec rule's command in replica n.
+func (l *Loop) exec(ctx context.Context, r watch.Rule, n int) error {
+	h := l.triggers[ruleKey{r.Service, r.Index}].Exec
+	spec := &agent.ExecSpec{Argv: h.Command, User: h.User, WorkingDir: h.WorkingDir}
+	for k, v := range h.Environment {
+		if v != nil {
+			spec.Env = append(spec.Env, k+"="+*v)
+		}
+	}
+	sort.Strings(spec.Env)
+	if l.opts.Exec == nil {
+		return fmt.Errorf("action: sync+exec is not supported here")
+	}
+	code, err := l.opts.Exec(ctx, r.Service, n, spec)
+	if err == nil && code != 0 {
+		err = fmt.Errorf("exec %s: exit code %d", strings.Join(h.Command, " "), code)
+	}
+	return err
+}
+
+// hasSync says whether an action syncs the batch's files.
+func hasSync(action string) bool {
+	switch types.WatchAction(action) {
+	case types.WatchActionSync, types.WatchActionSyncRestart, types.WatchActionSyncExec:
+		return true
+	}
+	return false
+}
