@@ -107,12 +107,27 @@ func ServiceFields(svc types.ServiceConfig, digest string) (Fields, error) {
 // "configs", e.g. "secrets:db_password".
 func ContentKey(field, name string) string { return field + ":" + name }
 
-// WithContents adds to f a field per secret and config that svc uses:
+// InstanceFields are the fields an instance of svc is recorded with and
+// compared by: ServiceFields with the image digest, a field per secret and
+// config by the keyed digest of its content (withContents), and one per
+// named volume of it that is a shared directory (addShared). Up and the
+// supervisor that creates the instance both call it, so they agree.
+func InstanceFields(svc types.ServiceConfig, digest string, contents map[string]string, shared []string) (Fields, error) {
+	f, err := ServiceFields(svc, digest)
+	if err != nil {
+		return nil, err
+	}
+	f.withContents(svc, contents)
+	f.addShared(shared)
+	return f, nil
+}
+
+// withContents adds to f a field per secret and config that svc uses:
 // the digest of its content in digests (by ContentKey), so that changing
 // a secret's content recreates the service and the plan names it. The
 // digests are keyed (see Desired.Contents); a ref without one adds
 // nothing.
-func (f Fields) WithContents(svc types.ServiceConfig, digests map[string]string) Fields {
+func (f Fields) withContents(svc types.ServiceConfig, digests map[string]string) {
 	add := func(field, name string) {
 		k := ContentKey(field, name)
 		if d, ok := digests[k]; ok {
@@ -125,7 +140,6 @@ func (f Fields) WithContents(svc types.ServiceConfig, digests map[string]string)
 	for _, ref := range svc.Configs {
 		add("configs", ref.Source)
 	}
-	return f
 }
 
 // changedReason says what changed in a recreate's reason: the fields by

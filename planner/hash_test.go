@@ -85,11 +85,11 @@ configs:
 	p := load(t, yaml)
 	digests := map[string]string{"secrets:pw": "d1", "configs:conf": "c1"}
 	fields := func(p *types.Project, name string, d map[string]string) planner.Fields {
-		f, err := planner.ServiceFields(p.Services[name], "")
+		f, err := planner.InstanceFields(p.Services[name], "", d, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return f.WithContents(p.Services[name], d)
+		return f
 	}
 	base := fields(p, "web", digests)
 	if base["secrets:pw"] != "d1" || base["configs:conf"] != "c1" {

@@ -35,7 +35,7 @@ type Op struct {
 	// Hash is the config hash the instance has once the op is done.
 	Hash string `json:"hash,omitempty"`
 	// Shared names the instance's named volumes that are shared
-	// directories, not disks (Fields.AddShared).
+	// directories, not disks (InstanceFields).
 	Shared []string `json:"shared_volumes,omitempty"`
 	// After lists the IDs of the operations that must finish first.
 	After []int `json:"after,omitempty"`

@@ -150,13 +150,11 @@ func Up(desired Desired, observed Observed, opts Options) (*Plan, error) {
 			}
 			continue
 		}
-		fields, err := ServiceFields(svc, desired.Digests[name])
+		sharedHere := sharedOf(svc, shared)
+		fields, err := InstanceFields(svc, desired.Digests[name], desired.Contents, sharedHere)
 		if err != nil {
 			return nil, err
 		}
-		fields = fields.WithContents(svc, desired.Contents)
-		sharedHere := sharedOf(svc, shared)
-		fields.AddShared(sharedHere)
 		hash := fields.Hash()
 		restartFor := ""
 		for _, dep := range g.deps[g.index[name]] {

@@ -62,10 +62,10 @@ func (s NewShare) Users() string {
 // A service without shared volumes hashes as before sharing existed.
 const sharedField = "shared:"
 
-// AddShared adds to f a field for each of volumes (the service's named
+// addShared adds to f a field for each of volumes (the service's named
 // volumes that are shared directories, Op.Shared), so that a volume that
 // becomes shared recreates the VMs that had it as a disk.
-func (f Fields) AddShared(volumes []string) {
+func (f Fields) addShared(volumes []string) {
 	for _, v := range volumes {
 		f[sharedField+v] = digestOf([]byte(SharingShared))
 	}

@@ -220,8 +220,7 @@ volumes
 			}
 			var after planner.Observed
 			for _, op := range plan.Ops {
-				f, _ := planner.ServiceFields(desired.Project.Services[op.Service], "")
-				f.AddShared(op.Shared)
+				f, _ := planner.InstanceFields(desired.Project.Services[op.Service], "", nil, op.Shared)
 				if f.Hash() != op.Hash {
 					t.Errorf("%s: the fields of Op.Shared hash to %s, the plan has %s", op.Instance, f.Hash(), op.Hash)
 				}

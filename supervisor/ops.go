@@ -316,16 +316,14 @@ func (s *Supervisor) create(ctx context.Context, p *project.Project, op planner.
 	if err != nil {
 		return reconcile.ServiceErrorf(op.Service, "%w", err)
 	}
-	fields, err := planner.ServiceFields(svc, prep.Image.Digest.String())
-	if err != nil {
-		return err
-	}
 	contents, err := s.contentDigests(p)
 	if err != nil {
 		return err
 	}
-	fields = fields.WithContents(svc, contents)
-	fields.AddShared(op.Shared)
+	fields, err := planner.InstanceFields(svc, prep.Image.Digest.String(), contents, op.Shared)
+	if err != nil {
+		return err
+	}
 	spec, guest := prep.Spec, prep.Guest
 	// The files' contents stay in memory: the record is saved.
 	files := guest.Files

@@ -81,11 +81,10 @@ func runConfig(c *cli.Context) error {
 			if !ok {
 				return fmt.Errorf("--hash: no such service: %s (the project has: %s)", name, strings.Join(slices.Sorted(maps.Keys(p.Services)), ", "))
 			}
-			f, err := planner.ServiceFields(svc, "")
+			f, err := planner.InstanceFields(svc, "", contents, nil)
 			if err != nil {
 				return err
 			}
-			f = f.WithContents(svc, contents)
 			if _, err := fmt.Fprintf(out, "%s %s\n", name, f.Hash()); err != nil {
 				return err
 			}
