@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 
@@ -37,6 +38,27 @@ func (s *Supervisor) agentOf(ctx context.Context, service string, index int) (st
 	return name, in.client
 }
 
+// hijackAgent finds the agent of a service's instance (index 0 is 1) and
+// takes the HTTP connection over for op's stream, after a 200 answer; the
+// caller closes conn. When the instance does not run, or the connection
+// cannot be taken, it answers the error itself and ok is false.
+func (s *Supervisor) hijackAgent(w http.ResponseWriter, r *http.Request, op, service string, index int) (name string, c *agent.Client, conn net.Conn, brw *bufio.ReadWriter, ok bool) {
+	name, c = s.agentOf(r.Context(), service, index)
+	if c == nil {
+		http.Error(w, fmt.Sprintf("service %q is not running (instance %s)", service, name), http.StatusConflict)
+		return name, nil, nil, nil, false
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, op+": "+err.Error(), http.StatusInternalServerError)
+		return name, nil, nil, nil, false
+	}
+	s.touch()
+	brw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+	brw.Flush()
+	return name, c, conn, brw, true
+}
+
 // exec runs a process next to a service over the supervisor's agent
 // connection. After a 200 answer the connection carries agent exec frames:
 // stdin, stdin EOF, resize and signal from the CLI; stdout, stderr and the
@@ -47,20 +69,11 @@ func (s *Supervisor) exec(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "exec: want one service and a command", http.StatusBadRequest)
 		return
 	}
-	service := req.Services[0]
-	name, c := s.agentOf(r.Context(), service, req.Index)
-	if c == nil {
-		http.Error(w, fmt.Sprintf("service %q is not running (instance %s)", service, name), http.StatusConflict)
-		return
-	}
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		http.Error(w, "exec: "+err.Error(), http.StatusInternalServerError)
+	name, c, conn, brw, ok := s.hijackAgent(w, r, "exec", req.Services[0], req.Index)
+	if !ok {
 		return
 	}
 	defer conn.Close()
-	brw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
-	brw.Flush()
 
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()

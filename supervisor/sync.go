@@ -39,20 +39,11 @@ func (s *Supervisor) sync(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("service %q: %v", service, err), http.StatusBadRequest)
 		return
 	}
-	name, c := s.agentOf(r.Context(), service, req.Index)
-	if c == nil {
-		http.Error(w, fmt.Sprintf("service %q is not running (instance %s)", service, name), http.StatusConflict)
-		return
-	}
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		http.Error(w, "sync: "+err.Error(), http.StatusInternalServerError)
+	name, c, conn, brw, ok := s.hijackAgent(w, r, "sync", service, req.Index)
+	if !ok {
 		return
 	}
 	defer conn.Close()
-	s.touch()
-	brw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
-	brw.Flush()
 	res, err := c.SyncStream(s.ctx, *req.Sync, brw.Reader)
 	answer := SyncAnswer{Result: &res}
 	if err != nil {
