@@ -7,32 +7,22 @@ import (
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/vmcompose/vmcompose/volume/driveropts"
 )
 
-// How a named volume is served, from its top-level driver_opts.sharing.
-const (
-	// SharingAuto, the default: a disk image while one VM at most writes
-	// it, a shared directory from the up where a second one would.
-	SharingAuto = "auto"
-	// SharingShared: always a directory on the host, served to every VM
-	// that mounts it over virtiofs.
-	SharingShared = "shared"
-	// SharingDisk: always an ext4 disk image, which one VM at a time may
-	// write.
-	SharingDisk = "disk"
-)
-
-// VolumeSharing reads the sharing option of the top-level volume cfg:
-// SharingAuto when it has none.
-func VolumeSharing(cfg types.VolumeConfig) (string, error) {
-	switch s := cfg.DriverOpts["sharing"]; s {
-	case "":
-		return SharingAuto, nil
-	case SharingAuto, SharingShared, SharingDisk:
-		return s, nil
-	default:
+// VolumeSharing reads the driver options of the top-level volume cfg
+// and returns how it is served (driveropts.Auto when it says nothing): a
+// disk image while one VM alone writes it (Auto, Disk), or a directory on
+// the host served to every VM that mounts it over virtiofs (Shared, and
+// Auto once a second VM would mount it beside a writer). An option the
+// volume store would refuse is an error.
+func VolumeSharing(cfg types.VolumeConfig) (driveropts.Sharing, error) {
+	if s := driveropts.Sharing(cfg.DriverOpts["sharing"]); s != "" && !s.Valid() {
 		return "", fmt.Errorf("driver_opts.sharing: %q is not a sharing mode: use auto, shared or disk", s)
 	}
+	o, err := driveropts.Parse(cfg.DriverOpts)
+	return o.Sharing, err
 }
 
 // NewShare is a named volume that becomes a shared directory in this up.
@@ -67,7 +57,7 @@ const sharedField = "shared:"
 // becomes shared recreates the VMs that had it as a disk.
 func (f Fields) addShared(volumes []string) {
 	for _, v := range volumes {
-		f[sharedField+v] = digestOf([]byte(SharingShared))
+		f[sharedField+v] = digestOf([]byte(driveropts.Shared))
 	}
 }
 
@@ -144,9 +134,9 @@ func sharedVolumes(desired Desired, planned types.Services, scale map[string]int
 			if desired.SharedVolumes[name] {
 				out[name] = true
 			}
-		case sharing == SharingShared, sharing == SharingAuto && desired.SharedVolumes[name]:
+		case sharing == driveropts.Shared, sharing == driveropts.Auto && desired.SharedVolumes[name]:
 			out[name] = true
-		case sharing == SharingAuto && !uses[name].disk():
+		case sharing == driveropts.Auto && !uses[name].disk():
 			out[name] = true
 		}
 	}
@@ -170,7 +160,7 @@ func volumeProblems(desired Desired, planned types.Services, scale map[string]in
 		switch {
 		case err != nil:
 			msg = fmt.Sprintf("volumes: %q: %v", vol, err)
-		case sharing == SharingDisk && desired.SharedVolumes[vol] && !bool(cfg.External):
+		case sharing == driveropts.Disk && desired.SharedVolumes[vol] && !bool(cfg.External):
 			msg = fmt.Sprintf("volumes: %q has sharing: disk, but it is a shared directory on the host already: set sharing: auto, or remove the volume with `vmcompose down -v` to start again with a disk image", vol)
 		}
 		for _, name := range slices.Sorted(maps.Keys(planned)) {
@@ -178,7 +168,7 @@ func volumeProblems(desired Desired, planned types.Services, scale map[string]in
 				out[name] = append(out[name], msg)
 			}
 		}
-		if msg != "" || uses[vol] == nil || desired.SharedVolumes[vol] || (sharing != SharingDisk && !bool(cfg.External)) {
+		if msg != "" || uses[vol] == nil || desired.SharedVolumes[vol] || (sharing != driveropts.Disk && !bool(cfg.External)) {
 			continue
 		}
 		why := "it has sharing: disk"

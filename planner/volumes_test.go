@@ -119,6 +119,14 @@ wave 1
   1  blocked  a-1  volumes: "data": driver_opts.sharing: "cluster" is not a sharing mode: use auto, shared or disk
 `,
 	}, {
+		name: "a driver option the volume store has not: plan blocks what up would refuse",
+		yaml: `services: {a: {image: a, volumes: [data:/d]}}
+volumes: {data: {driver_opts: {type: none, o: bind, device: /srv}}}`,
+		want: `project demo (up): 1 operation in 1 wave: 1 blocked
+wave 1
+  1  blocked  a-1  volumes: "data": driver_opts.device is not supported: the options are size and sharing
+`,
+	}, {
 		name: "a directory stays one with a single writer left",
 		yaml: `services: {web: {image: web, volumes: [uploads:/u]}}
 volumes: {uploads: {}}`,

@@ -2,57 +2,28 @@ package volume
 
 import (
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 
-	"github.com/docker/go-units"
+	"github.com/vmcompose/vmcompose/volume/driveropts"
 )
 
 // Sharing is the driver option that says what kind a volume is made as.
-type Sharing string
+type Sharing = driveropts.Sharing
 
 const (
-	// SharingAuto (the default) makes a disk volume; the caller may make
-	// it shared when several VMs write it.
-	SharingAuto   Sharing = "auto"
-	SharingShared Sharing = "shared"
-	SharingDisk   Sharing = "disk"
+	SharingAuto   = driveropts.Auto
+	SharingShared = driveropts.Shared
+	SharingDisk   = driveropts.Disk
 )
 
 // Options are a volume's driver options (driver_opts, or volume create's
 // --opt), read.
-type Options struct {
-	Size    int64 // 0: DefaultSize
-	Sharing Sharing
-}
+type Options driveropts.Options
 
-// ParseOptions reads driver options: size (a disk's size, such as 10g)
-// and sharing (auto, shared or disk). Any other option is an error that
-// names it.
+// ParseOptions reads driver options as driveropts.Parse does.
 func ParseOptions(opts map[string]string) (Options, error) {
-	o := Options{Sharing: SharingAuto}
-	for _, k := range slices.Sorted(maps.Keys(opts)) {
-		v := opts[k]
-		switch k {
-		case "size":
-			n, err := units.RAMInBytes(v)
-			if err != nil || n <= 0 {
-				return Options{}, fmt.Errorf("driver_opts.size %q: want a size such as 10g", v)
-			}
-			o.Size = n
-		case "sharing":
-			switch s := Sharing(v); s {
-			case SharingAuto, SharingShared, SharingDisk:
-				o.Sharing = s
-			default:
-				return Options{}, fmt.Errorf("driver_opts.sharing %q: want auto, shared or disk", v)
-			}
-		default:
-			return Options{}, fmt.Errorf("driver_opts.%s is not supported: the options are size and sharing", k)
-		}
-	}
-	return o, nil
+	o, err := driveropts.Parse(opts)
+	return Options(o), err
 }
 
 // Kind is the kind a volume with these options is made as: shared only
