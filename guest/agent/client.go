@@ -134,6 +134,21 @@ func (c *Client) Start(ctx context.Context, spec Spec) error {
 	return c.roundTrip(ctx, Request{Op: opStart, Spec: &spec}, &Response{})
 }
 
+// Prepare is Start's first step: everything but the process (and the
+// read-only remount of a read_only root), so that a host can put files in
+// place (Sync) before the service sees them. The guest is then in
+// PhasePrepared until Launch; errors are Start's.
+func (c *Client) Prepare(ctx context.Context, spec Spec) error {
+	return c.roundTrip(ctx, Request{Op: opPrepare, Spec: &spec}, &Response{})
+}
+
+// Launch is Start's second step: it starts the process of the spec that
+// Prepare was given. ErrNotStarted when Prepare was not called;
+// ErrAlreadyStarted when the process was launched already.
+func (c *Client) Launch(ctx context.Context) error {
+	return c.roundTrip(ctx, Request{Op: opLaunch}, &Response{})
+}
+
 // Output names one of the service's output streams.
 type Output string
 

@@ -22,8 +22,9 @@ const VsockPort = 1024
 // guest that speaks another version. 2: the service's stdin and terminal
 // (Spec.OpenStdin, Spec.Rows and Cols, the input operation). 3: the sync
 // operation (Request.Sync, SyncEntry, Response.Sync) and the restart
-// operation (the service process restarted in place).
-const ProtocolVersion = 3
+// operation (the service process restarted in place). 4: the prepare and
+// launch operations (Start in two steps, PhasePrepared between them).
+const ProtocolVersion = 4
 
 // RingSize is how many bytes of each of the service's output streams the
 // guest keeps for hosts that attach late or re-attach.
@@ -51,6 +52,8 @@ const (
 	opInput    = "input"
 	opSync     = "sync"
 	opRestart  = "restart"
+	opPrepare  = "prepare"
+	opLaunch   = "launch"
 )
 
 // Spec is what the service process is, as the image config says and compose
@@ -324,6 +327,9 @@ const (
 	PhaseBooting Phase = "booting"
 	// PhaseReady: waiting for Start.
 	PhaseReady Phase = "ready"
+	// PhasePrepared: Prepare set the guest up (mounts, files, NICs) and
+	// Launch has not started the process yet; syncs and execs work.
+	PhasePrepared Phase = "prepared"
 	// PhaseRunning: the service process runs.
 	PhaseRunning Phase = "running"
 	// PhaseStopping: Shutdown was asked; the stop signal has been sent.

@@ -200,6 +200,10 @@ func (s *Server) handle(st net.Conn) {
 		err = s.handleSync(st, req.Sync)
 	case "restart":
 		err = s.handleRestart(st)
+	case "prepare":
+		err = s.handlePrepare(st, req.Spec)
+	case "launch":
+		err = s.reply(st, result(s.launchPrepared()))
 	default:
 		err = s.reply(st, errResponse(fmt.Errorf("%w: unknown operation %q", agent.ErrInvalid, req.Op)))
 	}
@@ -281,11 +285,33 @@ func (s *Server) handleStart(st net.Conn, spec *agent.Spec) error {
 	if spec == nil {
 		return s.reply(st, errResponse(fmt.Errorf("%w: start without a spec", agent.ErrInvalid)))
 	}
-	if err := s.start(*spec); err != nil {
-		s.log.Error("starting the service", "err", err)
-		return s.reply(st, errResponse(err))
+	err := s.prepare(*spec)
+	if err == nil {
+		err = s.launchPrepared()
 	}
-	return s.reply(st, agent.Response{})
+	if err != nil {
+		s.log.Error("starting the service", "err", err)
+	}
+	return s.reply(st, result(err))
+}
+
+func (s *Server) handlePrepare(st net.Conn, spec *agent.Spec) error {
+	if spec == nil {
+		return s.reply(st, errResponse(fmt.Errorf("%w: prepare without a spec", agent.ErrInvalid)))
+	}
+	err := s.prepare(*spec)
+	if err != nil {
+		s.log.Error("preparing the service", "err", err)
+	}
+	return s.reply(st, result(err))
+}
+
+// result is the answer to an operation that returns nothing but its error.
+func result(err error) agent.Response {
+	if err != nil {
+		return errResponse(err)
+	}
+	return agent.Response{}
 }
 
 func (s *Server) handleAttach(st net.Conn, req agent.Request) error {

@@ -20,8 +20,10 @@ import (
 	"github.com/vmcompose/vmcompose/guest/resolve"
 )
 
-// start sets the guest up as spec says and starts the service process.
-func (s *Server) start(spec agent.Spec) error {
+// prepare sets the guest up as spec says, all but the process (and a
+// read_only root's remount, so that a sync can still write to it): the
+// guest is in PhasePrepared until launchPrepared.
+func (s *Server) prepare(spec agent.Spec) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.bootErr != nil {
@@ -56,6 +58,29 @@ func (s *Server) start(spec agent.Spec) error {
 			return fmt.Errorf("%w: shm_size %d: %v", agent.ErrInvalid, spec.ShmSize, err)
 		}
 	}
+	if _, _, err := serviceProcess(spec); err != nil {
+		return err
+	}
+	s.spec = &spec
+	s.phase = agent.PhasePrepared
+	return nil
+}
+
+// launchPrepared starts the process of the spec prepare took. The
+// command is resolved again: a sync may have put the program in place.
+func (s *Server) launchPrepared() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.phase {
+	case agent.PhasePrepared:
+	case agent.PhaseReady, agent.PhaseTemplate, agent.PhaseBooting:
+		return fmt.Errorf("%w: launch before prepare", agent.ErrNotStarted)
+	case agent.PhaseFailed:
+		return fmt.Errorf("%w: %v", agent.ErrBootFailed, s.bootErr)
+	default:
+		return agent.ErrAlreadyStarted
+	}
+	spec := *s.spec
 	argv, p, err := serviceProcess(spec)
 	if err != nil {
 		return err
@@ -65,9 +90,7 @@ func (s *Server) start(spec agent.Spec) error {
 			return fmt.Errorf("read_only: remounting the root read-only: %w", err)
 		}
 	}
-	s.spec = &spec
 	if err := s.launch(spec, argv, p); err != nil {
-		s.spec = nil
 		return err
 	}
 	close(s.started)
