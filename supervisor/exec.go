@@ -32,6 +32,13 @@ func (s *Supervisor) agentOf(ctx context.Context, service string, index int) (st
 	if in == nil {
 		return name, nil
 	}
+	in.mu.Lock()
+	if in.launch != nil {
+		// Prepared, and waiting for a watch session's files.
+		defer in.mu.Unlock()
+		return name, in.client
+	}
+	in.mu.Unlock()
 	in.await(ctx, condStarted)
 	in.mu.Lock()
 	defer in.mu.Unlock()

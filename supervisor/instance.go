@@ -35,8 +35,14 @@ type instance struct {
 	// healthReset starts the healthcheck over (its start period, its
 	// failures) after the service process restarted in place.
 	healthReset chan struct{}
-	cancel      context.CancelFunc
-	done        chan struct{} // closed when the watcher ends; nil before one ran
+	// launch is set while the guest is prepared and waits for a watch
+	// session to sync its files (startService); closing it launches.
+	launch chan struct{}
+	// booted says why the VM booted last ("created", "started" or
+	// "restarted"), for a watch session.
+	booted string
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the watcher ends; nil before one ran
 }
 
 // update changes the record, wakes the waiters and saves the state.
@@ -119,6 +125,16 @@ func conditionWord(cond string) string {
 		return "completed"
 	}
 	return "running"
+}
+
+// bootReason says why the VM booted, as a watch session is told.
+func (in *instance) bootReason() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.booted == "" {
+		return "started"
+	}
+	return in.booted
 }
 
 func codeString(c *int) string {
@@ -227,6 +243,9 @@ func (s *Supervisor) watch(ctx context.Context, in *instance, boot bool, done ch
 			return
 		}
 		in.update(func(r *reconcile.InstanceState) { r.Restarts++ })
+		in.mu.Lock()
+		in.booted = "restarted"
+		in.mu.Unlock()
 		boot = true
 	}
 }
@@ -298,7 +317,7 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 		if err != nil {
 			return 0, nil, err
 		}
-		if err := client.Start(ctx, spec); err != nil {
+		if err := s.startService(ctx, in, client, spec, in.bootReason()); err != nil {
 			if r := reconcile.GuestRefusal(err); r != nil {
 				return 0, nil, r
 			}
@@ -307,6 +326,12 @@ func (s *Supervisor) runOnce(ctx context.Context, in *instance, log interface {
 					return ended()
 				}
 			}
+			return 0, nil, fmt.Errorf("starting the service: %w", err)
+		}
+	case agent.PhasePrepared:
+		// Its supervisor ended while it waited for a watch session's
+		// files: that session went with it.
+		if err := client.Launch(ctx); err != nil {
 			return 0, nil, fmt.Errorf("starting the service: %w", err)
 		}
 	default:
@@ -479,6 +504,12 @@ func (s *Supervisor) stopInstance(ctx context.Context, in *instance, timeout int
 func (s *Supervisor) startInstance(ctx context.Context, in *instance) error {
 	in.update(func(r *reconcile.InstanceState) { r.Stopped, r.Restarts, r.NetworkLost = false, 0, nil })
 	r, _ := in.snapshot()
+	in.mu.Lock()
+	in.booted = "started"
+	if r.Phase == "created" {
+		in.booted = "created"
+	}
+	in.mu.Unlock()
 	if st, err := s.Runtime.Driver.Inspect(ctx, r.VM); err == nil && st.State == vm.StateRunning {
 		s.watchIf(in, false)
 	} else {

@@ -100,6 +100,8 @@ type Supervisor struct {
 	// once there is one (see guestSpec).
 	project      *project.Project
 	projectReady chan struct{}
+	// sessions are the attached `vmcompose watch`es (watchers.go).
+	sessions map[*watchSession]bool
 }
 
 // NewSupervisor returns the supervisor of the project whose state dir is
@@ -111,6 +113,7 @@ func NewSupervisor(dir string, log *slog.Logger) *Supervisor {
 	return &Supervisor{
 		Dir: dir, Log: log, Now: time.Now, After: time.After, LockWait: 10 * time.Second,
 		ops: make(chan struct{}, 1), insts: map[string]*instance{}, name: filepath.Base(dir),
+		sessions: map[*watchSession]bool{},
 	}
 }
 
@@ -181,6 +184,8 @@ func (s *Supervisor) exitWhenIdle() {
 		}
 		busy := len(s.ops) > 0
 		s.mu.Lock()
+		// A watch follows the services the user starts later.
+		busy = busy || len(s.sessions) > 0
 		for _, in := range s.insts {
 			in.mu.Lock()
 			if in.rec.Phase == "running" || in.rec.Phase == "starting" || (in.done != nil && !isClosed(in.done)) {
@@ -507,6 +512,8 @@ func (s *Supervisor) handler() http.Handler {
 	mux.HandleFunc("POST /exec", s.exec)
 	mux.HandleFunc("POST /sync", s.sync)
 	mux.HandleFunc("POST /restart-process", s.restartProcess)
+	mux.HandleFunc("POST /watch", s.attachWatch)
+	mux.HandleFunc("POST /launch", s.launchHeld)
 	return mux
 }
 
