@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -32,8 +34,21 @@ type Options struct {
 // Loop applies the batches of a project's watch rules.
 type Loop struct {
 	opts     Options
+	rules    []watch.Rule
 	triggers map[ruleKey]types.Trigger
 	fileRule map[ruleKey]bool
+
+	// mu keeps a boot's resync and a batch out of each other's way: a
+	// batch that came while a replica was resynced is applied after it.
+	mu sync.Mutex
+	// fresh are the replicas resynced whole since they booted, which an
+	// initial_sync can skip.
+	fresh map[replicaKey]bool
+}
+
+type replicaKey struct {
+	service string
+	index   int
 }
 
 type ruleKey struct {
@@ -45,7 +60,7 @@ type ruleKey struct {
 // whose path is a file now syncs a file from then on: a batch deleting it
 // cannot tell.
 func New(services types.Services, rules []watch.Rule, opts Options) *Loop {
-	l := &Loop{opts: opts, triggers: map[ruleKey]types.Trigger{}, fileRule: map[ruleKey]bool{}}
+	l := &Loop{opts: opts, rules: rules, triggers: map[ruleKey]types.Trigger{}, fileRule: map[ruleKey]bool{}, fresh: map[replicaKey]bool{}}
 	for _, r := range rules {
 		k := ruleKey{r.Service, r.Index}
 		l.triggers[k] = services[r.Service].Develop.Watch[r.Index]
@@ -56,12 +71,19 @@ func New(services types.Services, rules []watch.Rule, opts Options) *Loop {
 	return l
 }
 
+// Rules are the rules the loop applies batches of.
+func (l *Loop) Rules() []watch.Rule { return l.rules }
+
 // Event is what one batch did.
 type Event struct {
 	Service string `json:"service"`
 	Action  string `json:"action"`
 	// Initial is an initial_sync's batch.
-	Initial bool   `json:"initial,omitempty"`
+	Initial bool `json:"initial,omitempty"`
+	// Booted is, for a resync (action "resync"), why replica Replica
+	// booted: "created", "started" or "restarted".
+	Booted  string `json:"booted,omitempty"`
+	Replica int    `json:"replica,omitempty"`
 	Entries int    `json:"entries"`
 	Target  string `json:"target,omitempty"`
 	// Replicas is how many running replicas it went to; 0 skipped it.
@@ -74,6 +96,9 @@ type Event struct {
 
 func (e Event) String() string {
 	var b strings.Builder
+	if e.Action == ActionResync {
+		return e.resyncString()
+	}
 	fmt.Fprintf(&b, "%s: %s", e.Service, e.Action)
 	if e.Initial {
 		b.WriteString(" (initial sync)")
@@ -123,6 +148,14 @@ func (l *Loop) InitialSync(ctx context.Context, r watch.Rule) (ev Event, ok bool
 	if !t.InitialSync || r.Target == "" {
 		return Event{}, false
 	}
+	if replicas, err := l.opts.Running(ctx, r.Service); err == nil && len(replicas) > 0 {
+		l.mu.Lock()
+		stale := slices.ContainsFunc(replicas, func(n int) bool { return !l.isFresh(r.Service)(n) })
+		l.mu.Unlock()
+		if !stale {
+			return Event{}, false // each was resynced whole as it booted
+		}
+	}
 	var entries []watch.Entry
 	if err := watch.List(r, func(e watch.Entry) error { entries = append(entries, e); return nil }); err != nil {
 		return Event{Service: r.Service, Action: "sync", Initial: true, Target: r.Target, Error: err.Error()}, true
@@ -149,6 +182,12 @@ func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, a
 			ev.Error = err.Error()
 		}
 		replicas = nil // recreated: the service's own VMs
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if initial {
+		replicas = slices.DeleteFunc(replicas, l.isFresh(r.Service))
+		ev.Replicas = len(replicas)
 	}
 	// A replica that fails does not keep the batch from the others.
 	var failed []string

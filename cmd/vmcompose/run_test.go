@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -286,8 +287,9 @@ func TestRunBrokenImage(t *testing.T) {
 	}
 }
 
-// background starts vmcompose in dir and returns once it printed the line
-// first on stdout; out has the rest. The caller waits for c.
+// background starts vmcompose in dir and returns once it printed a first
+// line on stdout that begins with first; out has the rest. The caller
+// waits for c.
 func (p *runProject) background(dir, first string, args ...string) (c *exec.Cmd, out io.Reader, stderr *bytes.Buffer) {
 	p.t.Helper()
 	c = p.cmdIn(dir, "", "quiet", args...)
@@ -300,13 +302,13 @@ func (p *runProject) background(dir, first string, args ...string) (c *exec.Cmd,
 	if err := c.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	buf := make([]byte, len(first)+1)
-	if _, err := io.ReadFull(pipe, buf); err != nil || string(buf) != first+"\n" {
+	br := bufio.NewReader(pipe)
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, first) {
 		c.Process.Kill()
 		c.Wait()
-		p.t.Fatalf("%v: read %q, %v; want %q\n%s", args, buf, err, first, stderr)
+		p.t.Fatalf("%v: read %q, %v; want a line that begins %q\n%s", args, line, err, first, stderr)
 	}
-	return c, pipe, stderr
+	return c, br, stderr
 }
 
 // TestRunStdin: stdin reaches the command (docker compose run's -i is on by

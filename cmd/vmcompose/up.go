@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmcompose/vmcompose/devloop"
 	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/supervisor"
 )
@@ -75,6 +76,13 @@ func runUp(c *cli.Context) error {
 	req.AlwaysRecreateDeps = c.Bool("always-recreate-deps")
 	req.RemoveOrphans, req.Scale, req.Wait, req.Timeout = c.Bool("remove-orphans"), scale, c.Bool("wait"), c.Int("timeout")
 
+	var loop *devloop.Loop
+	if watched != nil {
+		loop = newLoop(c, p, dir, watched)
+		if err := followBoots(c, dir, loop, watched); err != nil {
+			return err
+		}
+	}
 	sup, err := bringUp(c, dir, req, c.Int("wait-timeout"))
 	if err != nil {
 		return err
@@ -85,7 +93,7 @@ func runUp(c *cli.Context) error {
 	if watched != nil {
 		// The services run already: a watch that cannot start is said, and
 		// up goes on as without --watch.
-		if run, err := startWatching(c, p, dir, watched); err != nil {
+		if run, err := startWatching(c, loop, watched); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "vmcompose: not watching: %v\n", oneLine(err))
 		} else {
 			ctx, stop := context.WithCancel(c.Context)

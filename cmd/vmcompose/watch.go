@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -44,6 +47,10 @@ func runWatch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	loop := newLoop(c, p, dir, names)
+	if err := followBoots(c, dir, loop, names); err != nil {
+		return err
+	}
 	if !c.Bool("no-up") {
 		req, err := request(c)
 		if err != nil {
@@ -54,7 +61,7 @@ func runWatch(c *cli.Context) error {
 			return err
 		}
 	}
-	run, err := startWatching(c, p, dir, names)
+	run, err := startWatching(c, loop, names)
 	if err != nil {
 		return err
 	}
@@ -62,25 +69,59 @@ func runWatch(c *cli.Context) error {
 	return run(c.Context)
 }
 
-// startWatching watches the rules of the named services, runs their
-// initial_sync and says it is watching; run applies the batches until
-// its ctx is done. Changes made during the initial sync are in the first
-// batches.
-func startWatching(c *cli.Context, p *project.Project, dir string, names []string) (run func(context.Context) error, err error) {
-	var rules []watch.Rule
-	for _, name := range names {
-		rules = append(rules, watch.Rules(p.Services[name])...)
-	}
-	w, err := watch.New(rules, watch.Options{Warn: func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) }})
-	if err != nil {
-		return nil, err
-	}
-	loop := devloop.New(p.Services, rules, devloop.Options{Dir: dir,
+// newLoop is the dev loop of the named services' rules.
+func newLoop(c *cli.Context, p *project.Project, dir string, names []string) *devloop.Loop {
+	rules := watchRules(p, names)
+	return devloop.New(p.Services, rules, devloop.Options{Dir: dir,
 		Running: func(_ context.Context, service string) ([]int, error) { return runningReplicas(dir, service) },
 		Exec: func(ctx context.Context, service string, index int, spec *agent.ExecSpec) (int, error) {
 			return execIn(c, service, index, spec, strings.NewReader(""), c.App.Writer, c.App.ErrWriter)
 		},
 		Rebuild: func(ctx context.Context, service string) error { return rebuild(c, p, dir, service) }})
+}
+
+func watchRules(p *project.Project, names []string) []watch.Rule {
+	var rules []watch.Rule
+	for _, name := range names {
+		rules = append(rules, watch.Rules(p.Services[name])...)
+	}
+	return rules
+}
+
+// followAttachTimeout bounds the wait for the supervisor to take the
+// watch session.
+const followAttachTimeout = 10 * time.Second
+
+// followBoots attaches loop to the project's supervisor (started when
+// none runs) for as long as the command runs, so that every replica of
+// the named services that boots from now on gets its synced paths before
+// its process starts (devloop.Follow); it returns once that holds.
+func followBoots(c *cli.Context, dir string, loop *devloop.Loop, names []string) error {
+	if _, err := connect(c.Context, dir, true); err != nil {
+		return err
+	}
+	ready := make(chan struct{})
+	var once sync.Once
+	go loop.Follow(c.Context, names, func() { once.Do(func() { close(ready) }) }, eventPrinter(c))
+	select {
+	case <-ready:
+		return nil
+	case <-c.Context.Done():
+		return c.Context.Err()
+	case <-time.After(followAttachTimeout):
+		return fmt.Errorf("watch: the supervisor did not take the watch session within %s: see %s", followAttachTimeout, filepath.Join(dir, "supervisor.log"))
+	}
+}
+
+// startWatching watches the loop's rules, runs their initial_sync and
+// says it is watching; run applies the batches until its ctx is done.
+// Changes made during the initial sync are in the first batches.
+func startWatching(c *cli.Context, loop *devloop.Loop, names []string) (run func(context.Context) error, err error) {
+	rules := loop.Rules()
+	w, err := watch.New(rules, watch.Options{Warn: func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) }})
+	if err != nil {
+		return nil, err
+	}
 	out := eventPrinter(c)
 	for _, r := range rules {
 		if ev, ok := loop.InitialSync(c.Context, r); ok {
@@ -176,10 +217,12 @@ func runningReplicas(dir, service string) ([]int, error) {
 
 // eventPrinter prints each batch's event: a line on stdout (failures on
 // stderr), or a JSON object on stdout with --progress json; --quiet
-// prints the failures only.
+// prints the failures only. Its printers may be called at once.
 func eventPrinter(c *cli.Context) func(devloop.Event) {
 	enc := json.NewEncoder(c.App.Writer)
 	return func(e devloop.Event) {
+		printMu.Lock()
+		defer printMu.Unlock()
 		failed := e.Error != "" || len(e.Skipped) > 0
 		switch {
 		case !failed && c.Bool("quiet"):
@@ -196,6 +239,8 @@ func eventPrinter(c *cli.Context) func(devloop.Event) {
 // printWatching says watching began: the services' names, or with
 // --progress json the object {"watching": [names]}.
 func printWatching(c *cli.Context, names []string) {
+	printMu.Lock()
+	defer printMu.Unlock()
 	if c.String("progress") == "json" {
 		json.NewEncoder(c.App.Writer).Encode(struct {
 			Watching []string `json:"watching"`
@@ -204,6 +249,9 @@ func printWatching(c *cli.Context, names []string) {
 	}
 	fmt.Fprintf(c.App.Writer, "Watching %d %s: %s\n", len(names), plural(len(names), "service"), strings.Join(names, ", "))
 }
+
+// printMu keeps the lines of the watch's printers whole.
+var printMu sync.Mutex
 
 func plural(n int, word string) string {
 	if n == 1 {

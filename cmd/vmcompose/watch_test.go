@@ -214,7 +214,7 @@ func TestUpWatch(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "src"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c, out, werr := p.background(dir, `{"watching":["app"]}`, "--progress", "json", "up", "--watch")
+	c, out, werr := p.background(dir, `{"service":"app","action":"resync","booted":"created","replica":1,`, "--progress", "json", "up", "--watch")
 	defer func() {
 		if c.ProcessState == nil {
 			c.Process.Kill()

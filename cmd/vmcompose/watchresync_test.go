@@ -1,0 +1,98 @@
+//go:build linux
+
+package main_test
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWatchResync: while watch runs, a VM that boots gets the synced
+// paths before its process starts, whatever booted it: the watch's own
+// up, the restart policy (the service itself spoils the file before it
+// fails: the next start reads the host's again), and a start after the
+// user stopped it (an edit made meanwhile is there at start). Each
+// resync is a line of watch's output.
+func TestWatchResync(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("static", staticImage(t))
+	dir := filepath.Join(p.home, "resync")
+	p.cleanup(dir)
+	write := func(rel, data string) {
+		t.Helper()
+		f := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("compose.yaml", `services:
+  app:
+    image: `+ref+`
+    command: ["/bin/busybox", "sh", "-c", "echo start $$(/bin/busybox cat /app/a.txt); echo spoiled > /app/a.txt; /bin/busybox sleep 2; exit 3"]
+    restart: on-failure
+    stop_grace_period: 1s
+    develop:
+      watch:
+        - {path: ./src, action: sync, target: /app}
+`)
+	write("src/a.txt", "v1\n")
+	c, out, werr := p.background(dir, "app-1: created: 2 files synced before its process started", "watch")
+	defer func() {
+		if c.ProcessState == nil {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	await := func(prefix string) {
+		t.Helper()
+		timeout := time.After(time.Minute)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("watch ended before %q\n%s", prefix, werr)
+				}
+				if strings.HasPrefix(l, prefix) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("watch did not print %q in a minute\n%s", prefix, werr)
+			}
+		}
+	}
+	await("app-1: restarted: 2 files synced before its process started")
+	until(t, "the restarted process", func() bool { return strings.Count(p.logsOf(dir, "app"), "start v1") >= 2 })
+	write("src/a.txt", "v2\n")
+	await("app-1: restarted: 2 files synced")
+	until(t, "the edit at a start", func() bool { return strings.Contains(p.logsOf(dir, "app"), "start v2") })
+
+	if _, stderr, code := p.in(dir, "", "stop", "app"); code != 0 {
+		t.Fatalf("stop: %s", stderr)
+	}
+	write("src/a.txt", "v3\n")
+	if _, stderr, code := p.in(dir, "", "start", "app"); code != 0 {
+		t.Fatalf("start: %s", stderr)
+	}
+	await("app-1: started: 2 files synced")
+	until(t, "the edit made while stopped", func() bool { return strings.Contains(p.logsOf(dir, "app"), "start v3") })
+	if logs := p.logsOf(dir, "app"); strings.Contains(logs, "start spoiled") {
+		t.Errorf("a process started with the file its guest spoiled:\n%s", logs)
+	}
+	c.Process.Signal(os.Interrupt)
+	c.Wait()
+}
