@@ -37,6 +37,9 @@ type Loop struct {
 	rules    []watch.Rule
 	triggers map[ruleKey]types.Trigger
 	fileRule map[ruleKey]bool
+	// dependants are, by service, the services to restart after its
+	// process restarted (depends_on with restart: true, transitively).
+	dependants map[string][]string
 
 	// mu keeps a boot's resync and a batch out of each other's way: a
 	// batch that came while a replica was resynced is applied after it.
@@ -60,7 +63,8 @@ type ruleKey struct {
 // whose path is a file now syncs a file from then on: a batch deleting it
 // cannot tell.
 func New(services types.Services, rules []watch.Rule, opts Options) *Loop {
-	l := &Loop{opts: opts, rules: rules, triggers: map[ruleKey]types.Trigger{}, fileRule: map[ruleKey]bool{}, fresh: map[replicaKey]bool{}}
+	l := &Loop{opts: opts, rules: rules, triggers: map[ruleKey]types.Trigger{}, fileRule: map[ruleKey]bool{},
+		fresh: map[replicaKey]bool{}, dependants: restartDependants(services)}
 	for _, r := range rules {
 		k := ruleKey{r.Service, r.Index}
 		l.triggers[k] = services[r.Service].Develop.Watch[r.Index]
@@ -89,6 +93,9 @@ type Event struct {
 	// Replicas is how many running replicas it went to; 0 skipped it.
 	Replicas int   `json:"replicas"`
 	Millis   int64 `json:"ms"`
+	// Dependants are the services restarted after it, as their
+	// depends_on asks (restart: true).
+	Dependants []string `json:"dependants,omitempty"`
 	// Skipped are entries a guest (or the host) did not apply, with why.
 	Skipped []agent.SyncSkip `json:"skipped,omitempty"`
 	Error   string           `json:"error,omitempty"`
@@ -116,6 +123,9 @@ func (e Event) String() string {
 		if e.Replicas > 1 {
 			fmt.Fprintf(&b, " (%d replicas)", e.Replicas)
 		}
+	}
+	if len(e.Dependants) > 0 {
+		fmt.Fprintf(&b, "; restarted %s (depends_on %s with restart: true)", strings.Join(e.Dependants, ", "), e.Service)
 	}
 	for i, s := range e.Skipped {
 		if i == 3 {
@@ -200,6 +210,9 @@ func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, a
 			failed = append(failed, msg)
 		}
 	}
+	if restarts(action) && len(replicas) > 0 {
+		failed = append(failed, l.restartDependants(ctx, r.Service, &ev)...)
+	}
 	if len(failed) > 0 {
 		ev.Error = strings.Join(failed, "; ")
 	}
@@ -248,6 +261,15 @@ func (l *Loop) exec(ctx context.Context, r watch.Rule, n int) error {
 		err = fmt.Errorf("exec %s: exit code %d", strings.Join(h.Command, " "), code)
 	}
 	return err
+}
+
+// restarts says whether an action restarts the service's process.
+func restarts(action string) bool {
+	switch types.WatchAction(action) {
+	case types.WatchActionRestart, types.WatchActionSyncRestart:
+		return true
+	}
+	return false
 }
 
 // hasSync says whether an action syncs the batch's files.

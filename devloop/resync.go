@@ -98,5 +98,8 @@ func (e Event) resyncString() string {
 	} else {
 		fmt.Fprintf(&b, " in %dms", e.Millis)
 	}
+	if n := len(e.Skipped); n > 0 {
+		fmt.Fprintf(&b, "; %d not applied (%s: %s)", n, e.Skipped[0].Path, e.Skipped[0].Reason)
+	}
 	return b.String()
 }

@@ -4,6 +4,7 @@ package main_test
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,4 +96,64 @@ func TestWatchResync(t *testing.T) {
 	}
 	c.Process.Signal(os.Interrupt)
 	c.Wait()
+}
+
+// TestWatchRestartDependants: a sync+restart of one service restarts, in
+// place, the process of the service that depends on it with restart:
+// true, and not that of one that depends on it without.
+func TestWatchRestartDependants(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("static", staticImage(t))
+	dir := filepath.Join(p.home, "dependants")
+	p.cleanup(dir)
+	if err := os.MkdirAll(filepath.Join(dir, "conf"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	compose := `x-app: &app
+  image: ` + ref + `
+  command: ["/bin/busybox", "sh", "-c", "echo started; exec /bin/busybox sleep 1000000"]
+  stop_grace_period: 1s
+services:
+  db:
+    <<: *app
+    develop:
+      watch:
+        - {path: ./conf, action: sync+restart, target: /conf}
+  web:
+    <<: *app
+    depends_on: {db: {condition: service_started, restart: true}}
+  cron:
+    <<: *app
+    depends_on: {db: {condition: service_started}}
+`
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, out, werr := p.background(dir, "Watching 1 service: db", "watch", "--quiet")
+	defer func() {
+		if c.ProcessState == nil {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	go io.Copy(io.Discard, out)
+	if err := os.WriteFile(filepath.Join(dir, "conf", "c.txt"), []byte("two\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "db's restart", func() bool { return strings.Count(p.logsOf(dir, "db"), "started") == 2 })
+	until(t, "web's restart", func() bool { return strings.Count(p.logsOf(dir, "web"), "started") == 2 })
+	time.Sleep(time.Second)
+	if n := strings.Count(p.logsOf(dir, "cron"), "started"); n != 1 {
+		t.Errorf("cron (no restart: true) started %d times", n)
+	}
+	for svc, e := range p.ps(dir) {
+		if e.State != "running" {
+			t.Errorf("%s: %+v", svc, e)
+		}
+	}
+	c.Process.Signal(os.Interrupt)
+	c.Wait()
+	if werr.Len() > 0 {
+		t.Errorf("watch's stderr: %s", werr)
+	}
 }

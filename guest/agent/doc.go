@@ -88,6 +88,12 @@
 // status finds it in the console log, on the last line with
 // msg="service exited" (code=N signal=NAME).
 //
+// Start can be taken in two steps: Prepare does all of it but the process
+// (and a read_only root's remount), leaving the guest in PhasePrepared,
+// where Sync and Exec work on the service's final view of its files
+// (mounts in place); Launch then starts the process. `vmcompose watch`
+// uses it so that a VM that boots gets its synced files first.
+//
 // Restart (the restart operation) is the exception to "once per boot": the
 // service process is stopped as Shutdown stops it, every other process
 // killed, and the process started again from the same spec, with the
