@@ -1,8 +1,6 @@
 package devloop
 
 import (
-	"bytes"
-	"io"
 	"io/fs"
 	"path"
 
@@ -39,9 +37,11 @@ func syncEntry(p string, e watch.Entry) agent.SyncEntry {
 	case e.Mode&fs.ModeSymlink != 0:
 		return agent.SyncEntry{Op: agent.SyncSymlink, Path: p, Link: e.Link}
 	}
-	data := e.Data
-	return agent.SyncEntry{Op: agent.SyncFile, Path: p, Mode: unixMode(e.Mode), Size: int64(len(data)),
-		Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}
+	size := e.Size
+	if e.Data != nil {
+		size = int64(len(e.Data))
+	}
+	return agent.SyncEntry{Op: agent.SyncFile, Path: p, Mode: unixMode(e.Mode), Size: size, Open: e.Open}
 }
 
 // unixMode is the permission bits as chmod(2) takes them: Go keeps

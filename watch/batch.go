@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -52,7 +53,40 @@ type Entry struct {
 	// link, 0 type bits for a regular file, fs.ModeDir for Mkdir.
 	Mode fs.FileMode
 	Link string // a symlink's target, as the link holds it
-	Data []byte // a regular file's content
+	// Size is a regular file's size when it was read. A file of at most
+	// InlineMax bytes is in Data; a larger one stays on the host until
+	// Open reads it, so that a big tree costs no memory to list.
+	Size int64
+	Data []byte
+	abs  string
+}
+
+// InlineMax is the largest file an Entry holds in memory.
+const InlineMax = 256 << 10
+
+// Open reads a regular file's content: Data, or the host file, as
+// exactly Size bytes (cut, or padded with zeros, if it changed since it
+// was read: a change is an event, whose batch brings the file again).
+func (e Entry) Open() (io.ReadCloser, error) {
+	if e.Data != nil || e.abs == "" {
+		return io.NopCloser(bytes.NewReader(e.Data)), nil
+	}
+	fd, err := openRegular(e.abs)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(io.MultiReader(fd, zeros{}), e.Size), fd}, nil
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // Batch is the changes of one rule that came together: deletes first,
@@ -218,26 +252,51 @@ func read(abs, rel string) (Entry, error) {
 		link, err := os.Readlink(abs)
 		return Entry{Path: rel, Op: Write, Mode: fs.ModeSymlink | m.Perm(), Link: link}, err
 	case m.IsRegular():
-		data, err := readRegular(abs)
-		return Entry{Path: rel, Op: Write, Mode: m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), Data: data}, err
+		e := Entry{Path: rel, Op: Write, Mode: m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), abs: abs}
+		err := readRegular(&e)
+		return e, err
 	}
 	return Entry{}, errSpecial
 }
 
-// readRegular reads a file without following a symlink that replaced it
-// since the lstat.
-func readRegular(abs string) ([]byte, error) {
-	fd, err := os.OpenFile(abs, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// readRegular reads e's file, into Data when it is small, without
+// following a symlink that replaced it since the lstat.
+func readRegular(e *Entry) error {
+	fd, err := openRegular(e.abs)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer fd.Close()
 	fi, err := fd.Stat()
 	if err != nil {
+		return err
+	}
+	e.Size = fi.Size()
+	if e.Size > InlineMax {
+		return nil
+	}
+	data, err := io.ReadAll(io.LimitReader(fd, InlineMax))
+	e.Data, e.Size = data, int64(len(data))
+	if e.Data == nil {
+		e.Data = []byte{}
+	}
+	return err
+}
+
+// openRegular opens a regular file, refusing a symlink or anything else.
+func openRegular(abs string) (*os.File, error) {
+	fd, err := os.OpenFile(abs, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := fd.Stat()
+	if err != nil {
+		fd.Close()
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
+		fd.Close()
 		return nil, errSpecial
 	}
-	return io.ReadAll(fd)
+	return fd, nil
 }
