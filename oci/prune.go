@@ -25,28 +25,49 @@ type PruneReport struct {
 	TempFiles int `json:"tempFiles"`
 	// Bytes is the disk space freed.
 	Bytes int64 `json:"bytes"`
+	// KeptInUse lists the root filesystem images kept because a VM uses
+	// them (PruneKeep), though no recorded image has them.
+	KeptInUse []string `json:"keptInUse,omitempty"`
+}
+
+// PruneKeep has Prune keep the root filesystem images at these paths
+// (cleaned, absolute): those a VM, running or stopped, boots from.
+func PruneKeep(paths map[string]bool) PruneOption {
+	return func(o *pruneOptions) { o.keep = paths }
+}
+
+// PruneOption changes what Prune keeps.
+type PruneOption func(*pruneOptions)
+
+type pruneOptions struct {
+	keep map[string]bool
 }
 
 // Prune removes the blobs that no image recorded in index.json refers to
 // (directly, or through an image index), the root filesystem images of
 // RootfsDir whose digest no recorded image has, and leftover temporary
-// files. It waits (until ctx is done) for running pulls and imports to
+// files; PruneKeep names root filesystem images to keep regardless. It
+// waits (until ctx is done) for running pulls and imports to
 // finish and blocks new ones while it works. Use Remove first to forget
 // images.
-func (s *Store) Prune(ctx context.Context) (PruneReport, error) {
+func (s *Store) Prune(ctx context.Context, opts ...PruneOption) (PruneReport, error) {
 	var rep PruneReport
+	var o pruneOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	unlock, err := s.lock(ctx, gcLockFile, syscall.LOCK_EX)
 	if err != nil {
 		return rep, fmt.Errorf("pruning %s: %w", s.dir, err)
 	}
 	defer unlock()
-	if err := s.prune(ctx, &rep); err != nil {
+	if err := s.prune(ctx, &rep, o); err != nil {
 		return rep, fmt.Errorf("pruning %s: %w", s.dir, err)
 	}
 	return rep, nil
 }
 
-func (s *Store) prune(ctx context.Context, rep *PruneReport) error {
+func (s *Store) prune(ctx context.Context, rep *PruneReport, o pruneOptions) error {
 	im, err := s.readIndex()
 	if err != nil {
 		return err
@@ -139,11 +160,16 @@ func (s *Store) prune(ctx context.Context, rep *PruneReport) error {
 		if !ok || keepRootfs[hex] || !e.Type().IsRegular() {
 			continue
 		}
+		path := filepath.Join(s.RootfsDir(), e.Name())
+		if o.keep[path] {
+			rep.KeptInUse = append(rep.KeptInUse, e.Name())
+			continue
+		}
 		info, err := e.Info()
 		if err != nil {
 			continue
 		}
-		if err := os.Remove(filepath.Join(s.RootfsDir(), e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 		rep.Rootfs = append(rep.Rootfs, e.Name())

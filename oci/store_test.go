@@ -316,14 +316,31 @@ func TestPruneAndRemove(t *testing.T) {
 	if err := s.Remove(host + "/a:1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second Remove: %v, want ErrNotFound", err)
 	}
+	// A VM boots from a's root filesystem: PruneKeep keeps it, the rest goes.
+	rep, err := s.Prune(ctx, PruneKeep(map[string]bool{rootfs(imgA.Digest): true}))
+	if err != nil || len(rep.Rootfs) != 0 || len(rep.KeptInUse) != 1 || rep.Blobs != 3 || rep.TempFiles != 1 {
+		t.Fatalf("prune keeping a's root filesystem: %+v, %v", rep, err)
+	}
+	if _, err := os.Stat(rootfs(imgA.Digest)); err != nil {
+		t.Fatalf("PruneKeep: %v", err)
+	}
+	checkStore(t, s)
+	// Pulled again: its blobs come back, and a prune without the VM
+	// removes them again with the root filesystem.
+	if _, err := s.Pull(ctx, host+"/a:1", amd); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(host + "/a:1"); err != nil {
+		t.Fatal(err)
+	}
 	before := blobs(t, s)
-	rep, err := s.Prune(ctx)
+	rep, err = s.Prune(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	after := blobs(t, s)
 	// a's own layer, config and manifest go; the shared base stays.
-	if rep.Blobs != 3 || len(before)-len(after) != 3 || rep.TempFiles != 1 || rep.Bytes <= 4096 {
+	if rep.Blobs != 3 || len(before)-len(after) != 3 || rep.Bytes <= 4096 {
 		t.Errorf("prune report %+v; blobs %d -> %d", rep, len(before), len(after))
 	}
 	baseDigest, _ := base.Digest()

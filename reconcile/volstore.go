@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -158,25 +159,71 @@ type DriverFunc func(dir string) (vm.Driver, error)
 // running or not. The VMs' specs are the record of what they use: a
 // VM, running or stopped, refers to the volumes it was created with.
 func VolumeUsers(ctx context.Context, s *volume.Store, drivers DriverFunc) (map[string][]VolumeUser, error) {
-	root := filepath.Dir(s.Dir())
-	ents, err := os.ReadDir(root)
+	users := map[string][]VolumeUser{}
+	err := eachVM(ctx, filepath.Dir(s.Dir()), drivers, func(u VolumeUser, spec vm.Spec) {
+		for _, p := range specPaths(spec) {
+			if name, ok := volumeOf(s, p); ok && !slices.Contains(users[name], u) {
+				users[name] = append(users[name], u)
+			}
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("finding the users of volumes: %w", err)
-	}
-	users := map[string][]VolumeUser{}
-	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), "_") || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		if err := projectVolumeUsers(ctx, s, filepath.Join(root, e.Name()), drivers, users); err != nil {
-			return nil, err
-		}
 	}
 	return users, nil
 }
 
-// projectVolumeUsers adds to users the VMs of the project in dir.
-func projectVolumeUsers(ctx context.Context, s *volume.Store, dir string, drivers DriverFunc, users map[string][]VolumeUser) error {
+// PathsInUse are the host files and directories that the VMs of every
+// project (in the state root, running or not) attach: disks, root
+// filesystems among them, and shares.
+func PathsInUse(ctx context.Context, root string, drivers DriverFunc) (map[string]bool, error) {
+	paths := map[string]bool{}
+	err := eachVM(ctx, root, drivers, func(_ VolumeUser, spec vm.Spec) {
+		for _, p := range specPaths(spec) {
+			paths[filepath.Clean(p)] = true
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("finding what VMs use: %w", err)
+	}
+	return paths, nil
+}
+
+// specPaths are the host paths a VM's spec attaches.
+func specPaths(spec vm.Spec) []string {
+	var paths []string
+	for _, d := range spec.Disks {
+		paths = append(paths, d.Path)
+	}
+	for _, sh := range spec.Shares {
+		paths = append(paths, sh.Source)
+	}
+	return paths
+}
+
+// eachVM calls fn with every VM of every project in the state root root,
+// running or not, and its spec.
+func eachVM(ctx context.Context, root string, drivers DriverFunc, fn func(VolumeUser, vm.Spec)) error {
+	ents, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no project yet
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), "_") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if err := projectVMs(ctx, filepath.Join(root, e.Name()), drivers, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// projectVMs calls fn with each VM of the project in dir.
+func projectVMs(ctx context.Context, dir string, drivers DriverFunc, fn func(VolumeUser, vm.Spec)) error {
 	d, err := drivers(dir)
 	if err != nil || d == nil {
 		return err
@@ -198,19 +245,7 @@ func projectVolumeUsers(ctx context.Context, s *volume.Store, dir string, driver
 		if err != nil {
 			return err
 		}
-		var paths []string
-		for _, d := range spec.Disks {
-			paths = append(paths, d.Path)
-		}
-		for _, sh := range spec.Shares {
-			paths = append(paths, sh.Source)
-		}
-		u := VolumeUser{Project: filepath.Base(dir), VM: st.Name, Running: st.State == vm.StateRunning}
-		for _, p := range paths {
-			if name, ok := volumeOf(s, p); ok && !slices.Contains(users[name], u) {
-				users[name] = append(users[name], u)
-			}
-		}
+		fn(VolumeUser{Project: filepath.Base(dir), VM: st.Name, Running: st.State == vm.StateRunning}, spec)
 	}
 	return nil
 }

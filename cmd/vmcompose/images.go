@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/vmcompose/vmcompose/oci"
 	"github.com/vmcompose/vmcompose/oci/rootfs"
+	"github.com/vmcompose/vmcompose/reconcile"
 )
 
 func openStore() (*oci.Store, error) {
@@ -358,14 +360,37 @@ func runImageRemove(c *cli.Context) error {
 }
 
 func runImagePrune(c *cli.Context) error {
+	rep, err := pruneImages(c.Context)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(c.App.Writer, pruneSummary(rep))
+	return err
+}
+
+// pruneImages frees what no image in the store refers to, keeping the
+// root filesystems that a VM of any project, running or stopped, boots
+// from (a tag pulled again leaves its old image to those VMs).
+func pruneImages(ctx context.Context) (oci.PruneReport, error) {
 	store, err := openStore()
 	if err != nil {
-		return err
+		return oci.PruneReport{}, err
 	}
-	rep, err := store.Prune(c.Context)
+	dir, err := reconcile.StateDir("_")
 	if err != nil {
-		return err
+		return oci.PruneReport{}, err
 	}
-	_, err = fmt.Fprintf(c.App.Writer, "removed %d blobs and %d root filesystem images, freed %s\n", rep.Blobs, len(rep.Rootfs), oci.HumanSize(rep.Bytes))
-	return err
+	inUse, err := reconcile.PathsInUse(ctx, filepath.Dir(dir), localDriver)
+	if err != nil {
+		return oci.PruneReport{}, err
+	}
+	return store.Prune(ctx, oci.PruneKeep(inUse))
+}
+
+func pruneSummary(rep oci.PruneReport) string {
+	s := fmt.Sprintf("removed %d blobs and %d root filesystem images, freed %s", rep.Blobs, len(rep.Rootfs), oci.HumanSize(rep.Bytes))
+	if n := len(rep.KeptInUse); n > 0 {
+		s += fmt.Sprintf("; kept %d root %s that VMs boot from", n, plural(n, "filesystem"))
+	}
+	return s
 }
