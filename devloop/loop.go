@@ -27,8 +27,9 @@ type Options struct {
 	// Exec runs a sync+exec rule's command in one replica and returns its
 	// exit code, as `vmcompose exec` does.
 	Exec func(ctx context.Context, service string, index int, spec *agent.ExecSpec) (int, error)
-	// Rebuild pulls a service's image again and recreates its VMs.
-	Rebuild func(ctx context.Context, service string) error
+	// Rebuild pulls a service's image again and recreates its VMs; note
+	// is for the user (what it freed).
+	Rebuild func(ctx context.Context, service string) (note string, err error)
 }
 
 // Loop applies the batches of a project's watch rules.
@@ -96,6 +97,8 @@ type Event struct {
 	// Dependants are the services restarted after it, as their
 	// depends_on asks (restart: true).
 	Dependants []string `json:"dependants,omitempty"`
+	// Note is what else the action did, for the user.
+	Note string `json:"note,omitempty"`
 	// Skipped are entries a guest (or the host) did not apply, with why.
 	Skipped []agent.SyncSkip `json:"skipped,omitempty"`
 	Error   string           `json:"error,omitempty"`
@@ -123,6 +126,9 @@ func (e Event) String() string {
 		if e.Replicas > 1 {
 			fmt.Fprintf(&b, " (%d replicas)", e.Replicas)
 		}
+	}
+	if e.Note != "" {
+		fmt.Fprintf(&b, "; %s", e.Note)
 	}
 	if len(e.Dependants) > 0 {
 		fmt.Fprintf(&b, "; restarted %s (depends_on %s with restart: true)", strings.Join(e.Dependants, ", "), e.Service)
@@ -188,8 +194,10 @@ func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, a
 	if action == string(types.WatchActionRebuild) && len(replicas) > 0 {
 		if l.opts.Rebuild == nil {
 			ev.Error = "action: rebuild is not supported here"
-		} else if err := l.opts.Rebuild(ctx, r.Service); err != nil {
+		} else if note, err := l.opts.Rebuild(ctx, r.Service); err != nil {
 			ev.Error = err.Error()
+		} else {
+			ev.Note = note
 		}
 		replicas = nil // recreated: the service's own VMs
 	}

@@ -29,16 +29,13 @@ func watchCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "no-up", Usage: "do not bring the services up first"},
 			&cli.BoolFlag{Name: "quiet", Usage: "print only what failed"},
-			&cli.BoolFlag{Name: "prune", Usage: "not supported yet: the image a rebuild replaced stays in the store"},
+			&cli.BoolFlag{Name: "prune", Value: true, Usage: "after a rebuild, free the images nothing refers to any more (--prune=false keeps them)"},
 		},
 		Action: runWatch,
 	}
 }
 
 func runWatch(c *cli.Context) error {
-	if c.Bool("prune") {
-		return fmt.Errorf("watch --prune: removing the images a rebuild replaced is not supported yet: drop --prune (they stay in the store)")
-	}
 	p, dir, err := projectState(c)
 	if err != nil {
 		return err
@@ -77,7 +74,7 @@ func newLoop(c *cli.Context, p *project.Project, dir string, names []string) *de
 		Exec: func(ctx context.Context, service string, index int, spec *agent.ExecSpec) (int, error) {
 			return execIn(c, service, index, spec, strings.NewReader(""), c.App.Writer, c.App.ErrWriter)
 		},
-		Rebuild: func(ctx context.Context, service string) error { return rebuild(c, p, dir, service) }})
+		Rebuild: func(ctx context.Context, service string) (string, error) { return rebuild(c, p, dir, service) }})
 }
 
 func watchRules(p *project.Project, names []string) []watch.Rule {
@@ -173,28 +170,43 @@ func watchedServices(c *cli.Context, p *project.Project) ([]string, error) {
 
 // rebuild is watch's rebuild of a service without build:: its image
 // pulled again (pull always) and its VMs recreated with it, as `pull
-// SERVICE && up -d --wait --force-recreate --no-deps SERVICE` would.
-func rebuild(c *cli.Context, p *project.Project, dir, service string) error {
+// SERVICE && up -d --wait --force-recreate --no-deps SERVICE` would; then,
+// unless --prune=false, what the store no longer refers to is freed, as
+// docker compose prunes the dangling images. note says what was freed.
+func rebuild(c *cli.Context, p *project.Project, dir, service string) (note string, err error) {
 	targets, _, err := pullTargets(p.Services, []string{service}, oci.PullAlways)
 	if err != nil {
-		return err
+		return "", err
 	}
 	store, err := openStore()
 	if err != nil {
-		return err
+		return "", err
 	}
 	for _, t := range targets {
 		if err := pullAndPrepare(c.Context, store, t, quietProgress{}, nil); err != nil {
-			return err
+			return "", err
 		}
 	}
 	req, err := request(c)
 	if err != nil {
-		return err
+		return "", err
 	}
 	req.Services, req.ForceRecreate, req.NoDeps, req.Wait = []string{service}, true, true, true
-	_, err = bringUp(c, dir, req, 0)
-	return err
+	if _, err := bringUp(c, dir, req, 0); err != nil {
+		return "", err
+	}
+	// up --watch has no --prune: it prunes, as watch does by default.
+	if c.IsSet("prune") && !c.Bool("prune") {
+		return "", nil
+	}
+	rep, err := pruneImages(c.Context)
+	if err != nil {
+		return "", fmt.Errorf("recreated, but pruning: %w", err)
+	}
+	if rep.Blobs == 0 && len(rep.Rootfs) == 0 {
+		return "", nil
+	}
+	return "pruned: " + pruneSummary(rep), nil
 }
 
 // runningReplicas are the replica numbers of service whose VMs run, as

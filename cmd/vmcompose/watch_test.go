@@ -156,6 +156,12 @@ func TestWatch(t *testing.T) {
 		out, _ := bb("cat", "/etc/version")
 		return out == "2\n"
 	})
+	// --prune (the default): the replaced image's root filesystem is
+	// gone, the new one's is there.
+	until("the replaced image pruned", func() bool {
+		fs, _ := filepath.Glob(filepath.Join(p.home, "rootfs", "*.ext4"))
+		return len(fs) == 1
+	})
 	var after [][]string
 	until("the recreated service's start", func() bool {
 		after = started.FindAllStringSubmatch(p.logsOf(dir, "app"), -1)
