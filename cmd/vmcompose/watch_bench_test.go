@@ -100,65 +100,79 @@ func BenchmarkWatch(b *testing.B) {
 		}
 	}()
 	web, app := "http://127.0.0.1:"+webPort+"/", "http://127.0.0.1:"+appPort+"/"
-	var edits, gets, restarts, cliRestarts, watches, events, tars, ticks, cpu, qemuCPU, editCPU []time.Duration
+	var f watchFigures
 	for i := 0; b.Loop(); i++ {
 		time.Sleep(time.Second) // the up and the previous iteration's edits settle
 		wt, wc, qc := idleCPU(b, w.Process.Pid, p.ps(dir)["web"].Pid, 10*time.Second)
-		ticks, cpu, qemuCPU = append(ticks, wt), append(cpu, wc), append(qemuCPU, qc)
+		f.ticks, f.cpu, f.qemuCPU = append(f.ticks, wt), append(f.cpu, wc), append(f.qemuCPU, qc)
 		busy := onCPU(b, w.Process.Pid)
 		for j := range 50 {
-			want := fmt.Sprintf("edit %d.%d\n", i, j)
-			t0 := time.Now()
-			writeFile(b, filepath.Join(dir, "www", "index.html"), want)
-			awaitPage(b, web, func(page string) bool { return page == want })
-			edits = append(edits, time.Since(t0))
-			t0 = time.Now()
-			getPage(web)
-			gets = append(gets, time.Since(t0))
+			f.edits, f.gets = editPage(b, web, filepath.Join(dir, "www", "index.html"), fmt.Sprintf("edit %d.%d\n", i, j), f.edits, f.gets)
 		}
 		// The pid measured idle is the one that synced.
 		if busy = onCPU(b, w.Process.Pid) - busy; busy == 0 {
 			b.Fatalf("watch (pid %d) ran no CPU over 50 edits: not the process that syncs", w.Process.Pid)
 		}
-		editCPU = append(editCPU, busy/50)
+		f.editCPU = append(f.editCPU, busy/50)
 		for j := range 10 {
 			want := fmt.Sprintf("restart %d.%d\n", i, j)
-			restarts = append(restarts, restartedPage(b, app, want, func() {
+			f.restarts = append(f.restarts, restartedPage(b, app, want, func() {
 				writeFile(b, filepath.Join(dir, "app", "index.html"), want)
 			}))
 		}
 		for j := range 10 {
-			want := fmt.Sprintf("restart %d.9\n", i)
-			cliRestarts = append(cliRestarts, restartedPage(b, app, want, func() {
+			f.cliRestarts = append(f.cliRestarts, restartedPage(b, app, fmt.Sprintf("restart %d.9\n", i), func() {
 				if _, stderr, code := p.in(dir, "", "restart", "app"); code != 0 {
 					b.Fatalf("restart %d: %s", j, stderr)
 				}
 			}))
 		}
 		watch, event := initialSync(b, p, dir)
-		watches, events = append(watches, watch), append(events, event)
-		tars = append(tars, tarExec(b, p, dir, "bulk", bulk, "/bulktar"))
+		f.watches, f.events = append(f.watches, watch), append(f.events, event)
+		f.tars = append(f.tars, tarExec(b, p, dir, "bulk", bulk, "/bulktar"))
 		p.in(dir, "", "exec", "-T", "bulk", "rm", "-rf", "/bulk", "/bulktar")
 	}
-	slices.Sort(edits)
+	f.report(b)
+}
+
+// watchFigures are BenchmarkWatch's measurements over its iterations.
+type watchFigures struct {
+	edits, gets, restarts, cliRestarts, watches, events, tars []time.Duration
+	ticks, cpu, qemuCPU, editCPU                              []time.Duration
+}
+
+func (f *watchFigures) report(b *testing.B) {
+	edits := slices.Sorted(slices.Values(f.edits))
 	editMedian, editP95 := median(edits), edits[len(edits)*95/100]
 	b.ReportMetric(ms(editMedian), "edit-median-ms")
 	b.ReportMetric(ms(editP95), "edit-p95-ms")
 	b.ReportMetric(editMedian.Seconds()/editMedianGoal.Seconds(), "edit-median/goal")
 	b.ReportMetric(editP95.Seconds()/editP95Goal.Seconds(), "edit-p95/goal")
-	b.ReportMetric(ms(median(gets)), "poll-get-ms")
-	b.ReportMetric(median(watches).Seconds(), "initial-sync-50MB-s")
-	b.ReportMetric(median(events).Seconds(), "initial-event-s")
-	b.ReportMetric(median(tars).Seconds(), "tar-exec-50MB-s")
-	b.ReportMetric(median(watches).Seconds()/median(tars).Seconds(), "initial/tar")
-	b.ReportMetric(ms(median(restarts)), "sync+restart-ms")
-	b.ReportMetric(ms(median(cliRestarts)), "cli-restart-ms")
-	b.ReportMetric(median(restarts).Seconds()/median(cliRestarts).Seconds(), "sync+restart/cli-restart")
-	b.Logf("idle 10 s: watch ran %v (utime+stime %v), the web VM's QEMU %v; watch ran %v an edit", cpu, ticks, qemuCPU, editCPU)
-	b.ReportMetric(ms(median(ticks)), "idle-cpu-ms/10s")
-	b.ReportMetric(ms(median(cpu)), "idle-oncpu-ms/10s")
-	b.ReportMetric(ms(median(qemuCPU)), "qemu-idle-cpu-ms/10s")
-	b.ReportMetric(median(cpu).Seconds()/median(qemuCPU).Seconds(), "idle-cpu/qemu")
+	b.ReportMetric(ms(median(f.gets)), "poll-get-ms")
+	b.ReportMetric(median(f.watches).Seconds(), "initial-sync-50MB-s")
+	b.ReportMetric(median(f.events).Seconds(), "initial-event-s")
+	b.ReportMetric(median(f.tars).Seconds(), "tar-exec-50MB-s")
+	b.ReportMetric(median(f.watches).Seconds()/median(f.tars).Seconds(), "initial/tar")
+	b.ReportMetric(ms(median(f.restarts)), "sync+restart-ms")
+	b.ReportMetric(ms(median(f.cliRestarts)), "cli-restart-ms")
+	b.ReportMetric(median(f.restarts).Seconds()/median(f.cliRestarts).Seconds(), "sync+restart/cli-restart")
+	b.Logf("idle 10 s: watch ran %v (utime+stime %v), the web VM's QEMU %v; watch ran %v an edit", f.cpu, f.ticks, f.qemuCPU, f.editCPU)
+	b.ReportMetric(ms(median(f.ticks)), "idle-cpu-ms/10s")
+	b.ReportMetric(ms(median(f.cpu)), "idle-oncpu-ms/10s")
+	b.ReportMetric(ms(median(f.qemuCPU)), "qemu-idle-cpu-ms/10s")
+	b.ReportMetric(median(f.cpu).Seconds()/median(f.qemuCPU).Seconds(), "idle-cpu/qemu")
+}
+
+// editPage writes want to page and appends to edits the time until url
+// serves it, and to gets the time of one more GET.
+func editPage(b *testing.B, url, page, want string, edits, gets []time.Duration) ([]time.Duration, []time.Duration) {
+	t0 := time.Now()
+	writeFile(b, page, want)
+	awaitPage(b, url, func(got string) bool { return got == want })
+	edits = append(edits, time.Since(t0))
+	t0 = time.Now()
+	getPage(url)
+	return edits, append(gets, time.Since(t0))
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
