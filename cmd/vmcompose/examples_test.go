@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -120,5 +121,72 @@ func TestRedisExample(t *testing.T) {
 	}
 	if _, stderr, code := p.in(dir, "", "down"); code != 0 {
 		t.Fatalf("down: %s", stderr)
+	}
+}
+
+// TestDevloopExample runs examples/devloop as its comment says, in a copy:
+// watch serves the page, an edit of site/index.html is served within a
+// few seconds without a restart, an edit of conf/greeting.txt restarts
+// the server with it, Ctrl-C ends watch and down removes the VM.
+func TestDevloopExample(t *testing.T) {
+	p := newRunProject(t)
+	importExampleImage(t, p, "-ref", "vmcompose.local/busybox:1", "-busybox")
+	dir := filepath.Join(t.TempDir(), "devloop")
+	if err := os.CopyFS(dir, os.DirFS(examplesDir(t, "devloop"))); err != nil {
+		t.Fatal(err)
+	}
+	p.cleanup(dir)
+	c, _, werr := p.background(dir, "Watching 1 service: web", "watch", "--quiet")
+	defer func() {
+		if c.ProcessState == nil {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	page := func(path string) string {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.0.1:8082" + path)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	served := func(path, want string) {
+		t.Helper()
+		var got string
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if got = page(path); strings.Contains(got, want) {
+				return
+			}
+		}
+		t.Fatalf("%s: %q after 5s, want %q\nwatch's stderr:\n%s", path, got, want, werr)
+	}
+	served("/", "<h1>Hello from a vmcompose VM</h1>")
+	served("/greeting.txt", "Hello")
+	pid := p.ps(dir)["web"].Pid
+	edit := func(rel, data string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, rel), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit("site/index.html", "<h1>Edited</h1>\n")
+	served("/", "<h1>Edited</h1>")
+	edit("conf/greeting.txt", "Bonjour\n")
+	served("/greeting.txt", "Bonjour")
+	if e := p.ps(dir)["web"]; e.Pid != pid {
+		t.Errorf("the VM was replaced (pid %d, then %+v): sync+restart restarts the process inside it", pid, e)
+	}
+
+	c.Process.Signal(os.Interrupt)
+	if err := c.Wait(); err != nil {
+		t.Errorf("watch after Ctrl-C: %v\n%s", err, werr)
+	}
+	if _, stderr, code := p.in(dir, "", "down"); code != 0 {
+		t.Fatalf("down: %s", stderr)
+	}
+	if qs := qemus(filepath.Join(p.home, "state")); len(qs) != 0 {
+		t.Errorf("qemu processes after down: %v", qs)
 	}
 }

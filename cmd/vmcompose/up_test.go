@@ -596,7 +596,7 @@ func TestUpSupervisorKilled(t *testing.T) {
 }
 
 // freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
