@@ -53,22 +53,20 @@ type Entry struct {
 	// link, 0 type bits for a regular file, fs.ModeDir for Mkdir.
 	Mode fs.FileMode
 	Link string // a symlink's target, as the link holds it
-	// Size is a regular file's size when it was read. A file of at most
-	// InlineMax bytes is in Data; a larger one stays on the host until
-	// Open reads it, so that a big tree costs no memory to list.
+	// Size is a regular file's size when it was seen. Its content stays
+	// on the host until Open reads it, as the batch is sent: listing or
+	// batching a tree costs no memory for what it holds.
 	Size int64
+	// Data is the content of an Entry made by hand (no host file).
 	Data []byte
 	abs  string
 }
 
-// InlineMax is the largest file an Entry holds in memory.
-const InlineMax = 256 << 10
-
-// Open reads a regular file's content: Data, or the host file, as
-// exactly Size bytes (cut, or padded with zeros, if it changed since it
-// was read: a change is an event, whose batch brings the file again).
+// Open reads a regular file's content, from the host file as exactly
+// Size bytes (cut, or padded with zeros, if it changed since it was seen:
+// a change is an event, whose batch brings the file again), or Data.
 func (e Entry) Open() (io.ReadCloser, error) {
-	if e.Data != nil || e.abs == "" {
+	if e.abs == "" {
 		return io.NopCloser(bytes.NewReader(e.Data)), nil
 	}
 	fd, err := openRegular(e.abs)
@@ -252,35 +250,9 @@ func read(abs, rel string) (Entry, error) {
 		link, err := os.Readlink(abs)
 		return Entry{Path: rel, Op: Write, Mode: fs.ModeSymlink | m.Perm(), Link: link}, err
 	case m.IsRegular():
-		e := Entry{Path: rel, Op: Write, Mode: m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), abs: abs}
-		err := readRegular(&e)
-		return e, err
+		return Entry{Path: rel, Op: Write, Mode: m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), Size: fi.Size(), abs: abs}, nil
 	}
 	return Entry{}, errSpecial
-}
-
-// readRegular reads e's file, into Data when it is small, without
-// following a symlink that replaced it since the lstat.
-func readRegular(e *Entry) error {
-	fd, err := openRegular(e.abs)
-	if err != nil {
-		return err
-	}
-	defer fd.Close()
-	fi, err := fd.Stat()
-	if err != nil {
-		return err
-	}
-	e.Size = fi.Size()
-	if e.Size > InlineMax {
-		return nil
-	}
-	data, err := io.ReadAll(io.LimitReader(fd, InlineMax))
-	e.Data, e.Size = data, int64(len(data))
-	if e.Data == nil {
-		e.Data = []byte{}
-	}
-	return err
 }
 
 // openRegular opens a regular file, refusing a symlink or anything else.

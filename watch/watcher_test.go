@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,10 +74,24 @@ func show(b Batch) string {
 		case e.Link != "":
 			lines = append(lines, fmt.Sprintf("write %s -> %s", e.Path, e.Link))
 		default:
-			lines = append(lines, fmt.Sprintf("write %s %#o %q", e.Path, e.Mode, e.Data))
+			lines = append(lines, fmt.Sprintf("write %s %#o %q", e.Path, e.Mode, content(e)))
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// content is what Open reads of e, or why it cannot.
+func content(e Entry) string {
+	r, err := e.Open()
+	if err != nil {
+		return err.Error()
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 func expect(t *testing.T, ch <-chan Batch, want string) {
