@@ -67,6 +67,7 @@ func TestWatch(t *testing.T) {
 `)
 	write("src/pre.txt", "pre\n")
 	write("src/del.txt", "del\n")
+	write("src/.dockerignore", "*.env\n")
 	write("conf/c.txt", "one\n")
 	write("hook/h.txt", "one\n")
 	write("pushed", "1\n")
@@ -86,11 +87,12 @@ func TestWatch(t *testing.T) {
 	if out, _ := bb("cat", "/app/pre.txt", "/app/del.txt"); out != "pre\ndel\n" {
 		t.Errorf("initial_sync: the guest has %q when watch is ready", out)
 	}
+	var linkAndMode string // the last stat of the symlink and the mode
 	until := func(what string, ok func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(200 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: not in the guest after 30s\nwatch's stderr:\n%s", what, werr)
+				t.Fatalf("%s: not in the guest after 30s (stat: %q)\nwatch's stderr:\n%s", what, linkAndMode, werr)
 			}
 		}
 	}
@@ -99,6 +101,14 @@ func TestWatch(t *testing.T) {
 	write("src/x.tmp", "ignored\n")
 	write("src/pre.txt", "edited\n")
 	write("src/new/deep/n.txt", "nested\n")
+	write("src/secret.env", "dockerignored\n")
+	write("src/run.sh", "#!/bin/sh\n")
+	if err := os.Chmod(filepath.Join(dir, "src/run.sh"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("new/deep/n.txt", filepath.Join(dir, "src/link")); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Remove(filepath.Join(dir, "src/del.txt")); err != nil {
 		t.Fatal(err)
 	}
@@ -107,8 +117,14 @@ func TestWatch(t *testing.T) {
 		_, gone := bb("stat", "/app/del.txt")
 		return out == "edited\nnested\n" && gone != 0
 	})
-	if _, code := bb("stat", "/app/x.tmp"); code == 0 {
-		t.Errorf("an ignored file reached the guest")
+	until("the symlink and the mode", func() bool {
+		linkAndMode, _ = bb("stat", "-c", "%A %N", "/app/run.sh", "/app/link")
+		return linkAndMode == "-rwxr-x--- /app/run.sh\nlrwxrwxrwx '/app/link' -> 'new/deep/n.txt'\n"
+	})
+	for _, f := range []string{"/app/x.tmp", "/app/secret.env"} {
+		if _, code := bb("stat", f); code == 0 {
+			t.Errorf("an ignored file reached the guest: %s", f)
+		}
 	}
 
 	started := regexp.MustCompile(`started (\d+) (\S+)`)
