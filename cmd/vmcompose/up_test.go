@@ -128,7 +128,9 @@ func (p *runProject) cleanup(dirs ...string) {
 		for _, d := range dirs {
 			p.in(d, "", "down", "-t", "0")
 		}
-		for _, pid := range supervisors(p.home) {
+		// A supervisor that a down left with nothing to run ends the
+		// network process as it exits: killing it first would leave that.
+		for _, pid := range waitGone(supervisors, p.home) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		for _, pid := range waitGone(networkProcs, p.home) {
