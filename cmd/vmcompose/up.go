@@ -10,7 +10,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/vmcompose/vmcompose/devloop"
 	"github.com/vmcompose/vmcompose/reconcile"
 	"github.com/vmcompose/vmcompose/supervisor"
 )
@@ -76,10 +75,9 @@ func runUp(c *cli.Context) error {
 	req.AlwaysRecreateDeps = c.Bool("always-recreate-deps")
 	req.RemoveOrphans, req.Scale, req.Wait, req.Timeout = c.Bool("remove-orphans"), scale, c.Bool("wait"), c.Int("timeout")
 
-	var loop *devloop.Loop
+	var wt *watching
 	if watched != nil {
-		loop = newLoop(c, p, dir, watched)
-		if err := followBoots(c, dir, loop, watched); err != nil {
+		if wt, err = beginWatching(c, p, dir, watched); err != nil {
 			return err
 		}
 	}
@@ -90,16 +88,11 @@ func runUp(c *cli.Context) error {
 	if detach {
 		return nil
 	}
-	if watched != nil {
-		// The services run already: a watch that cannot start is said, and
-		// up goes on as without --watch.
-		if run, err := startWatching(c, loop, watched); err != nil {
-			fmt.Fprintf(c.App.ErrWriter, "vmcompose: not watching: %v\n", oneLine(err))
-		} else {
-			ctx, stop := context.WithCancel(c.Context)
-			defer stop()
-			go run(ctx)
-		}
+	if wt != nil {
+		// The logs are attached meanwhile; watching ends with up.
+		ctx, stop := context.WithCancel(c.Context)
+		defer stop()
+		go wt.run(ctx, c)
 	}
 	return foreground(c, sup, dir, req, abort)
 }

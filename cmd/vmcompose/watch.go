@@ -44,8 +44,8 @@ func runWatch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	loop := newLoop(c, p, dir, names)
-	if err := followBoots(c, dir, loop, names); err != nil {
+	wt, err := beginWatching(c, p, dir, names)
+	if err != nil {
 		return err
 	}
 	if !c.Bool("no-up") {
@@ -58,12 +58,8 @@ func runWatch(c *cli.Context) error {
 			return err
 		}
 	}
-	run, err := startWatching(c, loop, names)
-	if err != nil {
-		return err
-	}
 	// Ctrl-C ends it; the services keep running.
-	return run(c.Context)
+	return wt.run(c.Context, c)
 }
 
 // newLoop is the dev loop of the named services' rules.
@@ -110,25 +106,41 @@ func followBoots(c *cli.Context, dir string, loop *devloop.Loop, names []string)
 	}
 }
 
-// startWatching watches the loop's rules, runs their initial_sync and
-// says it is watching; run applies the batches until its ctx is done.
-// Changes made during the initial sync are in the first batches.
-func startWatching(c *cli.Context, loop *devloop.Loop, names []string) (run func(context.Context) error, err error) {
-	rules := loop.Rules()
-	w, err := watch.New(rules, watch.Options{Warn: func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) }})
+// watching is a watch begun: its watcher follows the host paths from
+// the start, so that nothing changed while the services come up is
+// missed, and its loop resyncs the VMs that boot.
+type watching struct {
+	names []string
+	loop  *devloop.Loop
+	w     *watch.Watcher
+}
+
+// beginWatching starts watching the named services' paths and follows
+// their boots (followBoots), before they are brought up.
+func beginWatching(c *cli.Context, p *project.Project, dir string, names []string) (*watching, error) {
+	loop := newLoop(c, p, dir, names)
+	w, err := watch.New(loop.Rules(), watch.Options{Warn: func(err error) { fmt.Fprintf(c.App.ErrWriter, "warning: %v\n", err) }})
 	if err != nil {
 		return nil, err
 	}
+	if err := followBoots(c, dir, loop, names); err != nil {
+		return nil, err
+	}
+	return &watching{names: names, loop: loop, w: w}, nil
+}
+
+// run runs the rules' initial_sync, says it is watching, and applies the
+// batches until ctx is done. Changes made since beginWatching,
+// the initial sync's time included, are in the first batches.
+func (wt *watching) run(ctx context.Context, c *cli.Context) error {
 	out := eventPrinter(c)
-	for _, r := range rules {
-		if ev, ok := loop.InitialSync(c.Context, r); ok {
+	for _, r := range wt.loop.Rules() {
+		if ev, ok := wt.loop.InitialSync(ctx, r); ok {
 			out(ev)
 		}
 	}
-	printWatching(c, names)
-	return func(ctx context.Context) error {
-		return w.Run(ctx, func(b watch.Batch) { out(loop.Apply(context.WithoutCancel(ctx), b)) })
-	}, nil
+	printWatching(c, wt.names)
+	return wt.w.Run(ctx, func(b watch.Batch) { out(wt.loop.Apply(context.WithoutCancel(ctx), b)) })
 }
 
 // watchedServices are the named services (all when none are) that have
