@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,16 +38,7 @@ func TestWatch(t *testing.T) {
 	dir := filepath.Join(p.home, "watch")
 	p.cleanup(dir)
 	state := filepath.Join(p.home, "state", "vmcompose", "watch")
-	write := func(rel, data string) {
-		t.Helper()
-		f := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := writer(t, dir)
 	write("compose.yaml", `services:
   app:
     image: `+ref+`
@@ -243,14 +233,7 @@ func TestUpWatch(t *testing.T) {
 			c.Wait()
 		}
 	}()
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines := linesOf(out)
 	start := time.Now()
 	if err := os.WriteFile(filepath.Join(dir, "src", "a.txt"), []byte("synced\n"), 0o644); err != nil {
 		t.Fatal(err)

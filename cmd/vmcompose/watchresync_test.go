@@ -23,16 +23,7 @@ func TestWatchResync(t *testing.T) {
 	ref := p.push("static", staticImage(t))
 	dir := filepath.Join(p.home, "resync")
 	p.cleanup(dir)
-	write := func(rel, data string) {
-		t.Helper()
-		f := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := writer(t, dir)
 	write("compose.yaml", `services:
   app:
     image: `+ref+`
@@ -51,14 +42,7 @@ func TestWatchResync(t *testing.T) {
 			c.Wait()
 		}
 	}()
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines := linesOf(out)
 	await := func(prefix string) {
 		t.Helper()
 		timeout := time.After(time.Minute)
@@ -156,4 +140,31 @@ services:
 	if werr.Len() > 0 {
 		t.Errorf("watch's stderr: %s", werr)
 	}
+}
+
+// writer writes files under dir (parents made), failing t on an error.
+func writer(t testing.TB, dir string) func(rel, data string) {
+	return func(rel, data string) {
+		t.Helper()
+		f := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// linesOf sends r's lines, closing the channel at its end.
+func linesOf(r io.Reader) <-chan string {
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return lines
 }
