@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -226,7 +227,16 @@ func TestUpWatch(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "src"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c, out, werr := p.background(dir, `{"service":"app","action":"resync","booted":"created","replica":1,`, "--progress", "json", "up", "--watch")
+	c := p.cmdIn(dir, "", "quiet", "--progress", "json", "up", "--watch")
+	werr := new(bytes.Buffer)
+	c.Stderr = werr
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
 		if c.ProcessState == nil {
 			c.Process.Kill()
@@ -234,36 +244,42 @@ func TestUpWatch(t *testing.T) {
 		}
 	}()
 	lines := linesOf(out)
-	start := time.Now()
+	// The lines wanted, each in any order among the others.
+	await := func(want map[string]bool, start time.Time) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for len(want) > 0 {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("up --watch ended; still wanted %v\n%s", want, werr)
+				}
+				for w := range want {
+					if strings.Contains(l, w) {
+						t.Logf("%s (%v)", l, time.Since(start))
+						delete(want, w)
+					}
+				}
+			case <-timeout:
+				t.Fatalf("up --watch did not print %v in 30s\n%s", want, werr)
+			}
+		}
+	}
+	// The VM it created was resynced before its process started, and
+	// the service's log is attached.
+	await(map[string]bool{`{"service":"app","action":"resync","booted":"created","replica":1,`: true,
+		`{"watching":["app"]}`: true, "hello from app": true}, time.Now())
 	if err := os.WriteFile(filepath.Join(dir, "src", "a.txt"), []byte("synced\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The service's log and the batch's event, in either order.
-	want := map[string]bool{"hello from app": true, `{"service":"app","action":"sync","entries":1,"target":"/app","replicas":1,"ms":`: true}
-	timeout := time.After(30 * time.Second)
-	for len(want) > 0 {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("up --watch ended; still wanted %v\n%s", want, werr)
-			}
-			for w := range want {
-				if strings.Contains(l, w) {
-					t.Logf("%s (%v after the write)", l, time.Since(start))
-					delete(want, w)
-				}
-			}
-		case <-timeout:
-			t.Fatalf("up --watch did not print %v in 30s\n%s", want, werr)
-		}
-	}
+	await(map[string]bool{`{"service":"app","action":"sync","entries":1,"target":"/app","replicas":1,"ms":`: true}, time.Now())
 	if got, _, _ := p.in(dir, "", "exec", "-T", "app", "/bin/busybox", "cat", "/app/a.txt"); got != "synced\n" {
 		t.Errorf("the guest has %q", got)
 	}
 	c.Process.Signal(os.Interrupt)
 	for range lines {
 	}
-	err := c.Wait()
+	err = c.Wait()
 	if code := c.ProcessState.ExitCode(); code != 130 {
 		t.Errorf("up --watch after Ctrl-C: %v (exit %d), want 130\n%s", err, code, werr)
 	}
