@@ -85,7 +85,7 @@ func runUp(c *cli.Context) error {
 	if watched != nil {
 		// The services run already: a watch that cannot start is said, and
 		// up goes on as without --watch.
-		if run, err := startWatching(c, p, dir, watched); err != nil {
+		if run, err := watchLive(c, p, dir, watched); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "vmcompose: not watching: %v\n", oneLine(err))
 		} else {
 			ctx, stop := context.WithCancel(c.Context)

@@ -54,7 +54,7 @@ func runWatch(c *cli.Context) error {
 			return err
 		}
 	}
-	run, err := startWatching(c, p, dir, names)
+	run, err := watchLive(c, p, dir, names)
 	if err != nil {
 		return err
 	}
@@ -97,16 +97,28 @@ func startWatching(c *cli.Context, p *project.Project, dir string, names []strin
 // develop.watch; it refuses, one line per problem, when any of their rules
 // cannot be followed, before anything starts.
 func watchedServices(c *cli.Context, p *project.Project) ([]string, error) {
-	names := c.Args().Slice()
+	watched, problems, err := watchScope(p, c.Args().Slice())
+	if len(problems) > 0 {
+		for _, msg := range problems {
+			fmt.Fprintf(c.App.ErrWriter, "vmcompose: %s\n", msg)
+		}
+		return nil, exitCode(1)
+	}
+	return watched, err
+}
+
+// watchScope is what watchedServices decides, said rather than printed:
+// the sorted services of names (all when empty) with develop.watch, or
+// why they cannot be watched.
+func watchScope(p *project.Project, names []string) (watched, problems []string, err error) {
 	for _, n := range names {
 		if _, ok := p.Services[n]; !ok {
-			return nil, fmt.Errorf("no such service: %s (the project has: %v)", n, p.ServiceNames())
+			return nil, nil, fmt.Errorf("no such service: %s (the project has: %v)", n, p.ServiceNames())
 		}
 	}
 	if len(names) == 0 {
 		names = p.ServiceNames()
 	}
-	var watched, problems []string
 	for _, n := range names {
 		svc := p.Services[n]
 		if svc.Develop == nil || len(svc.Develop.Watch) == 0 {
@@ -118,16 +130,13 @@ func watchedServices(c *cli.Context, p *project.Project) ([]string, error) {
 		}
 	}
 	if len(problems) > 0 {
-		for _, msg := range problems {
-			fmt.Fprintf(c.App.ErrWriter, "vmcompose: %s\n", msg)
-		}
-		return nil, exitCode(1)
+		return nil, problems, nil
 	}
 	if len(watched) == 0 {
-		return nil, fmt.Errorf("watch: none of %s has develop.watch: add a develop.watch rule (path, action, target) to the service to watch", strings.Join(names, ", "))
+		return nil, nil, fmt.Errorf("watch: none of %s has develop.watch: add a develop.watch rule (path, action, target) to the service to watch", strings.Join(names, ", "))
 	}
 	slices.Sort(watched)
-	return watched, nil
+	return watched, nil, nil
 }
 
 // rebuild is watch's rebuild of a service without build:: its image
