@@ -195,13 +195,19 @@ func ReadLog(dir, vmName string, tail int) (lines []LogLine, next int64, err err
 // until ctx ends.
 func FollowLog(ctx context.Context, dir, vmName string, offset int64, send func(LogLine)) error {
 	var pending []byte
+	var last os.FileInfo
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
 		f, err := os.Open(LogPath(dir, vmName))
 		if err == nil {
-			if fi, serr := f.Stat(); serr == nil && fi.Size() < offset {
-				offset, pending = 0, nil // removed and created again
+			// Removed and created again (the VM was recreated): the new
+			// log may have grown past the offset already.
+			if fi, serr := f.Stat(); serr == nil {
+				if fi.Size() < offset || (last != nil && !os.SameFile(last, fi)) {
+					offset, pending = 0, nil
+				}
+				last = fi
 			}
 			f.Seek(offset, io.SeekStart)
 			b, _ := io.ReadAll(f)
