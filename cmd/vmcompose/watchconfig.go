@@ -32,7 +32,7 @@ type liveWatch struct {
 	out   func(configEvent)
 
 	ctx   context.Context             // run's
-	rules func(context.Context) error // the next rules watcher to run
+	first func(context.Context) error // the rules watcher run starts
 	stop  context.CancelFunc          // ends the running one
 	done  chan struct{}               // closed when it ended
 }
@@ -44,14 +44,14 @@ func watchLive(c *cli.Context, p *project.Project, dir string, names []string) (
 	if err != nil {
 		return nil, err
 	}
-	lw := &liveWatch{c: c, dir: dir, scope: c.Args().Slice(), p: p, names: names, rules: rules, out: configPrinter(c)}
+	lw := &liveWatch{c: c, dir: dir, scope: c.Args().Slice(), p: p, names: names, first: rules, out: configPrinter(c)}
 	lw.files = configFiles(p, loadOptions(c))
 	return lw.run, nil
 }
 
 func (lw *liveWatch) run(ctx context.Context) error {
 	lw.ctx = ctx
-	lw.startRules()
+	lw.startRules(lw.first)
 	defer lw.stopRules()
 	warn := watch.Options{Warn: func(err error) { fmt.Fprintf(lw.c.App.ErrWriter, "warning: %v\n", err) }}
 	for ctx.Err() == nil {
@@ -74,13 +74,15 @@ func (lw *liveWatch) run(ctx context.Context) error {
 	return nil
 }
 
-func (lw *liveWatch) startRules() {
+// startRules runs a rules watcher that startWatching returned (each runs
+// once: it closes its watches when it ends).
+func (lw *liveWatch) startRules(run func(context.Context) error) {
 	ctx, stop := context.WithCancel(lw.ctx)
 	done := make(chan struct{})
-	go func(run func(context.Context) error) {
+	go func() {
 		defer close(done)
 		run(ctx)
-	}(lw.rules)
+	}()
 	lw.stop, lw.done = stop, done
 }
 
@@ -95,17 +97,19 @@ func (lw *liveWatch) stopRules() {
 }
 
 // swap replaces the rules watcher with one for p's rules: the old one
-// stops first, so that no batch goes by rules that are gone.
+// stops first, so that no batch goes by rules that are gone. When the new
+// one cannot start, the old rules are watched again.
 func (lw *liveWatch) swap(p *project.Project, names []string) error {
 	lw.stopRules()
-	rules, err := startWatching(lw.c, p, lw.dir, names)
+	run, err := startWatching(lw.c, p, lw.dir, names)
 	if err != nil {
-		// The old rules are still the ones in force: watch by them.
-		lw.startRules()
+		if old, oerr := startWatching(lw.c, lw.p, lw.dir, lw.names); oerr == nil {
+			lw.startRules(old)
+		}
 		return err
 	}
-	lw.rules, lw.names = rules, names
-	lw.startRules()
+	lw.names = names
+	lw.startRules(run)
 	return nil
 }
 
@@ -123,7 +127,9 @@ func (lw *liveWatch) reload(changed []string) (otherFiles bool) {
 	lw.recreate(what, lw.changes(p, plan))
 	if !sameRules(lw.p, p, lw.names, names) {
 		if err := lw.swap(p, names); err != nil {
-			lw.out(configEvent{Files: what, Action: "reload", Error: oneLine(err)})
+			// Still by the old rules: the next edit tries again.
+			lw.out(configEvent{Files: what, Action: "reload", Error: strings.Join(what, ", ") + ": " + relative(oneLine(err))})
+			return false
 		}
 	}
 	lw.p = p
@@ -240,7 +246,7 @@ func (lw *liveWatch) recreate(what []string, changes []serviceChange) {
 		req.Services, req.NoDeps, req.Wait = services, true, true
 		_, err = bringUp(lw.c, lw.dir, req, 0)
 	}
-	if err != nil {
+	if err != nil && lw.ctx.Err() == nil { // Ctrl-C cut it short: nothing to say
 		for _, s := range services {
 			lw.out(configEvent{Files: what, Service: s, Action: "recreate", Error: oneLine(err)})
 		}
