@@ -15,10 +15,12 @@ import (
 // TestWatchConfig: while watch runs, an edit of one service's environment
 // in compose.yaml (saved by renaming over it, as editors do) recreates
 // that service only, with the new value, and says which field changed;
-// the other keeps its boot. A file that no longer parses, and a rule
+// the other keeps its boot; an edit of its env_file recreates it too. A
+// file that no longer parses, and a rule
 // watch would refuse, are said in one line and change nothing; the next
 // good edit moves a rule's target, and a file written afterwards lands at
 // the new one, while a service new in the file is said and not started.
+// A service the user stopped is said and left stopped.
 func TestWatchConfig(t *testing.T) {
 	p := newRunProject(t)
 	ref := p.push("static", staticImage(t))
@@ -29,13 +31,14 @@ func TestWatchConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	compose := func(greeting, appRule, extra string) string {
+	compose := func(greeting, appRule, otherX, extra string) string {
 		return `services:
   app:
     image: ` + ref + `
-    command: ["/bin/busybox", "sh", "-c", "echo $$GREETING > /tmp/greeting; exec /bin/busybox sleep 1000000"]
+    command: ["/bin/busybox", "sh", "-c", "echo $$GREETING $$FROM_FILE > /tmp/greeting; exec /bin/busybox sleep 1000000"]
     stop_grace_period: 1s
     environment: {GREETING: ` + greeting + `}
+    env_file: [app.env]
     develop:
       watch:
         - ` + appRule + `
@@ -43,7 +46,7 @@ func TestWatchConfig(t *testing.T) {
     image: ` + ref + `
     command: ["/bin/busybox", "sleep", "1000000"]
     stop_grace_period: 1s
-    environment: {X: "1"}
+    environment: {X: "` + otherX + `"}
     develop:
       watch:
         - {path: ./osrc, action: sync, target: /o}
@@ -59,7 +62,10 @@ func TestWatchConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	save(compose("one", "{path: ./src, action: sync, target: /app}", ""))
+	if err := os.WriteFile(filepath.Join(dir, "app.env"), []byte("FROM_FILE=a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	save(compose("one", "{path: ./src, action: sync, target: /app}", "1", ""))
 	c := p.cmdIn(dir, "", "quiet", "watch")
 	stdout, stderr := follow(t, c.StdoutPipe), follow(t, c.StderrPipe)
 	if err := c.Start(); err != nil {
@@ -90,26 +96,32 @@ func TestWatchConfig(t *testing.T) {
 	}
 	const bootID = "/proc/sys/kernel/random/boot_id"
 	appBoot, otherBoot := cat("app", bootID), cat("other", bootID)
-	if appBoot == "" || otherBoot == "" || cat("app", "/tmp/greeting") != "one\n" {
+	if appBoot == "" || otherBoot == "" || cat("app", "/tmp/greeting") != "one a\n" {
 		t.Fatalf("before the edit: boots %q %q, greeting %q", appBoot, otherBoot, cat("app", "/tmp/greeting"))
 	}
 
-	save(compose("two", "{path: ./src, action: sync, target: /app}", ""))
+	save(compose("two", "{path: ./src, action: sync, target: /app}", "1", ""))
 	until("the recreate's line", printed(stdout, "app: compose.yaml changed: recreating (environment)\n"))
-	until("the new environment", func() bool { return cat("app", "/tmp/greeting") == "two\n" })
+	until("the new environment", func() bool { return cat("app", "/tmp/greeting") == "two a\n" })
 	if got := cat("app", bootID); got == appBoot || got == "" {
 		t.Errorf("app was not recreated: boot %q before and %q after", appBoot, got)
 	}
 	if got := cat("other", bootID); got != otherBoot {
 		t.Errorf("other was touched: boot %q before and %q after", otherBoot, got)
 	}
+	// An env_file is followed too.
+	if err := os.WriteFile(filepath.Join(dir, "app.env"), []byte("FROM_FILE=b\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	until("the env_file's recreate", printed(stdout, "app: app.env changed: recreating (environment)\n"))
+	until("the env_file's value", func() bool { return cat("app", "/tmp/greeting") == "two b\n" })
 
 	// A broken file, then a rule watch refuses: both said, nothing stops.
 	save("services:\n  app: [\n")
 	until("the YAML error", func() bool {
 		return regexp.MustCompile(`(?m)^vmcompose: compose.yaml: .*: the services keep running as they were$`).MatchString(stderr.String())
 	})
-	save(compose("two", "{path: ./nope, action: sync, target: /app}", ""))
+	save(compose("two", "{path: ./nope, action: sync, target: /app}", "1", ""))
 	until("the refused rule", printed(stderr, `compose.yaml: service "app" cannot be watched: develop.watch[0]`))
 	for _, s := range []string{"app", "other"} {
 		if e := p.ps(dir)[s]; e.State != "running" {
@@ -119,7 +131,7 @@ func TestWatchConfig(t *testing.T) {
 
 	// The rule's new target is followed; the new service is only said.
 	extra := "  extra:\n    image: " + ref + "\n"
-	save(compose("two", "{path: ./src, action: sync, target: /moved}", extra))
+	save(compose("two", "{path: ./src, action: sync, target: /moved}", "1", extra))
 	until("the new service's line", printed(stdout, "extra: compose.yaml changed: new service, not started: run vmcompose up\n"))
 	until("watching by the new rules", func() bool { return strings.Count(stdout.String(), "Watching 2 services: app, other\n") == 2 })
 	if err := os.WriteFile(filepath.Join(dir, "src", "late.txt"), []byte("late\n"), 0o644); err != nil {
@@ -134,6 +146,16 @@ func TestWatchConfig(t *testing.T) {
 	}
 	if got := cat("other", bootID); got != otherBoot {
 		t.Errorf("other was touched by the later edits: boot %q before and %q after", otherBoot, got)
+	}
+
+	// A service the user stopped stays stopped, its change said.
+	if _, stderr, code := p.in(dir, "", "stop", "other"); code != 0 {
+		t.Fatalf("stop: exit %d\n%s", code, stderr)
+	}
+	save(compose("two", "{path: ./src, action: sync, target: /moved}", "2", extra))
+	until("the stopped service's line", printed(stdout, "other: compose.yaml changed: not recreated, it is stopped (environment)\n"))
+	if e := p.ps(dir)["other"]; e.State == "running" {
+		t.Errorf("the stopped service was started: %+v", e)
 	}
 	c.Process.Signal(os.Interrupt)
 	if err := c.Wait(); err != nil {
