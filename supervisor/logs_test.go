@@ -62,19 +62,17 @@ func TestServiceLogLines(t *testing.T) {
 
 // TestFollowRecreatedLog: a log removed and written again (its VM was
 // recreated) is followed from its start, even when it is already as long
-// as the old one by the time FollowLog looks.
+// as the old one by the time FollowLog looks, and on a file system that
+// gives it the old one's inode number.
 func TestFollowRecreatedLog(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.MkdirAll(LogDir(dir), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	write := func(text string) {
+	write := func(text string) { // as a recreate does: remove, then create
 		t.Helper()
-		tmp := LogPath(dir, "web-1") + ".new"
-		if err := os.WriteFile(tmp, []byte("2026-01-02T03:04:05Z stdout "+text+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, LogPath(dir, "web-1")); err != nil {
+		os.Remove(LogPath(dir, "web-1"))
+		if err := os.WriteFile(LogPath(dir, "web-1"), []byte("2026-01-02T03:04:05Z stdout "+text+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
