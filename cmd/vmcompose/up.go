@@ -61,6 +61,7 @@ func runUp(c *cli.Context) error {
 		}
 	}
 	var watched []string
+	recreating := func() bool { return false }
 	if c.Bool("watch") {
 		if watched, err = watchedServices(c, p); err != nil {
 			return err
@@ -85,15 +86,16 @@ func runUp(c *cli.Context) error {
 	if watched != nil {
 		// The services run already: a watch that cannot start is said, and
 		// up goes on as without --watch.
-		if run, err := watchLive(c, p, dir, watched); err != nil {
+		if w, err := watchLive(c, p, dir, watched); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "vmcompose: not watching: %v\n", oneLine(err))
 		} else {
 			ctx, stop := context.WithCancel(c.Context)
 			defer stop()
-			go run(ctx)
+			go w.run(ctx)
+			recreating = w.recreating
 		}
 	}
-	return foreground(c, sup, dir, req, abort)
+	return foreground(c, sup, dir, req, abort, recreating)
 }
 
 // bringUp sends req to the project's supervisor (started when none runs)
@@ -149,7 +151,9 @@ func reportFailure(c *cli.Context, dir string, err error) {
 
 // foreground streams the services' logs until they all ended, one ended
 // with --abort-on-container-exit, or Ctrl-C; the last two stop them all.
-func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervisor.Request, abort bool) error {
+// While recreating says a watch recreates services, a service without a
+// VM has not ended.
+func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervisor.Request, abort bool, recreating func() bool) error {
 	st, err := reconcile.ReadState(dir)
 	if err != nil {
 		return err
@@ -183,7 +187,9 @@ func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervis
 			return exitCode(130)
 		case <-t.C:
 		}
+		busy := recreating() // before and after: a recreate may end meanwhile
 		o, err := observe(c.Context, dir)
+		busy = busy || recreating()
 		if err != nil {
 			continue
 		}
@@ -216,7 +222,7 @@ func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervis
 			}
 			return nil
 		}
-		if running == 0 {
+		if running == 0 && !busy {
 			time.Sleep(300 * time.Millisecond)
 			if from != "" && code != 0 {
 				return exitCode(code)

@@ -54,12 +54,12 @@ func runWatch(c *cli.Context) error {
 			return err
 		}
 	}
-	run, err := watchLive(c, p, dir, names)
+	w, err := watchLive(c, p, dir, names)
 	if err != nil {
 		return err
 	}
 	// Ctrl-C ends it; the services keep running.
-	return run(c.Context)
+	return w.run(c.Context)
 }
 
 // startWatching watches the rules of the named services, runs their

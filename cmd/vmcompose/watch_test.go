@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -190,7 +191,9 @@ func TestWatch(t *testing.T) {
 
 // TestUpWatch: up --watch refuses a rule it cannot follow before anything
 // starts, then attaches the logs and applies a change (its event among
-// them, as JSON with --progress json) while the service runs; Ctrl-C stops the service as up does.
+// them, as JSON with --progress json) while the service runs; an edit of
+// compose.yaml recreates the service, and the new VM's log follows; Ctrl-C
+// stops the service as up does.
 func TestUpWatch(t *testing.T) {
 	p := newRunProject(t)
 	ref := p.push("static", staticImage(t))
@@ -199,8 +202,9 @@ func TestUpWatch(t *testing.T) {
 	compose := `services:
   app:
     image: ` + ref + `
-    command: ["/bin/busybox", "sh", "-c", "echo hello from app; exec /bin/busybox sleep 1000000"]
+    command: ["/bin/busybox", "sh", "-c", "echo hello from app $$G; exec /bin/busybox sleep 1000000"]
     stop_grace_period: 1s
+    environment: {G: one}
     develop:
       watch:
         - {path: ./src, action: sync, target: /app}
@@ -230,31 +234,43 @@ func TestUpWatch(t *testing.T) {
 		close(lines)
 	}()
 	start := time.Now()
+	// awaitLines waits for lines containing each of want, in any order.
+	awaitLines := func(want ...string) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for len(want) > 0 {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("up --watch ended; still wanted %q\n%s", want, werr)
+				}
+				want = slices.DeleteFunc(want, func(w string) bool {
+					if strings.Contains(l, w) {
+						t.Logf("%s (%v after the write)", l, time.Since(start))
+						return true
+					}
+					return false
+				})
+			case <-timeout:
+				t.Fatalf("up --watch did not print %q in 30s\n%s", want, werr)
+			}
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "src", "a.txt"), []byte("synced\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The service's log and the batch's event, in either order.
-	want := map[string]bool{"hello from app": true, `{"service":"app","action":"sync","entries":1,"target":"/app","replicas":1,"ms":`: true}
-	timeout := time.After(30 * time.Second)
-	for len(want) > 0 {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("up --watch ended; still wanted %v\n%s", want, werr)
-			}
-			for w := range want {
-				if strings.Contains(l, w) {
-					t.Logf("%s (%v after the write)", l, time.Since(start))
-					delete(want, w)
-				}
-			}
-		case <-timeout:
-			t.Fatalf("up --watch did not print %v in 30s\n%s", want, werr)
-		}
-	}
+	awaitLines("hello from app one", `{"service":"app","action":"sync","entries":1,"target":"/app","replicas":1,"ms":`)
 	if got, _, _ := p.in(dir, "", "exec", "-T", "app", "/bin/busybox", "cat", "/app/a.txt"); got != "synced\n" {
 		t.Errorf("the guest has %q", got)
 	}
+	// An edit of compose.yaml recreates the service: its event, and the
+	// new VM's log among the others.
+	start = time.Now()
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(strings.Replace(compose, "{G: one}", "{G: two}", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	awaitLines(`{"config":["compose.yaml"],"service":"app","action":"recreate","changed":["environment"]}`, "hello from app two")
 	c.Process.Signal(os.Interrupt)
 	for range lines {
 	}
