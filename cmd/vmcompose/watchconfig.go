@@ -132,7 +132,7 @@ func (lw *liveWatch) reload(changed []string) (otherFiles bool) {
 		lw.out(configEvent{Files: what, Action: "reload", Error: err.Error()})
 		return false
 	}
-	lw.recreate(what, lw.changes(p, plan))
+	lw.recreate(what, lw.changes(plan))
 	if !sameRules(lw.p, p, lw.names, names) {
 		if err := lw.swap(p, names); err != nil {
 			// Still by the old rules: the next edit tries again.
@@ -194,12 +194,12 @@ type serviceChange struct {
 // changes are the services of plan whose config hash changed, and the
 // services new in the file. A service whose VMs are all stopped is left
 // so: the user stopped it.
-func (lw *liveWatch) changes(p *project.Project, plan *planner.Plan) []serviceChange {
-	byService := map[string]*serviceChange{}
-	var out []*serviceChange
+func (lw *liveWatch) changes(plan *planner.Plan) []serviceChange {
+	var out []serviceChange
+	at := map[string]int{} // a service's place in out
 	for _, op := range plan.Ops {
 		_, known := lw.p.Services[op.Service]
-		kind := ""
+		var kind string
 		switch {
 		case op.Kind == planner.Recreate:
 			kind = "recreate"
@@ -208,26 +208,21 @@ func (lw *liveWatch) changes(p *project.Project, plan *planner.Plan) []serviceCh
 		default:
 			continue
 		}
-		ch := byService[op.Service]
-		if ch == nil {
-			ch = &serviceChange{service: op.Service, kind: kind}
+		i, ok := at[op.Service]
+		if !ok {
 			if running, _ := runningReplicas(lw.dir, op.Service); kind == "recreate" && len(running) == 0 {
-				ch.kind = "stopped"
+				kind = "stopped"
 			}
-			byService[op.Service] = ch
-			out = append(out, ch)
+			i, at[op.Service] = len(out), len(out)
+			out = append(out, serviceChange{service: op.Service, kind: kind})
 		}
 		for _, f := range op.Changed {
-			if !slices.Contains(ch.fields, f) {
-				ch.fields = append(ch.fields, f)
+			if !slices.Contains(out[i].fields, f) {
+				out[i].fields = append(out[i].fields, f)
 			}
 		}
 	}
-	var list []serviceChange
-	for _, ch := range out {
-		list = append(list, *ch)
-	}
-	return list
+	return out
 }
 
 // recreate says each change and recreates the running services among

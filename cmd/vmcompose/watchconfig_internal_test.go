@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -90,6 +91,41 @@ func TestSameRules(t *testing.T) {
 	} {
 		if got := sameRules(base, load(tc.compose), []string{"a"}, tc.names); got != tc.same {
 			t.Errorf("%s changed: same rules %v, want %v", tc.what, got, tc.same)
+		}
+	}
+}
+
+// TestConfigEventLines: the line each kind of event prints, and its JSON.
+func TestConfigEventLines(t *testing.T) {
+	files := []string{"compose.yaml"}
+	for _, tc := range []struct {
+		e          configEvent
+		line, json string
+	}{
+		{configEvent{Files: files, Service: "app", Action: "recreate", Changed: []string{"environment", "command"}},
+			"app: compose.yaml changed: recreating (environment, command)",
+			`{"config":["compose.yaml"],"service":"app","action":"recreate","changed":["environment","command"]}`},
+		{configEvent{Files: files, Service: "db", Action: "stopped", Changed: []string{"image"}},
+			"db: compose.yaml changed: not recreated, it is stopped (image)",
+			`{"config":["compose.yaml"],"service":"db","action":"stopped","changed":["image"]}`},
+		{configEvent{Files: files, Service: "new", Action: "new"},
+			"new: compose.yaml changed: new service, not started: run vmcompose up",
+			`{"config":["compose.yaml"],"service":"new","action":"new"}`},
+		{configEvent{Files: []string{".env", "compose.yaml"}, Action: "reload"},
+			".env, compose.yaml changed: no service to recreate",
+			`{"config":[".env","compose.yaml"],"action":"reload"}`},
+		{configEvent{Files: files, Action: "reload", Error: "compose.yaml: yaml: bad"},
+			"vmcompose: compose.yaml: yaml: bad: the services keep running as they were",
+			`{"config":["compose.yaml"],"action":"reload","error":"compose.yaml: yaml: bad"}`},
+		{configEvent{Files: files, Service: "app", Action: "recreate", Error: "boom"},
+			"vmcompose: app: compose.yaml changed: recreating: boom",
+			`{"config":["compose.yaml"],"service":"app","action":"recreate","error":"boom"}`},
+	} {
+		if got := tc.e.String(); got != tc.line {
+			t.Errorf("line %q, want %q", got, tc.line)
+		}
+		if b, err := json.Marshal(tc.e); err != nil || string(b) != tc.json {
+			t.Errorf("JSON %s, %v; want %s", b, err, tc.json)
 		}
 	}
 }
