@@ -61,7 +61,6 @@ func runUp(c *cli.Context) error {
 		}
 	}
 	var watched []string
-	recreating := func() bool { return false }
 	if c.Bool("watch") {
 		if watched, err = watchedServices(c, p); err != nil {
 			return err
@@ -86,16 +85,15 @@ func runUp(c *cli.Context) error {
 	if watched != nil {
 		// The services run already: a watch that cannot start is said, and
 		// up goes on as without --watch.
-		if w, err := watchLive(c, p, dir, watched); err != nil {
+		if run, err := watchLive(c, p, dir, watched); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "vmcompose: not watching: %v\n", oneLine(err))
 		} else {
 			ctx, stop := context.WithCancel(c.Context)
 			defer stop()
-			go w.run(ctx)
-			recreating = w.recreating
+			go run(ctx)
 		}
 	}
-	return foreground(c, sup, dir, req, abort, recreating)
+	return foreground(c, sup, dir, req, abort)
 }
 
 // bringUp sends req to the project's supervisor (started when none runs)
@@ -151,9 +149,9 @@ func reportFailure(c *cli.Context, dir string, err error) {
 
 // foreground streams the services' logs until they all ended, one ended
 // with --abort-on-container-exit, or Ctrl-C; the last two stop them all.
-// While recreating says a watch recreates services, a service without a
-// VM has not ended.
-func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervisor.Request, abort bool, recreating func() bool) error {
+// A service a watch is recreating, without a VM for a moment, has not
+// ended.
+func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervisor.Request, abort bool) error {
 	st, err := reconcile.ReadState(dir)
 	if err != nil {
 		return err
@@ -187,9 +185,9 @@ func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervis
 			return exitCode(130)
 		case <-t.C:
 		}
-		busy := recreating() // before and after: a recreate may end meanwhile
+		busy := recreates.Load() > 0 // before and after: a recreate may end meanwhile
 		o, err := observe(c.Context, dir)
-		busy = busy || recreating()
+		busy = busy || recreates.Load() > 0
 		if err != nil {
 			continue
 		}

@@ -54,12 +54,12 @@ func runWatch(c *cli.Context) error {
 			return err
 		}
 	}
-	w, err := watchLive(c, p, dir, names)
+	run, err := watchLive(c, p, dir, names)
 	if err != nil {
 		return err
 	}
 	// Ctrl-C ends it; the services keep running.
-	return w.run(c.Context)
+	return run(c.Context)
 }
 
 // startWatching watches the rules of the named services, runs their
@@ -161,8 +161,7 @@ func rebuild(c *cli.Context, p *project.Project, dir, service string) error {
 		return err
 	}
 	req.Services, req.ForceRecreate, req.NoDeps, req.Wait = []string{service}, true, true, true
-	_, err = bringUp(c, dir, req, 0)
-	return err
+	return recreating(func() error { _, err := bringUp(c, dir, req, 0); return err })
 }
 
 // runningReplicas are the replica numbers of service whose VMs run, as

@@ -31,7 +31,6 @@ type liveWatch struct {
 	names []string // the watched services (watchScope)
 	files []string // configFiles(p)
 	out   func(configEvent)
-	busy  atomic.Bool // recreating
 
 	ctx   context.Context             // run's
 	first func(context.Context) error // the rules watcher run starts
@@ -40,23 +39,29 @@ type liveWatch struct {
 }
 
 // watchLive starts watching the named services' rules as startWatching
-// does, and the project's files; its run follows both.
-func watchLive(c *cli.Context, p *project.Project, dir string, names []string) (*liveWatch, error) {
+// does, and the project's files; run follows both until ctx is done.
+func watchLive(c *cli.Context, p *project.Project, dir string, names []string) (run func(context.Context) error, err error) {
 	rules, err := startWatching(c, p, dir, names)
 	if err != nil {
 		return nil, err
 	}
 	lw := &liveWatch{c: c, dir: dir, scope: c.Args().Slice(), p: p, names: names, first: rules, out: configPrinter(c)}
 	lw.files = configFiles(p, loadOptions(c))
-	return lw, nil
+	return lw.run, nil
 }
 
-// recreating is whether an edit's recreate is under way: its services
-// have no VM for a moment, which foreground up must not take for their
-// end. Any goroutine may ask.
-func (lw *liveWatch) recreating() bool { return lw.busy.Load() }
+// recreates counts the recreates a watch has under way (an edit's, a
+// rebuild's): their services have no VM for a moment, which foreground up
+// must not take for their end.
+var recreates atomic.Int32
 
-// run follows the rules and the project's files until ctx is done.
+// recreating runs f, a recreate, counted in recreates.
+func recreating(f func() error) error {
+	recreates.Add(1)
+	defer recreates.Add(-1)
+	return f()
+}
+
 func (lw *liveWatch) run(ctx context.Context) error {
 	lw.ctx = ctx
 	lw.startRules(lw.first)
@@ -247,9 +252,7 @@ func (lw *liveWatch) recreate(what []string, changes []serviceChange) {
 	}
 	if err == nil {
 		req.Services, req.NoDeps, req.Wait = services, true, true
-		lw.busy.Store(true)
-		_, err = bringUp(lw.c, lw.dir, req, 0)
-		lw.busy.Store(false)
+		err = recreating(func() error { _, err := bringUp(lw.c, lw.dir, req, 0); return err })
 	}
 	if err != nil && lw.ctx.Err() == nil { // Ctrl-C cut it short: nothing to say
 		for _, s := range services {
