@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -62,12 +63,13 @@ func recreating(f func() error) error {
 	return f()
 }
 
+// run follows the rules and the project's files until ctx is done.
 func (lw *liveWatch) run(ctx context.Context) error {
 	lw.ctx = ctx
 	lw.startRules(lw.first)
 	defer lw.stopRules()
 	warn := watch.Options{Warn: func(err error) { fmt.Fprintf(lw.c.App.ErrWriter, "warning: %v\n", err) }}
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		fw, err := watch.NewFiles(lw.files, warn)
 		if err != nil {
 			fmt.Fprintf(lw.c.App.ErrWriter, "warning: not watching the compose files: %v\n", oneLine(err))
@@ -77,6 +79,11 @@ func (lw *liveWatch) run(ctx context.Context) error {
 		// A reload that names other files ends this watcher; the next
 		// one follows them.
 		fctx, cancel := context.WithCancel(ctx)
+		// An edit made while up ran, after the project was loaded, came
+		// before the watcher: it is applied now.
+		if edited := modifiedSince(lw.files, started); first && len(edited) > 0 && lw.reload(edited) {
+			cancel()
+		}
 		fw.Run(fctx, func(changed []string) {
 			if lw.reload(changed) {
 				cancel()
@@ -85,6 +92,20 @@ func (lw *liveWatch) run(ctx context.Context) error {
 		cancel()
 	}
 	return nil
+}
+
+// started is about when the CLI loaded the project, at its start.
+var started = time.Now()
+
+// modifiedSince are the files modified after t.
+func modifiedSince(files []string, t time.Time) []string {
+	var out []string
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.ModTime().After(t) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // startRules runs a rules watcher that startWatching returned (each runs

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/vmcompose/vmcompose/project"
 )
@@ -127,5 +128,25 @@ func TestConfigEventLines(t *testing.T) {
 		if b, err := json.Marshal(tc.e); err != nil || string(b) != tc.json {
 			t.Errorf("JSON %s, %v; want %s", b, err, tc.json)
 		}
+	}
+}
+
+// TestModifiedSince: the files written after a time, not the older ones
+// nor those missing.
+func TestModifiedSince(t *testing.T) {
+	dir := t.TempDir()
+	old, edited := filepath.Join(dir, "compose.yaml"), filepath.Join(dir, ".env")
+	if err := os.WriteFile(old, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(old, time.Time{}, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now().Add(-time.Minute)
+	if err := os.WriteFile(edited, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := modifiedSince([]string{old, edited, filepath.Join(dir, "gone")}, since); !slices.Equal(got, []string{edited}) {
+		t.Errorf("modified: %q, want %q", got, edited)
 	}
 }

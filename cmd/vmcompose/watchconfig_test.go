@@ -16,11 +16,12 @@ import (
 // in compose.yaml (saved by renaming over it, as editors do) recreates
 // that service only, with the new value, and says which field changed;
 // the other keeps its boot; an edit of its env_file recreates it too. A
-// file that no longer parses, and a rule
-// watch would refuse, are said in one line and change nothing; the next
+// file that no longer parses, and a rule watch would refuse, are said in
+// one line and change nothing; the next
 // good edit moves a rule's target, and a file written afterwards lands at
 // the new one, while a service new in the file is said and not started.
-// A service the user stopped is said and left stopped.
+// A service the user stopped is said and left stopped. An edit made while
+// watch's up runs is applied once it watches.
 func TestWatchConfig(t *testing.T) {
 	p := newRunProject(t)
 	ref := p.push("static", staticImage(t))
@@ -65,7 +66,7 @@ func TestWatchConfig(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "app.env"), []byte("FROM_FILE=a\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	save(compose("one", "{path: ./src, action: sync, target: /app}", "1", ""))
+	save(compose("zero", "{path: ./src, action: sync, target: /app}", "1", ""))
 	c := p.cmdIn(dir, "", "quiet", "watch")
 	stdout, stderr := follow(t, c.StdoutPipe), follow(t, c.StderrPipe)
 	if err := c.Start(); err != nil {
@@ -88,20 +89,30 @@ func TestWatchConfig(t *testing.T) {
 	printed := func(f *followed, s string) func() bool {
 		return func() bool { return strings.Contains(f.String(), s) }
 	}
+	// An edit while up runs, once the supervisor read the file (it
+	// recorded the VMs), and before watch watches it, is applied too.
+	until("the supervisor's record", func() bool {
+		_, err := os.Stat(filepath.Join(p.home, "state", "vmcompose", "watchconfig", "state.json"))
+		return err == nil
+	})
+	save(compose("one", "{path: ./src, action: sync, target: /app}", "1", ""))
 	until("watch's start", printed(stdout, "Watching 2 services: app, other\n"))
 	cat := func(service, file string) string {
 		t.Helper()
 		got, _, _ := p.in(dir, "", "exec", "-T", service, "/bin/busybox", "cat", file)
 		return got
 	}
+	until("the edit made during up", func() bool { return cat("app", "/tmp/greeting") == "one a\n" })
 	const bootID = "/proc/sys/kernel/random/boot_id"
 	appBoot, otherBoot := cat("app", bootID), cat("other", bootID)
 	if appBoot == "" || otherBoot == "" || cat("app", "/tmp/greeting") != "one a\n" {
 		t.Fatalf("before the edit: boots %q %q, greeting %q", appBoot, otherBoot, cat("app", "/tmp/greeting"))
 	}
 
+	recreating := "app: compose.yaml changed: recreating (environment)\n"
+	before := strings.Count(stdout.String(), recreating)
 	save(compose("two", "{path: ./src, action: sync, target: /app}", "1", ""))
-	until("the recreate's line", printed(stdout, "app: compose.yaml changed: recreating (environment)\n"))
+	until("the recreate's line", func() bool { return strings.Count(stdout.String(), recreating) > before })
 	until("the new environment", func() bool { return cat("app", "/tmp/greeting") == "two a\n" })
 	if got := cat("app", bootID); got == appBoot || got == "" {
 		t.Errorf("app was not recreated: boot %q before and %q after", appBoot, got)
