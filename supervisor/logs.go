@@ -192,32 +192,50 @@ func ReadLog(dir, vmName string, tail int) (lines []LogLine, next int64, err err
 }
 
 // FollowLog sends the lines appended to a VM's log from byte offset on,
-// until ctx ends.
+// until ctx ends. A log removed and created again (its VM was recreated)
+// is followed from its start.
 func FollowLog(ctx context.Context, dir, vmName string, offset int64, send func(LogLine)) error {
+	// The log followed stays open, so that the inode of a removed log
+	// cannot go to its successor, which would look like the same file.
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
 	var pending []byte
+	read := func() {
+		f.Seek(offset, io.SeekStart)
+		b, _ := io.ReadAll(f)
+		offset += int64(len(b))
+		pending = append(pending, b...)
+		for {
+			i := bytes.IndexByte(pending, '\n')
+			if i < 0 {
+				break
+			}
+			if l, ok := ParseLogLine(string(pending[:i])); ok {
+				send(l)
+			}
+			pending = pending[i+1:]
+		}
+	}
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
-		f, err := os.Open(LogPath(dir, vmName))
-		if err == nil {
-			if fi, serr := f.Stat(); serr == nil && fi.Size() < offset {
-				offset, pending = 0, nil // removed and created again
-			}
-			f.Seek(offset, io.SeekStart)
-			b, _ := io.ReadAll(f)
+		if f != nil && !sameFile(f, LogPath(dir, vmName)) {
+			read() // the old log's last lines
 			f.Close()
-			offset += int64(len(b))
-			pending = append(pending, b...)
-			for {
-				i := bytes.IndexByte(pending, '\n')
-				if i < 0 {
-					break
-				}
-				if l, ok := ParseLogLine(string(pending[:i])); ok {
-					send(l)
-				}
-				pending = pending[i+1:]
+			f, offset, pending = nil, 0, nil
+		}
+		if f == nil {
+			f, _ = os.Open(LogPath(dir, vmName))
+		}
+		if f != nil {
+			if fi, err := f.Stat(); err == nil && fi.Size() < offset {
+				offset, pending = 0, nil // truncated
 			}
+			read()
 		}
 		select {
 		case <-ctx.Done():
@@ -225,4 +243,14 @@ func FollowLog(ctx context.Context, dir, vmName string, offset int64, send func(
 		case <-t.C:
 		}
 	}
+}
+
+// sameFile is whether the open f is the file at path now.
+func sameFile(f *os.File, path string) bool {
+	open, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	now, err := os.Stat(path)
+	return err == nil && os.SameFile(open, now)
 }

@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +57,39 @@ func TestServiceLogLines(t *testing.T) {
 	l.Close()
 	if tail, _, _ := ReadLog(dir, "web-1", 1); len(tail) != 1 || tail[0].Text != "three" {
 		t.Errorf("tail 1: %+v", tail)
+	}
+}
+
+// TestFollowRecreatedLog: a log removed and written again (its VM was
+// recreated) is followed from its start, even when it is already as long
+// as the old one by the time FollowLog looks, and on a file system that
+// gives it the old one's inode number.
+func TestFollowRecreatedLog(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(LogDir(dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(text string) { // as a recreate does: remove, then create
+		t.Helper()
+		os.Remove(LogPath(dir, "web-1"))
+		if err := os.WriteFile(LogPath(dir, "web-1"), []byte("2026-01-02T03:04:05Z stdout "+text+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("hello one")
+	lines := make(chan string, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go FollowLog(ctx, dir, "web-1", 0, func(l LogLine) { lines <- l.Text })
+	for _, want := range []string{"hello one", "hello two"} {
+		select {
+		case got := <-lines:
+			if got != want {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%q not followed within 3 s", want)
+		}
+		write("hello two")
 	}
 }

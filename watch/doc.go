@@ -5,7 +5,9 @@
 // final state to give the guest (write, mkdir or delete). List walks a
 // rule's path the same way for initial_sync. Ignored paths (the rule's
 // ignore and include, a .dockerignore, editor temp files, .git) and paths
-// a bind mount already shares are left out.
+// a bind mount already shares are left out. Files follows a few named
+// files (a project's compose and env files) the same way, through their
+// directories.
 //
 // It knows no VM, agent or CLI: what a Batch is sent to, and which action
 // follows it, is the caller's business.

@@ -26,6 +26,19 @@ type Options struct {
 	addWatch func(fsw *fsnotify.Watcher, dir string) error // tests fail some
 }
 
+func (o Options) withDefaults() Options {
+	if o.Timing == (Timing{}) {
+		o.Timing = DefaultTiming
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Warn == nil {
+		o.Warn = func(error) {}
+	}
+	return o
+}
+
 // Watcher follows the paths of a set of rules; Run hands over their
 // batches.
 type Watcher struct {
@@ -43,15 +56,7 @@ type Watcher struct {
 // single-file rule watches its directory for that file: editors replace
 // files by renaming). Changes made from now on are in Run's batches.
 func New(rules []Rule, opts Options) (*Watcher, error) {
-	if opts.Timing == (Timing{}) {
-		opts.Timing = DefaultTiming
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Warn == nil {
-		opts.Warn = func(error) {}
-	}
+	opts = opts.withDefaults()
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, instancesError(err)
@@ -81,6 +86,10 @@ func New(rules []Rule, opts Options) (*Watcher, error) {
 	}
 	return w, nil
 }
+
+// Close ends the watches of a Watcher that will not Run (Run ends them
+// itself as it returns).
+func (w *Watcher) Close() error { return w.fsw.Close() }
 
 // Run hands each batch to emit, from this goroutine, until ctx is done;
 // it then stops watching. While emit runs, events wait in the kernel's

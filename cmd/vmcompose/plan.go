@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -10,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcompose/vmcompose/planner"
+	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/reconcile"
 )
 
@@ -55,14 +57,8 @@ func runPlan(c *cli.Context) error {
 		return err
 	}
 	observed := o.Observed()
-	desired := planner.Desired{Project: p.Project, Problems: p.Problems, SharedVolumes: reconcile.SharedVolumes(p)}
-	if store, err := openStore(); err == nil {
-		// The digests up would plan with, of the images already pulled.
-		svcs := maps.Clone(p.Services)
-		maps.Copy(svcs, p.DisabledServices)
-		desired.Digests = reconcile.LocalDigests(c.Context, store, svcs)
-	}
-	if desired.Contents, err = storeContentDigests(p); err != nil {
+	desired, err := desiredState(c.Context, p)
+	if err != nil {
 		return err
 	}
 	var plan *planner.Plan
@@ -92,6 +88,20 @@ func runPlan(c *cli.Context) error {
 	}
 	_, err = fmt.Fprint(c.App.Writer, plan.String())
 	return err
+}
+
+// desiredState is what up would plan p with, as far as the CLI can tell:
+// the digests are those of the images already pulled.
+func desiredState(ctx context.Context, p *project.Project) (planner.Desired, error) {
+	desired := planner.Desired{Project: p.Project, Problems: p.Problems, SharedVolumes: reconcile.SharedVolumes(p)}
+	if store, err := openStore(); err == nil {
+		svcs := maps.Clone(p.Services)
+		maps.Copy(svcs, p.DisabledServices)
+		desired.Digests = reconcile.LocalDigests(ctx, store, svcs)
+	}
+	var err error
+	desired.Contents, err = storeContentDigests(p)
+	return desired, err
 }
 
 // parseScale reads --scale SERVICE=NUM flags.

@@ -92,7 +92,7 @@ func runUp(c *cli.Context) error {
 		// The logs are attached meanwhile; watching ends with up.
 		ctx, stop := context.WithCancel(c.Context)
 		defer stop()
-		go wt.run(ctx, c)
+		go watchLive(c, p, dir, watched, wt)(ctx)
 	}
 	return foreground(c, sup, dir, req, abort)
 }
@@ -150,6 +150,8 @@ func reportFailure(c *cli.Context, dir string, err error) {
 
 // foreground streams the services' logs until they all ended, one ended
 // with --abort-on-container-exit, or Ctrl-C; the last two stop them all.
+// A service a watch is recreating, without a VM for a moment, has not
+// ended.
 func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervisor.Request, abort bool) error {
 	st, err := reconcile.ReadState(dir)
 	if err != nil {
@@ -184,7 +186,9 @@ func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervis
 			return exitCode(130)
 		case <-t.C:
 		}
+		busy := recreates.Load() > 0 // before and after: a recreate may end meanwhile
 		o, err := observe(c.Context, dir)
+		busy = busy || recreates.Load() > 0
 		if err != nil {
 			continue
 		}
@@ -217,7 +221,7 @@ func foreground(c *cli.Context, sup *supervisorClient, dir string, req *supervis
 			}
 			return nil
 		}
-		if running == 0 {
+		if running == 0 && !busy {
 			time.Sleep(300 * time.Millisecond)
 			if from != "" && code != 0 {
 				return exitCode(code)

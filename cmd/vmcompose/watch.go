@@ -59,7 +59,7 @@ func runWatch(c *cli.Context) error {
 		}
 	}
 	// Ctrl-C ends it; the services keep running.
-	return wt.run(c.Context, c)
+	return watchLive(c, p, dir, names, wt)(c.Context)
 }
 
 // newLoop is the dev loop of the named services' rules.
@@ -86,33 +86,35 @@ func watchRules(p *project.Project, names []string) []watch.Rule {
 const followAttachTimeout = 10 * time.Second
 
 // followBoots attaches loop to the project's supervisor (started when
-// none runs) for as long as the command runs, so that every replica of
-// the named services that boots from now on gets its synced paths before
-// its process starts (devloop.Follow); it returns once that holds.
-func followBoots(c *cli.Context, dir string, loop *devloop.Loop, names []string) error {
-	if _, err := connect(c.Context, dir, true); err != nil {
+// none runs) until ctx ends, so that every replica of the named services
+// that boots from now on gets its synced paths before its process starts
+// (devloop.Follow); it returns once that holds.
+func followBoots(ctx context.Context, c *cli.Context, dir string, loop *devloop.Loop, names []string) error {
+	if _, err := connect(ctx, dir, true); err != nil {
 		return err
 	}
 	ready := make(chan struct{})
 	var once sync.Once
-	go loop.Follow(c.Context, names, func() { once.Do(func() { close(ready) }) }, eventPrinter(c))
+	go loop.Follow(ctx, names, func() { once.Do(func() { close(ready) }) }, eventPrinter(c))
 	select {
 	case <-ready:
 		return nil
-	case <-c.Context.Done():
-		return c.Context.Err()
+	case <-ctx.Done():
+		return ctx.Err()
 	case <-time.After(followAttachTimeout):
 		return fmt.Errorf("watch: the supervisor did not take the watch session within %s: see %s", followAttachTimeout, filepath.Join(dir, "supervisor.log"))
 	}
 }
 
-// watching is a watch begun: its watcher follows the host paths from
-// the start, so that nothing changed while the services come up is
-// missed, and its loop resyncs the VMs that boot.
+// watching is a watch of a set of rules, begun: its watcher follows the
+// host paths from the start, so that nothing changed while the services
+// come up is missed, and its loop resyncs the VMs that boot. It ends
+// with its run (or close, when it never runs).
 type watching struct {
 	names []string
 	loop  *devloop.Loop
 	w     *watch.Watcher
+	end   context.CancelFunc // ends the follow session
 }
 
 // beginWatching starts watching the named services' paths and follows
@@ -123,16 +125,26 @@ func beginWatching(c *cli.Context, p *project.Project, dir string, names []strin
 	if err != nil {
 		return nil, err
 	}
-	if err := followBoots(c, dir, loop, names); err != nil {
+	ctx, end := context.WithCancel(c.Context)
+	if err := followBoots(ctx, c, dir, loop, names); err != nil {
+		end()
+		w.Close()
 		return nil, err
 	}
-	return &watching{names: names, loop: loop, w: w}, nil
+	return &watching{names: names, loop: loop, w: w, end: end}, nil
+}
+
+// close ends a watching that will not run.
+func (wt *watching) close() {
+	wt.end()
+	wt.w.Close()
 }
 
 // run runs the rules' initial_sync, says it is watching, and applies the
 // batches until ctx is done. Changes made since beginWatching,
 // the initial sync's time included, are in the first batches.
 func (wt *watching) run(ctx context.Context, c *cli.Context) error {
+	defer wt.end()
 	out := eventPrinter(c)
 	for _, r := range wt.loop.Rules() {
 		if ev, ok := wt.loop.InitialSync(ctx, r); ok {
@@ -147,16 +159,28 @@ func (wt *watching) run(ctx context.Context, c *cli.Context) error {
 // develop.watch; it refuses, one line per problem, when any of their rules
 // cannot be followed, before anything starts.
 func watchedServices(c *cli.Context, p *project.Project) ([]string, error) {
-	names := c.Args().Slice()
+	watched, problems, err := watchScope(p, c.Args().Slice())
+	if len(problems) > 0 {
+		for _, msg := range problems {
+			fmt.Fprintf(c.App.ErrWriter, "vmcompose: %s\n", msg)
+		}
+		return nil, exitCode(1)
+	}
+	return watched, err
+}
+
+// watchScope is what watchedServices decides, said rather than printed:
+// the sorted services of names (all when empty) with develop.watch, or
+// why they cannot be watched.
+func watchScope(p *project.Project, names []string) (watched, problems []string, err error) {
 	for _, n := range names {
 		if _, ok := p.Services[n]; !ok {
-			return nil, fmt.Errorf("no such service: %s (the project has: %v)", n, p.ServiceNames())
+			return nil, nil, fmt.Errorf("no such service: %s (the project has: %v)", n, p.ServiceNames())
 		}
 	}
 	if len(names) == 0 {
 		names = p.ServiceNames()
 	}
-	var watched, problems []string
 	for _, n := range names {
 		svc := p.Services[n]
 		if svc.Develop == nil || len(svc.Develop.Watch) == 0 {
@@ -168,16 +192,13 @@ func watchedServices(c *cli.Context, p *project.Project) ([]string, error) {
 		}
 	}
 	if len(problems) > 0 {
-		for _, msg := range problems {
-			fmt.Fprintf(c.App.ErrWriter, "vmcompose: %s\n", msg)
-		}
-		return nil, exitCode(1)
+		return nil, problems, nil
 	}
 	if len(watched) == 0 {
-		return nil, fmt.Errorf("watch: none of %s has develop.watch: add a develop.watch rule (path, action, target) to the service to watch", strings.Join(names, ", "))
+		return nil, nil, fmt.Errorf("watch: none of %s has develop.watch: add a develop.watch rule (path, action, target) to the service to watch", strings.Join(names, ", "))
 	}
 	slices.Sort(watched)
-	return watched, nil
+	return watched, nil, nil
 }
 
 // rebuild is watch's rebuild of a service without build:: its image
@@ -204,7 +225,7 @@ func rebuild(c *cli.Context, p *project.Project, dir, service string) (note stri
 		return "", err
 	}
 	req.Services, req.ForceRecreate, req.NoDeps, req.Wait = []string{service}, true, true, true
-	if _, err := bringUp(c, dir, req, 0); err != nil {
+	if err := recreating(func() error { _, err := bringUp(c, dir, req, 0); return err }); err != nil {
 		return "", err
 	}
 	// up --watch has no --prune: it prunes, as watch does by default.

@@ -203,7 +203,9 @@ func TestWatch(t *testing.T) {
 
 // TestUpWatch: up --watch refuses a rule it cannot follow before anything
 // starts, then attaches the logs and applies a change (its event among
-// them, as JSON with --progress json) while the service runs; Ctrl-C stops the service as up does.
+// them, as JSON with --progress json) while the service runs; an edit of
+// compose.yaml recreates the service, and the new VM's log follows; Ctrl-C
+// stops the service as up does.
 func TestUpWatch(t *testing.T) {
 	p := newRunProject(t)
 	ref := p.push("static", staticImage(t))
@@ -212,8 +214,9 @@ func TestUpWatch(t *testing.T) {
 	compose := `services:
   app:
     image: ` + ref + `
-    command: ["/bin/busybox", "sh", "-c", "echo hello from app; exec /bin/busybox sleep 1000000"]
+    command: ["/bin/busybox", "sh", "-c", "echo hello from app $$G; exec /bin/busybox sleep 1000000"]
     stop_grace_period: 1s
+    environment: {G: one}
     develop:
       watch:
         - {path: ./src, action: sync, target: /app}
@@ -268,7 +271,7 @@ func TestUpWatch(t *testing.T) {
 	// The VM it created was resynced before its process started, and
 	// the service's log is attached.
 	await(map[string]bool{`{"service":"app","action":"resync","booted":"created","replica":1,`: true,
-		`{"watching":["app"]}`: true, "hello from app": true}, time.Now())
+		`{"watching":["app"]}`: true, "hello from app one": true}, time.Now())
 	if err := os.WriteFile(filepath.Join(dir, "src", "a.txt"), []byte("synced\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -276,6 +279,13 @@ func TestUpWatch(t *testing.T) {
 	if got, _, _ := p.in(dir, "", "exec", "-T", "app", "/bin/busybox", "cat", "/app/a.txt"); got != "synced\n" {
 		t.Errorf("the guest has %q", got)
 	}
+	// An edit of compose.yaml recreates the service: its event, and the
+	// new VM's log among the others.
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(strings.Replace(compose, "{G: one}", "{G: two}", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	await(map[string]bool{`{"config":["compose.yaml"],"service":"app","action":"recreate","changed":["environment"]}`: true,
+		`{"service":"app","action":"resync","booted":"created"`: true, "hello from app two": true}, time.Now())
 	c.Process.Signal(os.Interrupt)
 	for range lines {
 	}

@@ -4,10 +4,12 @@ package main_test
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -113,19 +115,26 @@ services:
 	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, out, werr := p.background(dir, "Watching 1 service: db", "watch", "--quiet")
+	c, out, werr := p.background(dir, "db-1: created: 1 file synced", "watch")
 	defer func() {
 		if c.ProcessState == nil {
 			c.Process.Kill()
 			c.Wait()
 		}
 	}()
-	go io.Copy(io.Discard, out)
+	wout := new(syncBuffer)
+	go io.Copy(wout, out)
+	// Each process printed its line: a restart before would kill it first.
+	for _, svc := range []string{"db", "web", "cron"} {
+		until(t, svc+"'s start", func() bool { return strings.Contains(p.logsOf(dir, svc), "started") })
+	}
 	if err := os.WriteFile(filepath.Join(dir, "conf", "c.txt"), []byte("two\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	until(t, "db's restart", func() bool { return strings.Count(p.logsOf(dir, "db"), "started") == 2 })
-	until(t, "web's restart", func() bool { return strings.Count(p.logsOf(dir, "web"), "started") == 2 })
+	if !within(time.Minute, func() bool { return strings.Count(p.logsOf(dir, "web"), "started") == 2 }) {
+		t.Fatalf("web was not restarted\nwatch's output:\n%s\nstderr:\n%s\nweb's log:\n%s", wout, werr, p.logsOf(dir, "web"))
+	}
 	time.Sleep(time.Second)
 	if n := strings.Count(p.logsOf(dir, "cron"), "started"); n != 1 {
 		t.Errorf("cron (no restart: true) started %d times", n)
@@ -167,4 +176,33 @@ func linesOf(r io.Reader) <-chan string {
 		close(lines)
 	}()
 	return lines
+}
+
+// within polls cond until it holds or d passed, and says which.
+func within(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// syncBuffer is a bytes.Buffer that one goroutine writes while another
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
