@@ -28,7 +28,7 @@ const reattachDelay = 250 * time.Millisecond
 // resynced). It returns when ctx ends.
 func (l *Loop) Follow(ctx context.Context, services []string, ready func(), out func(Event)) {
 	for ctx.Err() == nil {
-		supervisor.Watch(ctx, l.opts.Dir, services, ready, func(h supervisor.Held) { out(l.Resync(ctx, h)) })
+		supervisor.Watch(ctx, l.opts.Dir, services, ready, func(h supervisor.Held) { l.Resync(ctx, h, out) })
 		ready = func() {}
 		select {
 		case <-ctx.Done():
@@ -38,9 +38,11 @@ func (l *Loop) Follow(ctx context.Context, services []string, ready func(), out 
 }
 
 // Resync syncs the paths of the service's sync rules into the replica
-// that h says waits for them, and launches its process, even when a sync
-// failed (a stale file beats a service that never starts).
-func (l *Loop) Resync(ctx context.Context, h supervisor.Held) Event {
+// that h says waits for them, hands out its Event, and then launches its
+// process, even when a sync failed (a stale file beats a service that
+// never starts); a launch that fails is a second Event. The Event comes
+// before the replica runs, so before an up that waits for it returns.
+func (l *Loop) Resync(ctx context.Context, h supervisor.Held, out func(Event)) {
 	start := time.Now()
 	ev := Event{Service: h.Service, Action: ActionResync, Booted: h.Reason, Replica: h.Index, Replicas: 1}
 	l.mu.Lock()
@@ -54,15 +56,17 @@ func (l *Loop) Resync(ctx context.Context, h supervisor.Held) Event {
 			failed = append(failed, fmt.Sprintf("%s: %v", r, err))
 		}
 	}
+	ev.Error = strings.Join(failed, "; ")
+	ev.Millis = time.Since(start).Milliseconds()
+	out(ev)
 	if err := supervisor.Launch(ctx, l.opts.Dir, &supervisor.Request{Services: []string{h.Service}, Index: h.Index}); err != nil {
-		failed = append(failed, "starting it: "+err.Error())
+		out(Event{Service: h.Service, Action: ActionResync, Booted: h.Reason, Replica: h.Index, Replicas: 1,
+			Error: "starting its process after the sync: " + err.Error()})
+		return
 	}
 	if len(failed) == 0 {
 		l.fresh[replicaKey{h.Service, h.Index}] = true
 	}
-	ev.Error = strings.Join(failed, "; ")
-	ev.Millis = time.Since(start).Milliseconds()
-	return ev
 }
 
 // resyncRule syncs one rule's path whole into replica n.
