@@ -3,23 +3,22 @@
 package main_test
 
 import (
-	"bufio"
-	"bytes"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // TestWatchResync: while watch runs, a VM that boots gets the synced
 // paths before its process starts, whatever booted it: the watch's own
-// up, the restart policy (the service itself spoils the file before it
-// fails: the next start reads the host's again), and a start after the
-// user stopped it (an edit made meanwhile is there at start). Each
-// resync is a line of watch's output.
+// up, the restart policy after its QEMU was killed (the service spoils
+// the file as it starts: the next start reads the host's again), the
+// restart policy after the service failed (an edit made meanwhile is
+// there), and a start after the user stopped it (an edit made while
+// stopped is there at start). Each resync is a line of watch's output.
 func TestWatchResync(t *testing.T) {
 	p := newRunProject(t)
 	ref := p.push("static", staticImage(t))
@@ -29,7 +28,7 @@ func TestWatchResync(t *testing.T) {
 	write("compose.yaml", `services:
   app:
     image: `+ref+`
-    command: ["/bin/busybox", "sh", "-c", "echo start $$(/bin/busybox cat /app/a.txt); echo spoiled > /app/a.txt; /bin/busybox sleep 2; exit 3"]
+    command: ["/bin/busybox", "sh", "-c", "echo start $$(/bin/busybox cat /app/a.txt); echo spoiled > /app/a.txt; echo $$$$ > /tmp/pid; exec /bin/busybox sleep 1000000"]
     restart: on-failure
     stop_grace_period: 1s
     develop:
@@ -45,6 +44,7 @@ func TestWatchResync(t *testing.T) {
 		}
 	}()
 	lines := linesOf(out)
+	var seen []string
 	await := func(prefix string) {
 		t.Helper()
 		timeout := time.After(time.Minute)
@@ -54,19 +54,37 @@ func TestWatchResync(t *testing.T) {
 				if !ok {
 					t.Fatalf("watch ended before %q\n%s", prefix, werr)
 				}
+				seen = append(seen, l)
 				if strings.HasPrefix(l, prefix) {
 					return
 				}
 			case <-timeout:
-				t.Fatalf("watch did not print %q in a minute\n%s", prefix, werr)
+				t.Fatalf("watch did not print %q in a minute; it printed:\n%s\nstderr:\n%s\nlog:\n%s", prefix, strings.Join(seen, "\n"), werr, p.logsOf(dir, "app"))
 			}
 		}
 	}
+	starts := func(v string) int { return strings.Count(p.logsOf(dir, "app"), "start "+v) }
+	until(t, "the first start", func() bool { return starts("v1") == 1 })
+	pid := p.ps(dir)["app"].Pid
+	if pid == 0 {
+		t.Fatal("no qemu pid for app")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 	await("app-1: restarted: 2 files synced before its process started")
-	until(t, "the restarted process", func() bool { return strings.Count(p.logsOf(dir, "app"), "start v1") >= 2 })
+	until(t, "the start after the kill", func() bool { return starts("v1") == 2 })
+
+	// The guest has the spoiled file until an edit: the edit, then the
+	// service fails (killed from inside), and the start after it has the
+	// edit.
 	write("src/a.txt", "v2\n")
+	await("app: sync 1 file to /app")
+	if _, stderr, code := p.in(dir, "", "exec", "-T", "app", "/bin/busybox", "sh", "-c", "kill $(/bin/busybox cat /tmp/pid)"); code != 0 {
+		t.Fatalf("exec kill: exit %d: %s", code, stderr)
+	}
 	await("app-1: restarted: 2 files synced")
-	until(t, "the edit at a start", func() bool { return strings.Contains(p.logsOf(dir, "app"), "start v2") })
+	until(t, "the edit at a start", func() bool { return starts("v2") >= 1 })
 
 	if _, stderr, code := p.in(dir, "", "stop", "app"); code != 0 {
 		t.Fatalf("stop: %s", stderr)
@@ -76,9 +94,9 @@ func TestWatchResync(t *testing.T) {
 		t.Fatalf("start: %s", stderr)
 	}
 	await("app-1: started: 2 files synced")
-	until(t, "the edit made while stopped", func() bool { return strings.Contains(p.logsOf(dir, "app"), "start v3") })
-	if logs := p.logsOf(dir, "app"); strings.Contains(logs, "start spoiled") {
-		t.Errorf("a process started with the file its guest spoiled:\n%s", logs)
+	until(t, "the edit made while stopped", func() bool { return starts("v3") == 1 })
+	if n := starts("spoiled"); n > 0 {
+		t.Errorf("%d processes started with the file their guest spoiled:\n%s", n, p.logsOf(dir, "app"))
 	}
 	c.Process.Signal(os.Interrupt)
 	c.Wait()
@@ -149,60 +167,4 @@ services:
 	if werr.Len() > 0 {
 		t.Errorf("watch's stderr: %s", werr)
 	}
-}
-
-// writer writes files under dir (parents made), failing t on an error.
-func writer(t testing.TB, dir string) func(rel, data string) {
-	return func(rel, data string) {
-		t.Helper()
-		f := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// linesOf sends r's lines, closing the channel at its end.
-func linesOf(r io.Reader) <-chan string {
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	return lines
-}
-
-// within polls cond until it holds or d passed, and says which.
-func within(d time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-	return true
-}
-
-// syncBuffer is a bytes.Buffer that one goroutine writes while another
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
