@@ -12,8 +12,11 @@
 // stop, restart, kill and exec, and for `watch` sync (files into a running
 // instance, through its agent: Sync) and restart-process (the service
 // process restarted in place, no VM reboot, no restart policy counting it:
-// RestartProcess). ps and logs read files and the VM driver directly and
-// need no supervisor.
+// RestartProcess). A `watch` also holds a watch session open (POST
+// /watch, watchers.go): while it does, an instance of a watched service
+// that boots is prepared but its process held until the session synced
+// its files and asked for the launch (POST /launch). ps and logs read
+// files and the VM driver directly and need no supervisor.
 //
 // The project's state dir ($XDG_STATE_HOME/vmcompose/<project>) holds:
 //
