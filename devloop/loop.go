@@ -153,43 +153,67 @@ func plural(n int, word string) string {
 // Apply gives a batch to every running replica of its rule's service and
 // runs the rule's action after it.
 func (l *Loop) Apply(ctx context.Context, b watch.Batch) Event {
-	return l.apply(ctx, b.Rule, b.Entries, string(b.Rule.Action), false)
+	ev := l.event(b.Rule, b.Entries, string(b.Rule.Action), false)
+	replicas, err := l.opts.Running(ctx, b.Rule.Service)
+	if err != nil {
+		ev.Error = err.Error()
+		return ev
+	}
+	return l.apply(ctx, ev, b.Rule, b.Entries, replicas)
 }
 
 // InitialSync syncs the rule's path as it is now when the rule asks for
-// it (initial_sync: true and a target); ok is false when it does not.
-// Like docker compose, it only syncs: the action runs on changes.
+// it (initial_sync: true and a target) into the running replicas that
+// were not resynced whole as they booted; ok is false when it has none to
+// sync. Like docker compose, it only syncs: the action runs on changes.
 func (l *Loop) InitialSync(ctx context.Context, r watch.Rule) (ev Event, ok bool) {
 	t := l.triggers[ruleKey{r.Service, r.Index}]
 	if !t.InitialSync || r.Target == "" {
 		return Event{}, false
 	}
-	if replicas, err := l.opts.Running(ctx, r.Service); err == nil && len(replicas) > 0 {
-		l.mu.Lock()
-		stale := slices.ContainsFunc(replicas, func(n int) bool { return !l.isFresh(r.Service)(n) })
-		l.mu.Unlock()
-		if !stale {
-			return Event{}, false // each was resynced whole as it booted
-		}
+	action := string(types.WatchActionSync)
+	replicas, err := l.opts.Running(ctx, r.Service)
+	if err != nil {
+		ev = l.event(r, nil, action, true)
+		ev.Error = err.Error()
+		return ev, true
 	}
-	var entries []watch.Entry
-	if err := watch.List(r, func(e watch.Entry) error { entries = append(entries, e); return nil }); err != nil {
-		return Event{Service: r.Service, Action: "sync", Initial: true, Target: r.Target, Error: err.Error()}, true
+	l.mu.Lock()
+	stale := slices.DeleteFunc(slices.Clone(replicas), l.isFresh(r.Service))
+	l.mu.Unlock()
+	if len(replicas) > 0 && len(stale) == 0 {
+		return Event{}, false // each was resynced whole as it booted
 	}
-	return l.apply(ctx, r, entries, string(types.WatchActionSync), true), true
+	entries, err := listAll(r)
+	ev = l.event(r, entries, action, true)
+	if err != nil {
+		ev.Error = err.Error()
+		return ev, true
+	}
+	return l.apply(ctx, ev, r, entries, stale), true
 }
 
-func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, action string, initial bool) Event {
-	start := time.Now()
+// listAll is every entry of the rule's path as it is now (watch.List).
+func listAll(r watch.Rule) ([]watch.Entry, error) {
+	var entries []watch.Entry
+	err := watch.List(r, func(e watch.Entry) error { entries = append(entries, e); return nil })
+	return entries, err
+}
+
+// event is the start of a batch's Event.
+func (l *Loop) event(r watch.Rule, entries []watch.Entry, action string, initial bool) Event {
 	ev := Event{Service: r.Service, Action: action, Initial: initial, Entries: len(entries)}
 	if hasSync(action) {
 		ev.Target = r.Target
 	}
-	replicas, err := l.opts.Running(ctx, r.Service)
-	if err != nil {
-		ev.Error = err.Error()
-		return ev
-	}
+	return ev
+}
+
+// apply gives entries to replicas and runs ev's action after them (a
+// rebuild instead recreates the service).
+func (l *Loop) apply(ctx context.Context, ev Event, r watch.Rule, entries []watch.Entry, replicas []int) Event {
+	start := time.Now()
+	action := ev.Action
 	ev.Replicas = len(replicas)
 	if action == string(types.WatchActionRebuild) && len(replicas) > 0 {
 		if l.opts.Rebuild == nil {
@@ -203,10 +227,6 @@ func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, a
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if initial {
-		replicas = slices.DeleteFunc(replicas, l.isFresh(r.Service))
-		ev.Replicas = len(replicas)
-	}
 	// A replica that fails does not keep the batch from the others.
 	var failed []string
 	for _, n := range replicas {
@@ -231,13 +251,9 @@ func (l *Loop) apply(ctx context.Context, r watch.Rule, entries []watch.Entry, a
 // applyIn is one replica's part of a batch.
 func (l *Loop) applyIn(ctx context.Context, r watch.Rule, n int, entries []watch.Entry, action string, ev *Event) error {
 	if hasSync(action) {
-		target, sync := syncEntries(r.Target, l.fileRule[ruleKey{r.Service, r.Index}], entries)
-		req := &supervisor.Request{Services: []string{r.Service}, Index: n, Sync: &agent.SyncSpec{Target: target}}
-		res, err := supervisor.Sync(ctx, l.opts.Dir, req, sync)
-		if err != nil {
+		if err := l.syncTo(ctx, r, n, entries, ev); err != nil {
 			return err
 		}
-		ev.Skipped = append(ev.Skipped, res.Skipped...)
 	}
 	switch types.WatchAction(action) {
 	case types.WatchActionSync:
@@ -249,6 +265,19 @@ func (l *Loop) applyIn(ctx context.Context, r watch.Rule, n int, entries []watch
 		return l.exec(ctx, r, n)
 	}
 	return fmt.Errorf("action %q is not supported", action)
+}
+
+// syncTo sends a rule's entries to replica n, adding what the guest (or
+// the host) skipped to ev.
+func (l *Loop) syncTo(ctx context.Context, r watch.Rule, n int, entries []watch.Entry, ev *Event) error {
+	target, sync := syncEntries(r.Target, l.fileRule[ruleKey{r.Service, r.Index}], entries)
+	req := &supervisor.Request{Services: []string{r.Service}, Index: n, Sync: &agent.SyncSpec{Target: target}}
+	res, err := supervisor.Sync(ctx, l.opts.Dir, req, sync)
+	if err != nil {
+		return err
+	}
+	ev.Skipped = append(ev.Skipped, res.Skipped...)
+	return nil
 }
 
 // exec runs a sync+exec rule's command in replica n.

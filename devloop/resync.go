@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/supervisor"
 	"github.com/vmcompose/vmcompose/watch"
 )
@@ -71,18 +70,14 @@ func (l *Loop) Resync(ctx context.Context, h supervisor.Held, out func(Event)) {
 
 // resyncRule syncs one rule's path whole into replica n.
 func (l *Loop) resyncRule(ctx context.Context, r watch.Rule, n int, ev *Event) error {
-	var entries []watch.Entry
-	if err := watch.List(r, func(e watch.Entry) error { entries = append(entries, e); return nil }); err != nil {
-		return err
-	}
-	target, sync := syncEntries(r.Target, l.fileRule[ruleKey{r.Service, r.Index}], entries)
-	req := &supervisor.Request{Services: []string{r.Service}, Index: n, Sync: &agent.SyncSpec{Target: target}}
-	res, err := supervisor.Sync(ctx, l.opts.Dir, req, sync)
+	entries, err := listAll(r)
 	if err != nil {
 		return err
 	}
+	if err := l.syncTo(ctx, r, n, entries, ev); err != nil {
+		return err
+	}
 	ev.Entries += len(entries)
-	ev.Skipped = append(ev.Skipped, res.Skipped...)
 	return nil
 }
 
