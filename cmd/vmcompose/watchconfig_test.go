@@ -1,13 +1,11 @@
 package main_test
 
 import (
-	"bufio"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -86,7 +84,7 @@ func TestWatchConfig(t *testing.T) {
 			}
 		}
 	}
-	printed := func(f *followed, s string) func() bool {
+	printed := func(f *syncBuffer, s string) func() bool {
 		return func() bool { return strings.Contains(f.String(), s) }
 	}
 	// An edit while up runs, once the supervisor read the file (it
@@ -175,32 +173,13 @@ func TestWatchConfig(t *testing.T) {
 	t.Logf("watch's stdout:\n%s\nwatch's stderr:\n%s", stdout, stderr)
 }
 
-// followed is what a command printed so far on one of its outputs.
-type followed struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-// follow reads the pipe that open gives, line by line, until it ends.
-func follow(t *testing.T, open func() (io.ReadCloser, error)) *followed {
+// follow gathers what the pipe that open gives carries, as it comes.
+func follow(t *testing.T, open func() (io.ReadCloser, error)) *syncBuffer {
 	r, err := open()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &followed{}
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			f.mu.Lock()
-			f.b.WriteString(sc.Text() + "\n")
-			f.mu.Unlock()
-		}
-	}()
+	f := new(syncBuffer)
+	go io.Copy(f, r)
 	return f
-}
-
-func (f *followed) String() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.b.String()
 }
