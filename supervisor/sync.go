@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -102,7 +103,7 @@ func Sync(ctx context.Context, dir string, req *Request, entries []agent.SyncEnt
 // connection once it answered 200, for the operation's own stream.
 // Its body is what follows on the connection (a hijacked one's is not
 // framed: it reads until the connection ends).
-func hijacked(ctx context.Context, dir, path string, req *Request) (io.ReadWriteCloser, io.Reader, error) {
+func hijacked(ctx context.Context, dir, path string, req *Request) (net.Conn, io.Reader, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, nil, err

@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -76,26 +71,12 @@ func execIn(c *cli.Context, service string, index int, spec *agent.ExecSpec, std
 		return 0, err
 	}
 	req.Services, req.Index, req.Exec = []string{service}, index, spec
-	body, _ := json.Marshal(req)
-	conn, err := supervisor.DialSupervisor(ctx, dir)
+	sess, err := supervisor.StartExec(ctx, dir, req)
 	if err != nil {
-		return 0, fmt.Errorf("talking to the supervisor: %w", err)
+		return 0, err
 	}
-	defer conn.Close()
-	hreq, _ := http.NewRequest("POST", "http://supervisor/exec", bytes.NewReader(body))
-	if err := hreq.Write(conn); err != nil {
-		return 0, fmt.Errorf("talking to the supervisor: %w", err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, hreq)
-	if err != nil {
-		return 0, fmt.Errorf("talking to the supervisor: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return 0, fmt.Errorf("%s", strings.TrimSpace(string(b)))
-	}
-	in := agent.NewInput(conn)
+	defer sess.Close()
+	in := sess.Input
 	if spec.Tty {
 		restore := terminal.Raw(os.Stdin, in)
 		defer restore()
@@ -111,7 +92,7 @@ func execIn(c *cli.Context, service string, index int, spec *agent.ExecSpec, std
 		}()
 	}
 	go in.SendStdin(stdin)
-	st, err := agent.ReadOutput(br, stdout, stderr)
+	st, err := sess.Wait(stdout, stderr)
 	if err != nil {
 		return 0, fmt.Errorf("exec in %s: %w", service, err)
 	}
