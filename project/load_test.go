@@ -253,8 +253,8 @@ services:
 // TestBuildLoads: a build: service loads with its image: left empty, as
 // docker compose leaves it (its image is named <project>-<service>), and
 // what its builder would not find on the host blocks it: the context,
-// the Dockerfile, a local additional context, a build secret's file. An
-// absolute Dockerfile outside the context is fine.
+// the Dockerfile, a local additional context, a build secret's file or
+// variable. An absolute Dockerfile outside the context is fine.
 func TestBuildLoads(t *testing.T) {
 	dir := tree(t, map[string]string{
 		"compose.yaml": `name: shop
@@ -265,9 +265,10 @@ services:
   nodir: {build: ./missing}
   file: {build: ./app/Dockerfile}
   nofile: {build: ./empty}
-  extra: {build: {context: ./app, additional_contexts: {src: ./nosrc, base: "docker-image://alpine"}, secrets: [npmrc]}}
+  extra: {build: {context: ./app, additional_contexts: {src: ./nosrc, base: "docker-image://alpine"}, secrets: [npmrc, token]}}
 secrets:
   npmrc: {file: ./npmrc}
+  token: {environment: NPM_TOKEN}
 `,
 		"app/Dockerfile":      "FROM scratch\n",
 		"other/Containerfile": "FROM scratch\n",
@@ -284,6 +285,7 @@ secrets:
 		"extra": {
 			"build.additional_contexts.src: " + filepath.Join(dir, "nosrc") + " does not exist: create it, or correct the path (a relative path is the project directory's)",
 			`build.secrets: "npmrc": file ` + filepath.Join(dir, "npmrc") + ": no such file or directory: create it, or point file: at an existing file",
+			`build.secrets: "token": environment variable NPM_TOKEN is not set: set it (in the environment or .env), or use file:`,
 		},
 	}
 	if !reflect.DeepEqual(p.Problems, want) {

@@ -111,8 +111,8 @@ func watchProblems(p *types.Project) map[string][]string {
 
 // buildProblems finds what a build: service's builder would not find on
 // the host: the context directory, the Dockerfile (relative to the
-// context unless absolute), the local additional_contexts and the files
-// of its build secrets. A context that is fetched is the planner's to
+// context unless absolute), the local additional_contexts, the files and
+// variables of its build secrets. A context that is fetched is the planner's to
 // refuse.
 func buildProblems(p *types.Project, svc types.ServiceConfig) []string {
 	b := svc.Build
@@ -133,10 +133,12 @@ func buildProblems(p *types.Project, svc types.ServiceConfig) []string {
 		}
 	}
 	for _, ref := range b.Secrets {
-		if f := p.Secrets[ref.Source].File; f != "" {
-			if _, err := os.Stat(f); err != nil {
-				out = append(out, fmt.Sprintf("build.secrets: %q: file %s: %v: create it, or point file: at an existing file", ref.Source, f, errors.Unwrap(err)))
-			}
+		def := p.Secrets[ref.Source]
+		if _, err := os.Stat(def.File); def.File != "" && err != nil {
+			out = append(out, fmt.Sprintf("build.secrets: %q: file %s: %v: create it, or point file: at an existing file", ref.Source, def.File, errors.Unwrap(err)))
+		}
+		if _, ok := p.Environment[def.Environment]; def.Environment != "" && !ok {
+			out = append(out, fmt.Sprintf("build.secrets: %q: environment variable %s is not set: set it (in the environment or .env), or use file:", ref.Source, def.Environment))
 		}
 	}
 	return out
