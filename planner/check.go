@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // Problems says, service by service, why up would refuse to run each
@@ -56,19 +55,13 @@ func check(desired Desired, services types.Services, scale map[string]int, runni
 // with what project.Load found (its Problems).
 func ServiceProblems(p *types.Project, svc types.ServiceConfig) []string {
 	var out []string
-	switch {
-	case svc.Build != nil && svc.Image == "":
-		out = append(out, "build: is not supported yet: build the image elsewhere and set image: to its reference")
-	case svc.Build != nil:
-		out = append(out, fmt.Sprintf("build: is not supported yet: build image %q elsewhere and `vmcompose image import` it (or push it to a registry), then remove build:", svc.Image))
-	case svc.Image == "":
+	if svc.Image == "" && svc.Build == nil {
 		out = append(out, "no image: set image: to the reference of the image to run")
 	}
-	if svc.Image != "" {
-		if _, err := name.ParseReference(svc.Image); err != nil { // as oci's pull parses it
-			out = append(out, fmt.Sprintf("image: %q is not an image reference: write [registry/]repository[:tag][@sha256:digest], the repository in lowercase", svc.Image))
-		}
+	if svc.Image != "" && !isReference(svc.Image) {
+		out = append(out, fmt.Sprintf("image: %q is not an image reference: write [registry/]repository[:tag][@sha256:digest], the repository in lowercase", svc.Image))
 	}
+	out = append(out, buildProblems(p, svc)...)
 	for _, ref := range svc.Secrets {
 		out = appendProblem(out, swarmProblem("secrets", ref.Source, types.FileObjectConfig(p.Secrets[ref.Source])))
 		out = appendProblem(out, refProblem("secrets", types.FileReferenceConfig(ref)))

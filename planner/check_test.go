@@ -72,19 +72,23 @@ wave 1
   3  blocked  c-1  configs: "conf": gid: "-1" is not a number of 0 or more: give the numeric gid (the host cannot look names up in the image)
 `,
 	}, {
-		name: "build: with image: is blocked too, pull_policy never or not, and so is what requires it",
+		name: "build: runs, with image: or without, and what it cannot do blocks it and what requires it",
 		yaml: `
 services:
   web: {image: getsentry/snuba, build: ., pull_policy: never}
-  worker: {image: getsentry/snuba, build: {context: .}}
-  nginx: {image: nginx, depends_on: [web]}
+  api: {build: .}
+  worker: {image: getsentry/snuba, build: {context: ., cache_from: [getsentry/snuba:cache]}}
+  nginx: {image: nginx, depends_on: [web, api]}
+  jobs: {image: nginx, depends_on: [worker]}
 `,
-		want: `project demo (up): 3 operations in 2 waves: 3 blocked
+		want: `project demo (up): 5 operations in 2 waves: 3 create, 2 blocked
 wave 1
-  1  blocked  web-1     build: is not supported yet: build image "getsentry/snuba" elsewhere and ` + "`vmcompose image import`" + ` it (or push it to a registry), then remove build:
-  2  blocked  worker-1  build: is not supported yet: build image "getsentry/snuba" elsewhere and ` + "`vmcompose image import`" + ` it (or push it to a registry), then remove build:
+  1  create   api-1     new service
+  2  create   web-1     new service
+  3  blocked  worker-1  build.cache_from: is not supported: the builder caches layers in its own store only: remove cache_from:
 wave 2
-  3  blocked  nginx-1   depends on web, which cannot run (after 1)
+  4  blocked  jobs-1    depends on worker, which cannot run (after 3)
+  5  create   nginx-1   new service (after 1, 2)
 `,
 	}, {
 		name:     "what only the host can tell comes in Desired.Problems",

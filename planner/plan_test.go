@@ -329,10 +329,10 @@ wave 1
   1  start  api-1  stopped
 `,
 	}, {
-		name: "build without image is blocked, and so is what requires it; an optional dependant still runs",
+		name: "a build the builder refuses is blocked, and so is what requires it; an optional dependant still runs",
 		yaml: `
 services:
-  app: {build: ., depends_on: [db]}
+  app: {build: {context: ., ssh: [default]}, depends_on: [db]}
   web: {image: nginx, depends_on: [app]}
   side: {image: side, depends_on: {app: {condition: service_started, required: false}}}
   db: {image: postgres}
@@ -341,7 +341,7 @@ services:
 wave 1
   1  create   db-1    new service
 wave 2
-  2  blocked  app-1   build: is not supported yet: build the image elsewhere and set image: to its reference (after 1)
+  2  blocked  app-1   build.ssh: is not supported: the builder forwards no SSH agent or key: remove ssh: and fetch private sources into the context first (after 1)
 wave 3
   3  create   side-1  new service (after 2)
   4  blocked  web-1   depends on app, which cannot run (after 2)

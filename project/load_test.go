@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -249,15 +250,46 @@ services:
 	}
 }
 
-func TestBuildWithoutImageLoads(t *testing.T) {
-	dir := tree(t, map[string]string{"compose.yaml": "services: {app: {build: ./app}}"})
-	p := mustLoad(t, project.Options{WorkingDir: dir})
-	plan, err := planner.Up(planner.Desired{Project: p.Project}, planner.Observed{}, planner.Options{})
-	if err != nil {
-		t.Fatal(err)
+// TestBuildLoads: a build: service loads with its image: left empty, as
+// docker compose leaves it (its image is named <project>-<service>), and
+// what its builder would not find on the host blocks it: the context,
+// the Dockerfile, a local additional context, a build secret's file or
+// variable. An absolute Dockerfile outside the context is fine.
+func TestBuildLoads(t *testing.T) {
+	dir := tree(t, map[string]string{
+		"compose.yaml": `name: shop
+services:
+  app: {build: ./app}
+  abs: {build: {context: ./app, dockerfile: "${PWD}/other/Containerfile"}}
+  inline: {build: {context: ./empty, dockerfile_inline: "FROM scratch"}}
+  nodir: {build: ./missing}
+  file: {build: ./app/Dockerfile}
+  nofile: {build: ./empty}
+  extra: {build: {context: ./app, additional_contexts: {src: ./nosrc, base: "docker-image://alpine"}, secrets: [npmrc, token]}}
+secrets:
+  npmrc: {file: ./npmrc}
+  token: {environment: NPM_TOKEN}
+`,
+		"app/Dockerfile":      "FROM scratch\n",
+		"other/Containerfile": "FROM scratch\n",
+		"empty/.keep":         "",
+	})
+	p := mustLoad(t, project.Options{WorkingDir: dir, Env: []string{"PWD=" + dir}})
+	if img := p.Services["app"].Image; img != "" || planner.ImageName(p.Name, p.Services["app"]) != "shop-app" {
+		t.Errorf("image: %q, ImageName %q; want none, and shop-app", img, planner.ImageName(p.Name, p.Services["app"]))
 	}
-	if err := plan.Blocked(); err == nil || !strings.Contains(err.Error(), `service "app": build: is not supported yet`) {
-		t.Errorf("blocked: %v", err)
+	want := map[string][]string{
+		"nodir":  {"build.context: " + filepath.Join(dir, "missing") + " does not exist: create it, or correct the path (a relative path is the project directory's)"},
+		"file":   {"build.context: " + filepath.Join(dir, "app", "Dockerfile") + " is not a directory: give the directory to build from"},
+		"nofile": {"build.dockerfile: " + filepath.Join(dir, "empty", "Dockerfile") + " does not exist: create it, or set dockerfile: (relative to the context) or dockerfile_inline:"},
+		"extra": {
+			"build.additional_contexts.src: " + filepath.Join(dir, "nosrc") + " does not exist: create it, or correct the path (a relative path is the project directory's)",
+			`build.secrets: "npmrc": file ` + filepath.Join(dir, "npmrc") + ": no such file or directory: create it, or point file: at an existing file",
+			`build.secrets: "token": environment variable NPM_TOKEN is not set: set it (in the environment or .env), or use file:`,
+		},
+	}
+	if !reflect.DeepEqual(p.Problems, want) {
+		t.Errorf("problems:\n%v\nwant:\n%v", p.Problems, want)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"slices"
 
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/vmcompose/vmcompose/planner"
 )
 
 // Backends are the x-vm.backend values this build can run, by GOOS; the
@@ -19,7 +21,7 @@ var Backends = map[string][]string{"linux": {"qemu"}}
 
 // problems finds, service by service, what up must refuse that only the
 // host can tell: a bind mount whose source cannot be shared with a VM, an
-// x-vm.backend this build has not. The planner blocks those services with
+// x-vm.backend this build has not, a build: whose files are not there. The planner blocks those services with
 // them (planner.Desired.Problems), so plan and up say the same.
 func problems(p *types.Project, vms map[string]VM) map[string][]string {
 	out := map[string][]string{}
@@ -35,6 +37,9 @@ func problems(p *types.Project, vms map[string]VM) map[string][]string {
 		}
 		if b := vms[name].Backend; b != "" && !slices.Contains(Backends[runtime.GOOS], b) {
 			out[name] = append(out[name], backendProblem(b))
+		}
+		if msgs := buildProblems(p, all[name]); len(msgs) > 0 {
+			out[name] = append(out[name], msgs...)
 		}
 	}
 	return out
@@ -102,4 +107,71 @@ func watchProblems(p *types.Project) map[string][]string {
 		}
 	}
 	return out
+}
+
+// buildProblems finds what a build: service's builder would not find on
+// the host: the context directory, the Dockerfile (relative to the
+// context unless absolute), the local additional_contexts, the files and
+// variables of its build secrets. A context that is fetched is the planner's to
+// refuse.
+func buildProblems(p *types.Project, svc types.ServiceConfig) []string {
+	b := svc.Build
+	if b == nil {
+		return nil
+	}
+	var out []string
+	if !planner.RemoteContext(b.Context) {
+		if msg := dirProblem("build.context", b.Context); msg != "" {
+			out = append(out, msg)
+		} else if b.DockerfileInline == "" {
+			out = appendNonEmpty(out, dockerfileProblem(b))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(b.AdditionalContexts)) {
+		if v := b.AdditionalContexts[k]; filepath.IsAbs(v) {
+			out = appendNonEmpty(out, dirProblem("build.additional_contexts."+k, v))
+		}
+	}
+	for _, ref := range b.Secrets {
+		def := p.Secrets[ref.Source]
+		if _, err := os.Stat(def.File); def.File != "" && err != nil {
+			out = append(out, fmt.Sprintf("build.secrets: %q: file %s: %v: create it, or point file: at an existing file", ref.Source, def.File, errors.Unwrap(err)))
+		}
+		if _, ok := p.Environment[def.Environment]; def.Environment != "" && !ok {
+			out = append(out, fmt.Sprintf("build.secrets: %q: environment variable %s is not set: set it (in the environment or .env), or use file:", ref.Source, def.Environment))
+		}
+	}
+	return out
+}
+
+// dirProblem says why dir (absolute: compose-go resolved it against the
+// project directory) is no directory to build from, or "".
+func dirProblem(field, dir string) string {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("%s: %s does not exist: create it, or correct the path (a relative path is the project directory's)", field, dir)
+	case err != nil:
+		return fmt.Sprintf("%s: %s: %v", field, dir, err)
+	case !fi.IsDir():
+		return fmt.Sprintf("%s: %s is not a directory: give the directory to build from", field, dir)
+	}
+	return ""
+}
+
+func dockerfileProblem(b *types.BuildConfig) string {
+	f := b.Dockerfile
+	if !filepath.IsAbs(f) {
+		f = filepath.Join(b.Context, f)
+	}
+	fi, err := os.Stat(f)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("build.dockerfile: %s does not exist: create it, or set dockerfile: (relative to the context) or dockerfile_inline:", f)
+	case err != nil:
+		return fmt.Sprintf("build.dockerfile: %s: %v", f, err)
+	case !fi.Mode().IsRegular():
+		return fmt.Sprintf("build.dockerfile: %s is not a file: point dockerfile: at the Dockerfile", f)
+	}
+	return ""
 }

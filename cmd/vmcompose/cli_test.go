@@ -140,7 +140,8 @@ func TestAwesomeCompose(t *testing.T) {
 	}
 
 	// The wiring: the CLI plans the same, waves, hashes and all (the
-	// hashes of its secrets' contents with the key of its store).
+	// hashes of its secrets' contents with the key of its store, and what
+	// only the host can tell: the corpus has no build contexts).
 	const example = "react-java-mysql"
 	if plans[example] == nil {
 		t.Fatalf("%s was not planned", example)
@@ -154,7 +155,7 @@ func TestAwesomeCompose(t *testing.T) {
 	if err != nil || len(contents) == 0 {
 		t.Fatalf("the contents of %s: %v %v", example, contents, err)
 	}
-	want, err := planner.Up(planner.Desired{Project: p.Project, Contents: contents}, planner.Observed{}, planner.Options{})
+	want, err := planner.Up(planner.Desired{Project: p.Project, Contents: contents, Problems: p.Problems}, planner.Observed{}, planner.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -37,6 +38,7 @@ func pullCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "policy", Value: "always", Usage: "pull policy: always, missing, never or daily"},
 			&cli.BoolFlag{Name: "ignore-pull-failures", Usage: "pull what can be pulled and ignore the rest"},
+			&cli.BoolFlag{Name: "ignore-buildable", Usage: "skip the images that can be built (services with build:)"},
 			&cli.StringSliceFlag{Name: "insecure-registry", Usage: "allow plain HTTP for this `HOST[:PORT]`"},
 			&cli.IntFlag{Name: "jobs", Value: oci.DefaultJobs, Usage: "layers downloaded at once per image"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "pull without printing progress"},
@@ -46,18 +48,22 @@ func pullCommand() *cli.Command {
 }
 
 // pullTarget is one image to pull, with the services that use it.
+// buildable says that all of them can build it instead: pulling it is
+// then worth a try only, as docker compose has it.
 type pullTarget struct {
 	ref, platform string
 	services      []string
 	policy        oci.PullPolicy
+	buildable     bool
 }
 
 // pullTargets lists the images of the named services (all when none),
 // one entry per image and platform, and says which services it skips and
-// why, as docker compose prints "Skipped": the ones with build:, which up
-// refuses (vmcompose builds nothing yet), and the ones whose pull_policy
-// forbids pulling.
-func pullTargets(services types.Services, names []string, policy oci.PullPolicy) (targets []*pullTarget, skipped []string, err error) {
+// why, as docker compose prints "Skipped": a build: service without
+// image: (nothing to pull: `vmcompose build` makes its image), one whose
+// pull_policy forbids pulling, and with ignoreBuildable
+// (--ignore-buildable) every build: service.
+func pullTargets(services types.Services, names []string, policy oci.PullPolicy, ignoreBuildable bool) (targets []*pullTarget, skipped []string, err error) {
 	if len(names) == 0 {
 		for name := range services {
 			names = append(names, name)
@@ -71,13 +77,16 @@ func pullTargets(services types.Services, names []string, policy oci.PullPolicy)
 		}
 		p := policy
 		switch {
-		case svc.Build != nil:
-			skipped = append(skipped, fmt.Sprintf("service %q: skipped: build: is not supported yet, and up refuses the service: build its image elsewhere and `vmcompose image import` it (or push it to a registry), set image: to it and remove build:", name))
+		case svc.Image == "" && svc.Build != nil:
+			skipped = append(skipped, fmt.Sprintf("service %q: skipped: built by `vmcompose build`, not pulled", name))
 			continue
 		case svc.Image == "":
 			continue // loading refuses it
 		case svc.PullPolicy == types.PullPolicyNever || svc.PullPolicy == types.PullPolicyBuild:
 			skipped = append(skipped, fmt.Sprintf("service %q: skipped: pull_policy: %s", name, svc.PullPolicy))
+			continue
+		case svc.Build != nil && ignoreBuildable:
+			skipped = append(skipped, fmt.Sprintf("service %q: skipped: --ignore-buildable, and `vmcompose build` can build %s", name, svc.Image))
 			continue
 		case svc.PullPolicy == types.PullPolicyMissing || svc.PullPolicy == types.PullPolicyIfNotPresent:
 			if p == oci.PullAlways {
@@ -86,10 +95,11 @@ func pullTargets(services types.Services, names []string, policy oci.PullPolicy)
 		}
 		i := slices.IndexFunc(targets, func(t *pullTarget) bool { return t.ref == svc.Image && t.platform == svc.Platform })
 		if i < 0 {
-			targets = append(targets, &pullTarget{ref: svc.Image, platform: svc.Platform, policy: p})
+			targets = append(targets, &pullTarget{ref: svc.Image, platform: svc.Platform, policy: p, buildable: true})
 			i = len(targets) - 1
 		}
 		targets[i].services = append(targets[i].services, name)
+		targets[i].buildable = targets[i].buildable && svc.Build != nil
 	}
 	return targets, skipped, nil
 }
@@ -103,7 +113,7 @@ func runPull(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	targets, skipped, err := pullTargets(p.Services, c.Args().Slice(), policy)
+	targets, skipped, err := pullTargets(p.Services, c.Args().Slice(), policy, c.Bool("ignore-buildable"))
 	if err != nil {
 		return err
 	}
@@ -126,29 +136,74 @@ func runPull(c *cli.Context) error {
 		oci.WithJobs(c.Int("jobs")),
 		oci.WithInsecureRegistries(c.StringSlice("insecure-registry")...),
 	}
-	var mu sync.Mutex
-	var failures []string
+	var f pullFailures
 	g, ctx := errgroup.WithContext(c.Context)
 	g.SetLimit(4)
 	for _, t := range targets {
 		g.Go(func() error {
 			err := pullAndPrepare(ctx, store, t, prog, opts)
-			if err != nil && c.Bool("ignore-pull-failures") && !errors.Is(err, context.Canceled) {
-				mu.Lock()
-				failures = append(failures, err.Error())
-				mu.Unlock()
-				return nil
+			if err == nil || errors.Is(err, context.Canceled) || (!t.buildable && !c.Bool("ignore-pull-failures")) {
+				return err
 			}
-			return err
+			f.add(t, err)
+			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return err
+	err = g.Wait()
+	if ferr := f.report(c.App.ErrWriter, c.Bool("ignore-pull-failures")); err == nil {
+		err = ferr
 	}
-	for _, f := range failures {
-		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", f)
+	return err
+}
+
+// pullFailures are the pulls that failed without stopping the others: all
+// of them with --ignore-pull-failures, and those of images that can be
+// built, which docker compose's pull tries without failing fast.
+type pullFailures struct {
+	mu        sync.Mutex
+	errs      []error
+	mustBuild []string // the services whose image is to be built instead
+}
+
+func (f *pullFailures) add(t *pullTarget, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errs = append(f.errs, err)
+	if t.buildable {
+		f.mustBuild = append(f.mustBuild, t.services...)
+	}
+}
+
+// report says, as docker compose does, which services must be built as
+// their images could not be pulled, and returns the failures in one
+// error: compose's pull fails for the images that can be built too, it
+// only goes on pulling the others. With ignore (--ignore-pull-failures)
+// each failure is a warning instead.
+func (f *pullFailures) report(w io.Writer, ignore bool) error {
+	if len(f.mustBuild) > 0 {
+		slices.Sort(f.mustBuild)
+		fmt.Fprintf(w, "warning: some service images must be built from source: run `vmcompose build %s`\n", strings.Join(f.mustBuild, " "))
+	}
+	if !ignore {
+		return joinOneLine(f.errs)
+	}
+	for _, err := range f.errs {
+		fmt.Fprintf(w, "warning: %s\n", err)
 	}
 	return nil
+}
+
+// joinOneLine joins errs as errors.Join does, in one line: a command's
+// error ends in one line on stderr.
+func joinOneLine(errs []error) error {
+	if len(errs) <= 1 {
+		return errors.Join(errs...)
+	}
+	msgs := make([]string, len(errs))
+	for i, err := range errs {
+		msgs[i] = err.Error()
+	}
+	return fmt.Errorf("%s", strings.Join(msgs, "; "))
 }
 
 // pullAndPrepare pulls one image and builds its root filesystem image,

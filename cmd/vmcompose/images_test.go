@@ -94,7 +94,7 @@ func TestPullImagesPrune(t *testing.T) {
 	// Pulling again with the missing policy contacts nothing and builds
 	// nothing; the always policy downloads no blob it already has.
 	_, progress = vmc(t, home, dir, "--progress", "plain", "pull", "--policy", "missing")
-	if strings.Contains(progress, "built") || blobGets.Load() != firstGets {
+	if strings.Contains(progress, "filesystem built") || blobGets.Load() != firstGets {
 		t.Errorf("second pull rebuilt or refetched (%d blob GETs, then %d):\n%s", firstGets, blobGets.Load(), progress)
 	}
 	vmc(t, home, dir, "--progress", "quiet", "pull")

@@ -33,10 +33,14 @@ func TestRefusedBeforeBoot(t *testing.T) {
 	}, {
 		// Sentry: services that build an image of their own and never
 		// pull it; up used to fail pulling, naming another service.
-		name: "build",
+		name: "build without Dockerfile",
 		compose: "  web:\n    image: snuba-local\n    build: .\n    pull_policy: never\n" +
 			"  worker:\n    image: snuba-local\n    build: .\n    pull_policy: never\n",
-		service: "web", reason: `build: is not supported yet: build image "snuba-local" elsewhere`,
+		service: "web", reason: "build.dockerfile: " + filepath.Join(p.home, "build-without-Dockerfile", "Dockerfile") + " does not exist: create it",
+	}, {
+		name:    "build ssh",
+		compose: "  app:\n    build: {context: ., dockerfile_inline: \"FROM scratch\", ssh: [default]}\n",
+		service: "app", reason: "build.ssh: is not supported: the builder forwards no SSH agent or key",
 	}, {
 		name:    "backend",
 		compose: "  vz:\n    image: " + ref + "\n    x-vm: {backend: vz}\n",
@@ -119,21 +123,53 @@ func TestRefusedBeforeBoot(t *testing.T) {
 	}
 }
 
-// TestPullSaysWhatItSkips: a service with build: is not pulled, as docker
-// compose skips what it builds, but pull says so instead of exiting 0
-// with nothing printed.
+// TestPullSaysWhatItSkips: pull skips what docker compose's pull skips
+// and says why, instead of exiting 0 with nothing printed: a build:
+// service without image: (vmcompose build makes it), pull_policy: never
+// or build, and with --ignore-buildable every build: service.
 func TestPullSaysWhatItSkips(t *testing.T) {
 	dir := t.TempDir()
-	compose := "services:\n  web: {image: snuba-local, build: ., pull_policy: never}\n  app: {build: ./app}\n  side: {image: busybox, pull_policy: never}\n"
+	compose := "services:\n  web: {image: snuba-local, build: ., pull_policy: never}\n  app: {build: ./app}\n  side: {image: busybox, pull_policy: never}\n" +
+		"  gen: {image: gen, build: ., pull_policy: build}\n  api: {image: api, build: .}\n"
 	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, stderr, code := run(t, dir, "pull", "web")
-	if code != 0 || stderr != `service "web": skipped: build: is not supported yet, and up refuses the service: build its image elsewhere and `+"`vmcompose image import`"+` it (or push it to a registry), set image: to it and remove build:`+"\n" {
-		t.Errorf("pull web: exit %d, stderr %q", code, stderr)
+	_, stderr, code := run(t, dir, "pull", "app")
+	if code != 0 || stderr != "service \"app\": skipped: built by `vmcompose build`, not pulled\n" {
+		t.Errorf("pull app: exit %d, stderr %q", code, stderr)
 	}
-	_, stderr, code = run(t, dir, "pull")
-	if code != 0 || !strings.Contains(stderr, `service "app": skipped: build:`) || !strings.Contains(stderr, `service "side": skipped: pull_policy: never`) {
-		t.Errorf("pull: exit %d, stderr %q", code, stderr)
+	_, stderr, code = run(t, dir, "pull", "--ignore-buildable")
+	want := "service \"api\": skipped: --ignore-buildable, and `vmcompose build` can build api\n" +
+		"service \"app\": skipped: built by `vmcompose build`, not pulled\n" +
+		"service \"gen\": skipped: pull_policy: build\n" +
+		"service \"side\": skipped: pull_policy: never\n" +
+		"service \"web\": skipped: pull_policy: never\n"
+	if code != 0 || stderr != want {
+		t.Errorf("pull --ignore-buildable: exit %d, stderr:\n%s\nwant:\n%s", code, stderr, want)
+	}
+}
+
+// TestPullBuildable: a service with build: and image: is pulled; when the
+// pull fails the other images are still pulled and pull says which
+// services to build, as docker compose's pull does, and it fails unless
+// --ignore-pull-failures (compose returns those errors too).
+func TestPullBuildable(t *testing.T) {
+	p := newRunProject(t)
+	ref := p.push("shop/web", testimage.Busybox(t))
+	missing := p.reg + "/shop/api:1"
+	dir := t.TempDir()
+	compose := "services:\n  web: {image: " + ref + ", build: .}\n  api: {image: " + missing + ", build: .}\n"
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustBuild := "warning: some service images must be built from source: run `vmcompose build api`\n"
+	_, stderr, code := run(t, dir, "--progress", "plain", "pull")
+	if code == 0 || !strings.Contains(stderr, ref+": root filesystem built in") || !strings.Contains(stderr, mustBuild) ||
+		!strings.Contains(stderr, "\nvmcompose: service api: pulling "+missing+": ") {
+		t.Errorf("pull: exit %d, stderr:\n%s", code, stderr)
+	}
+	_, stderr, code = run(t, dir, "--progress", "quiet", "pull", "--ignore-pull-failures", "api")
+	if code != 0 || !strings.HasPrefix(stderr, mustBuild+"warning: service api: pulling "+missing+": ") || strings.Count(stderr, "\n") != 2 {
+		t.Errorf("pull --ignore-pull-failures api: exit %d, stderr:\n%s", code, stderr)
 	}
 }

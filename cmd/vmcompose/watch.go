@@ -207,7 +207,7 @@ func watchScope(p *project.Project, names []string) (watched, problems []string,
 // unless --prune=false, what the store no longer refers to is freed, as
 // docker compose prunes the dangling images. note says what was freed.
 func rebuild(c *cli.Context, p *project.Project, dir, service string) (note string, err error) {
-	targets, _, err := pullTargets(p.Services, []string{service}, oci.PullAlways)
+	targets, _, err := pullTargets(p.Services, []string{service}, oci.PullAlways, false)
 	if err != nil {
 		return "", err
 	}
