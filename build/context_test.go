@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -218,5 +219,39 @@ func TestManifestSaveLoad(t *testing.T) {
 	}
 	if !slices.Equal(got, m) || got.Digest() != m.Digest() {
 		t.Errorf("loaded %+v, saved %+v", got, m)
+	}
+}
+
+// buildah's own listing of the same tree, copied in with COPY . /ctx
+// (testdata/ignore.out), is what ListContext sends but the Dockerfile
+// and the .dockerignore: sent for buildah to read, and left out of the
+// COPY by buildah itself, since the patterns match them.
+func TestListContextMatchesBuildah(t *testing.T) {
+	ignore, err := os.ReadFile("testdata/ignore.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	tree(t, dir, map[string]string{
+		".dockerignore": string(ignore), "Dockerfile": "FROM scratch\n",
+		"a.log": "x", "sub/b.log": "x", "sub/c.txt": "c", "secret/key": "k", "vendor/drop": "d", "vendor/keep": "k",
+		"deep/a/b/x": "x", "deep/a/b/y": "y", "empty/": "",
+	})
+	if err := os.Symlink("sub/c.txt", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.ReadFile("testdata/ignore.out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if p, ok := strings.CutPrefix(l, "./"); ok {
+			want = append(want, p)
+		}
+	}
+	got := slices.DeleteFunc(paths(list(t, dir, "Dockerfile")), func(p string) bool { return p == "Dockerfile" || p == ".dockerignore" })
+	if !slices.Equal(got, want) {
+		t.Errorf("listed %q, buildah copied %q", got, want)
 	}
 }
