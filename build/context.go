@@ -39,8 +39,8 @@ type Manifest []Entry
 // beside the Dockerfile when there is one (BuildKit's rule), else the
 // context's .dockerignore; "" when neither is there. A relative
 // dockerfile is relative to contextDir, as compose's build.dockerfile is.
-// Buildah reads only the context's .dockerignore by itself: a build that
-// uses another one passes it with --ignorefile.
+// Buildah 1.28 picks the same one by itself (tried: bud -f app.Dockerfile
+// honours app.Dockerfile.dockerignore over .dockerignore).
 func IgnoreFile(contextDir, dockerfile string) string {
 	for _, c := range []string{dockerfilePath(contextDir, dockerfile) + ".dockerignore", filepath.Join(contextDir, ".dockerignore")} {
 		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {
