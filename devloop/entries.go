@@ -33,7 +33,7 @@ func syncEntry(p string, e watch.Entry) agent.SyncEntry {
 	case e.Op == watch.Delete:
 		return agent.SyncEntry{Op: agent.SyncDelete, Path: p}
 	case e.Op == watch.Mkdir:
-		return agent.SyncEntry{Op: agent.SyncDir, Path: p, Mode: unixMode(e.Mode)}
+		return agent.SyncEntry{Op: agent.SyncDir, Path: p, Mode: agent.SyncMode(e.Mode)}
 	case e.Mode&fs.ModeSymlink != 0:
 		return agent.SyncEntry{Op: agent.SyncSymlink, Path: p, Link: e.Link}
 	}
@@ -41,21 +41,5 @@ func syncEntry(p string, e watch.Entry) agent.SyncEntry {
 	if e.Data != nil {
 		size = int64(len(e.Data))
 	}
-	return agent.SyncEntry{Op: agent.SyncFile, Path: p, Mode: unixMode(e.Mode), Size: size, Open: e.Open}
-}
-
-// unixMode is the permission bits as chmod(2) takes them: Go keeps
-// setuid, setgid and sticky apart from the low bits.
-func unixMode(m fs.FileMode) uint32 {
-	u := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		u |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		u |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		u |= 0o1000
-	}
-	return u
+	return agent.SyncEntry{Op: agent.SyncFile, Path: p, Mode: agent.SyncMode(e.Mode), Size: size, Open: e.Open}
 }

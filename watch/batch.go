@@ -11,8 +11,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/vmcompose/vmcompose/internal/hostfile"
 )
 
 // Op is what to do at an Entry's path in the guest.
@@ -69,22 +70,7 @@ func (e Entry) Open() (io.ReadCloser, error) {
 	if e.abs == "" {
 		return io.NopCloser(bytes.NewReader(e.Data)), nil
 	}
-	fd, err := openRegular(e.abs)
-	if err != nil {
-		return nil, err
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.LimitReader(io.MultiReader(fd, zeros{}), e.Size), fd}, nil
-}
-
-// zeros reads as an endless run of zero bytes.
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) {
-	clear(p)
-	return len(p), nil
+	return hostfile.Open(e.abs, e.Size)
 }
 
 // Batch is the changes of one rule that came together: deletes first,
@@ -204,7 +190,7 @@ func settle(root string, fileRule bool, paths map[string]*pending) (entries []En
 				deletes = append(deletes, Entry{Path: rel, Op: Delete})
 			}
 			continue
-		case errors.Is(err, errSpecial): // a socket, a pipe: nothing a guest could hold
+		case errors.Is(err, hostfile.ErrSpecial): // a socket, a pipe: nothing a guest could hold
 			continue
 		case err != nil:
 			unread = append(unread, fmt.Errorf("reading %s: %w: the guest keeps what it has there", abs, err))
@@ -231,10 +217,6 @@ func topDeletes(deletes []Entry) []Entry {
 	return out
 }
 
-// errSpecial is a path a guest cannot be given: a socket, a pipe, a
-// device.
-var errSpecial = errors.New("not a regular file, directory or symlink")
-
 // read is the entry that gives the guest abs as it is now, never
 // following a symlink out of the watched tree.
 func read(abs, rel string) (Entry, error) {
@@ -252,23 +234,5 @@ func read(abs, rel string) (Entry, error) {
 	case m.IsRegular():
 		return Entry{Path: rel, Op: Write, Mode: m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), Size: fi.Size(), abs: abs}, nil
 	}
-	return Entry{}, errSpecial
-}
-
-// openRegular opens a regular file, refusing a symlink or anything else.
-func openRegular(abs string) (*os.File, error) {
-	fd, err := os.OpenFile(abs, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := fd.Stat()
-	if err != nil {
-		fd.Close()
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		fd.Close()
-		return nil, errSpecial
-	}
-	return fd, nil
+	return Entry{}, hostfile.ErrSpecial
 }

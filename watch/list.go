@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+
+	"github.com/vmcompose/vmcompose/internal/hostfile"
 )
 
 // List gives fn the entries that make the rule's target what its path is
@@ -35,7 +37,7 @@ func List(r Rule, fn func(Entry) error) error {
 			return nil
 		}
 		e, err := read(p, rel)
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errSpecial) {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, hostfile.ErrSpecial) {
 			return nil
 		}
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"strings"
 	"time"
@@ -50,6 +51,23 @@ type SyncEntry struct {
 	// Open gives a file's content, exactly Size bytes; it is called when
 	// the entry is sent, so that a batch is never held in memory.
 	Open func() (io.ReadCloser, error) `json:"-"`
+}
+
+// SyncMode is a host file's permission bits as a SyncEntry carries them,
+// as chmod(2) takes them: Go keeps setuid, setgid and sticky apart from
+// the low bits.
+func SyncMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	return u
 }
 
 // SyncResult is the guest's answer to a sync.
