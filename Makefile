@@ -17,11 +17,11 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/vmcompose ./cmd/vmcompose
 	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o bin/vminit ./cmd/vminit
 
-# Debian packages (QEMU, e2fsprogs, busybox-static, ...) and the guest
-# kernel, fetched into the store.
+# Debian packages (QEMU, e2fsprogs, busybox-static, mmdebstrap, ...), the guest
+# kernel fetched into the store and the builder image made there.
 setup: build
 	scripts/setup
-	bin/vmcompose setup
+	bin/vmcompose setup --builder
 
 demo: setup
 	scripts/demo
