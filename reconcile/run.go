@@ -15,6 +15,7 @@ import (
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/oci"
 	"github.com/vmcompose/vmcompose/oci/rootfs"
+	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/project"
 	"github.com/vmcompose/vmcompose/vm"
 	"github.com/vmcompose/vmcompose/vm/initramfs"
@@ -81,8 +82,9 @@ var DeviceModules = []string{"virtio_net", "virtiofs"}
 // the initramfs. It starts nothing.
 func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 	svc := s.Config
+	svc.Image = planner.ImageName(s.Project.Name, svc) // a build: service's image may be named for it
 	if svc.Image == "" {
-		return nil, fmt.Errorf("service %q: no image: set image: (build: is not supported yet)", s.Config.Name)
+		return nil, fmt.Errorf("service %q: no image: set image: to the reference of the image to run", s.Config.Name)
 	}
 	img, err := r.Image(ctx, svc)
 	if err != nil {
@@ -143,6 +145,9 @@ func (r *Runtime) Prepare(ctx context.Context, s Service) (*Prepared, error) {
 // Image returns the service's image from the store, pulling it first when
 // pull_policy asks for it or it is missing.
 func (r *Runtime) Image(ctx context.Context, svc types.ServiceConfig) (oci.Image, error) {
+	if svc.Build != nil {
+		return r.builtImage(svc)
+	}
 	policy, err := oci.ParsePullPolicy(svc.PullPolicy)
 	if err != nil {
 		return oci.Image{}, fmt.Errorf("pull_policy: %w", err)
@@ -152,6 +157,17 @@ func (r *Runtime) Image(ctx context.Context, svc types.ServiceConfig) (oci.Image
 		opts = append(opts, oci.WithProgress(r.Progress))
 	}
 	return r.Store.Pull(ctx, svc.Image, opts...)
+}
+
+// builtImage is a build: service's image, which the CLI built into the
+// store before it asked for the service (as compose, up does not pull an
+// image it can build).
+func (r *Runtime) builtImage(svc types.ServiceConfig) (oci.Image, error) {
+	img, err := r.Store.Image(svc.Image, oci.WithPlatform(svc.Platform))
+	if errors.Is(err, oci.ErrNotFound) {
+		return oci.Image{}, fmt.Errorf("image %q is not built yet: `vmcompose build %s` (or `vmcompose up` without --no-build) builds it", svc.Image, svc.Name)
+	}
+	return img, err
 }
 
 // kernel is x-vm.kernel (relative to the project directory) when set, else

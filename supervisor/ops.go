@@ -171,6 +171,7 @@ func (s *Supervisor) pull(ctx context.Context, p *project.Project, plan *planner
 	g := new(errgroup.Group)
 	g.SetLimit(4)
 	for name, svc := range svcs {
+		svc.Image = planner.ImageName(p.Name, svc)
 		if svc.Image == "" {
 			continue
 		}
