@@ -19,27 +19,21 @@ func WatchProblems(svc types.ServiceConfig) []string {
 	var out []string
 	secrets := SecretPaths(svc)
 	for i, t := range svc.Develop.Watch {
-		if msg := triggerProblem(t, secrets, svc.Build != nil); msg != "" {
+		if msg := triggerProblem(t, secrets); msg != "" {
 			out = append(out, fmt.Sprintf("develop.watch[%d] (path %s): %s", i, t.Path, msg))
 		}
 	}
 	return out
 }
 
-// triggerProblem is what one rule gets wrong, or "".
-// A rebuild of a service without build: pulls its image again and
-// recreates it (docker compose does nothing then); one with build: would
-// need the build vmcompose does not have.
-func triggerProblem(t types.Trigger, secrets []string, build bool) string {
+// triggerProblem is what one rule gets wrong, or "". A rebuild builds
+// the image of a service with build:; without, it pulls its image again
+// (docker compose does nothing then); both recreate the service.
+func triggerProblem(t types.Trigger, secrets []string) string {
 	switch t.Action {
 	case types.WatchActionSync, types.WatchActionSyncRestart, types.WatchActionSyncExec:
-	case types.WatchActionRestart:
+	case types.WatchActionRestart, types.WatchActionRebuild:
 		return ""
-	case types.WatchActionRebuild:
-		if !build {
-			return ""
-		}
-		return "action: rebuild builds the image, which vmcompose does not support yet: push the image and drop build: (rebuild then pulls it again), or sync the files with action: sync+restart"
 	default:
 		return fmt.Sprintf("action: %q is not a watch action: use sync, sync+restart, sync+exec, restart or rebuild", t.Action)
 	}

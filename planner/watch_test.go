@@ -60,9 +60,8 @@ develop.watch[4] (path /demo/e): target: "/etc/key" is at or under /etc/key, whe
 	}
 }
 
-// TestWatchActions: an action vmcompose cannot run (rebuild of a service
-// with build:, which vmcompose cannot build) or that is none is refused,
-// not dropped; rebuild of an image-only service is not.
+// TestWatchActions: an action that is none is refused, not dropped;
+// rebuild is not, with build: or without.
 func TestWatchActions(t *testing.T) {
 	svc := types.ServiceConfig{Name: "web", Develop: &types.DevelopConfig{Watch: []types.Trigger{
 		{Path: "/p/src", Action: "copy", Target: "/app"},
@@ -73,8 +72,7 @@ func TestWatchActions(t *testing.T) {
 	}
 	svc.Build = &types.BuildConfig{Context: "/p"}
 	got := strings.Join(planner.WatchProblems(svc), "\n")
-	want := `develop.watch[0] (path /p/src): action: "copy" is not a watch action: use sync, sync+restart, sync+exec, restart or rebuild
-develop.watch[1] (path /p/Dockerfile): action: rebuild builds the image, which vmcompose does not support yet: push the image and drop build: (rebuild then pulls it again), or sync the files with action: sync+restart`
+	want := `develop.watch[0] (path /p/src): action: "copy" is not a watch action: use sync, sync+restart, sync+exec, restart or rebuild`
 	if got != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
 	}
