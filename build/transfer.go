@@ -1,0 +1,181 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"time"
+
+	"github.com/vmcompose/vmcompose/guest/agent"
+	"github.com/vmcompose/vmcompose/internal/atomicfile"
+	"github.com/vmcompose/vmcompose/oci"
+)
+
+// sent is what the host knows the builder holds of a service's context:
+// the manifest it sent, and the token the guest keeps beside the copy. A
+// token that differs from the guest's (a new cache volume, a sync cut
+// short before it was recorded) means the copy is unknown: it is sent
+// whole again.
+type sent struct {
+	Token    string   `json:"token"`
+	Manifest Manifest `json:"manifest"`
+}
+
+func (b *Builder) sentFile(service string) string {
+	return filepath.Join(b.Dir, "ctx", service+".json")
+}
+
+func (b *Builder) readSent(service string) sent {
+	var s sent
+	data, err := os.ReadFile(b.sentFile(service))
+	if err == nil && json.Unmarshal(data, &s) == nil {
+		return s
+	}
+	return sent{}
+}
+
+// resetScript empties service $1's context copy and records token $2.
+const resetScript = prelude + `rm -rf $v/ctx/$1 && mkdir -p $v/ctx/$1 && echo "$2" > $v/ctx/$1.id
+`
+
+// sendContext brings the builder's copy of the job's context up to date,
+// sending only what changed since the last build.
+func (b *Builder) sendContext(ctx context.Context, j *job, st *guestState) error {
+	man := j.context
+	cfg := j.Service.Build
+	svc := j.Service.Name
+	prev := b.readSent(svc)
+	if prev.Token == "" || st.contexts[svc] != prev.Token {
+		prev = sent{Token: newToken()}
+		if err := b.run(ctx, resetScript, []string{svc, prev.Token}, nil, nil, nil); err != nil {
+			return fmt.Errorf("preparing the builder for the context: %w", err)
+		}
+		st.contexts[svc] = prev.Token
+	}
+	if changes := man.Changes(prev.Manifest, cfg.Context); len(changes) > 0 {
+		if err := b.sync(ctx, guestContext(svc), changes); err != nil {
+			return fmt.Errorf("sending the context: %w", err)
+		}
+	}
+	data, err := json.Marshal(sent{Token: prev.Token, Manifest: man})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(b.sentFile(svc)), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(b.sentFile(svc), data, 0o600)
+}
+
+func newToken() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// sendDockerfile puts the job's Dockerfile (a file anywhere, or
+// dockerfile_inline) and its ignore file where budArgs points buildah.
+func (b *Builder) sendDockerfile(ctx context.Context, j *job) error {
+	entries := []agent.SyncEntry{memEntry("Dockerfile", j.dockerfile)}
+	if j.ignoreFile != "" {
+		data, err := os.ReadFile(j.ignoreFile)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, memEntry(".dockerignore", data))
+	}
+	return b.sync(ctx, path.Join(guestDir, "df", j.Service.Name), entries)
+}
+
+func memEntry(name string, data []byte) agent.SyncEntry {
+	return agent.SyncEntry{Op: agent.SyncFile, Path: name, Mode: 0o644, Size: int64(len(data)),
+		Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}
+}
+
+// fetchScript writes service $1's built image archive to stdout and
+// removes it.
+const fetchScript = prelude + `cat $v/out/$1.tar
+rm -f $v/out/$1.tar
+`
+
+// fetch copies the built image out of the builder and imports it into the
+// store under the service's image name, then under build.tags.
+func (b *Builder) fetch(ctx context.Context, j *job) (oci.Image, error) {
+	f, err := os.CreateTemp(b.Store.Dir(), ".build-*.tar")
+	if err != nil {
+		return oci.Image{}, fmt.Errorf("receiving the image: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := b.run(ctx, fetchScript, []string{j.Service.Name}, nil, f, nil); err != nil {
+		return oci.Image{}, fmt.Errorf("receiving the image: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return oci.Image{}, fmt.Errorf("receiving the image: %w", err)
+	}
+	imgs, err := b.Store.Import(ctx, f.Name())
+	if err != nil {
+		return oci.Image{}, err
+	}
+	if len(imgs) != 1 {
+		return oci.Image{}, fmt.Errorf("the builder's archive holds %d images, want 1", len(imgs))
+	}
+	img := imgs[0]
+	for _, t := range j.Service.Build.Tags {
+		v1img, err := b.Store.Layout().Image(img.Digest)
+		if err == nil {
+			_, err = b.Store.Put(ctx, t, v1img)
+		}
+		if err != nil {
+			return oci.Image{}, fmt.Errorf("tags: %s: %w", t, err)
+		}
+	}
+	return img, nil
+}
+
+// Record is what the last build of a service was made from, for telling
+// whether its image is older than its context.
+type Record struct {
+	Image string    `json:"image"` // the manifest digest
+	Key   string    `json:"key"`   // what it was built from (job.key)
+	Built time.Time `json:"built"`
+}
+
+func recordFile(dir, service string) string {
+	return filepath.Join(dir, "built", service+".json")
+}
+
+func (b *Builder) record(j *job, img oci.Image) error {
+	r := Record{Image: img.Digest.String(), Key: j.key, Built: time.Now().UTC()}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	file := recordFile(b.Dir, j.Service.Name)
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(file, data, 0o600)
+}
+
+// ReadRecord reads the record of a service's last build in the builder
+// state dir dir; ok is false when there is none.
+func ReadRecord(dir, service string) (r Record, ok bool, err error) {
+	data, err := os.ReadFile(recordFile(dir, service))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Record{}, false, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(data, &r)
+	}
+	return r, err == nil, err
+}
