@@ -45,6 +45,8 @@ func newApp() *cli.App {
 			configCommand(),
 			planCommand(),
 			pullCommand(),
+			buildCommand(),
+			builderCommand(),
 			runCommand(),
 			imagesCommand(),
 			imageCommand(),

@@ -31,6 +31,17 @@ func runDown(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := downProject(c, p, dir); err != nil {
+		return err
+	}
+	if c.Args().Len() > 0 {
+		return nil
+	}
+	// The builder VM goes too; its cache volume stays (builder prune).
+	return downBuilder(c.Context, p.Name, false, printEvent(c))
+}
+
+func downProject(c *cli.Context, p *project.Project, dir string) error {
 	sup, err := connect(c.Context, dir, false)
 	if err != nil {
 		return err
@@ -62,18 +73,23 @@ func runDown(c *cli.Context) error {
 		return err
 	}
 	if len(req.Services) == 0 {
-		// The supervisor exits once nothing is left; wait for its socket
-		// to go, so that the next command finds a clean state dir.
-		ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
-		defer cancel()
-		for ctx.Err() == nil {
-			if _, err := os.Stat(supervisor.SocketPath(dir)); err != nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		awaitSupervisorExit(c.Context, dir)
 	}
 	return nil
+}
+
+// awaitSupervisorExit waits for the supervisor of dir to exit, which it
+// does once nothing is left, so that the next command finds a clean state
+// dir.
+func awaitSupervisorExit(ctx context.Context, dir string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if _, err := os.Stat(supervisor.SocketPath(dir)); err != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // removeVolumes removes the project's volumes when no supervisor runs,

@@ -22,6 +22,8 @@ type progress interface {
 	Image(e oci.Event)
 	// Step reports a step that has no bytes to count, e.g. a built rootfs.
 	Step(ref, msg string)
+	// Build reports a line of a service's build output.
+	Build(service, line string)
 	// Close draws the final state.
 	Close()
 }
@@ -54,9 +56,10 @@ func newProgress(c *cli.Context) progress {
 
 type quietProgress struct{}
 
-func (quietProgress) Image(oci.Event)     {}
-func (quietProgress) Step(string, string) {}
-func (quietProgress) Close()              {}
+func (quietProgress) Image(oci.Event)      {}
+func (quietProgress) Step(string, string)  {}
+func (quietProgress) Build(string, string) {}
+func (quietProgress) Close()               {}
 
 type plainProgress struct {
 	mu sync.Mutex
@@ -76,6 +79,14 @@ func (p *plainProgress) Step(ref, msg string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Fprintf(p.w, "%s: %s\n", ref, msg)
+}
+
+// Build prints the builder's lines as they come, as docker's plain
+// progress does.
+func (p *plainProgress) Build(service, line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "%s | %s\n", service, line)
 }
 
 func (p *plainProgress) Close() {}
@@ -101,6 +112,16 @@ func (p *jsonProgress) Step(ref, msg string) {
 	}{"step", ref, msg})
 }
 
+func (p *jsonProgress) Build(service, line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.enc.Encode(struct {
+		Kind    string `json:"kind"`
+		Service string `json:"service"`
+		Line    string `json:"line"`
+	}{"build", service, line})
+}
+
 func (p *jsonProgress) Close() {}
 
 // ttyProgress redraws one line per image and one per layer being
@@ -116,6 +137,8 @@ type ttyProgress struct {
 type ttyImage struct {
 	ref    string
 	status string
+	step   string // a build's current step
+	spin   int
 	total  int64
 	layers map[string]*ttyLayer
 	order  []string
@@ -182,6 +205,30 @@ func (p *ttyProgress) Step(ref, msg string) {
 		im.status = msg
 	}
 	p.draw(true)
+}
+
+// Build shows the step a service's build is at (buildah's "STEP n/m:"
+// lines, "[stage/stages] STEP n/m:" in a multi-stage build), with a
+// spinner that turns with each line of the step's output.
+func (p *ttyProgress) Build(service, line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	im := p.image(service)
+	if i := strings.Index(line, "STEP "); i >= 0 && (i == 0 || strings.HasPrefix(line, "[")) {
+		im.step = line
+	}
+	im.spin++
+	im.status = fmt.Sprintf("building %c %s", spinner[im.spin%len(spinner)], truncate(im.step, 100))
+	p.draw(false)
+}
+
+var spinner = []rune(`|/-\`)
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
 }
 
 func (p *ttyProgress) Close() {

@@ -43,6 +43,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "run as `USER` (name or uid, optionally :group)"},
 			&cli.StringFlag{Name: "workdir", Aliases: []string{"w"}, Usage: "run in `DIR`"},
 			&cli.BoolFlag{Name: "no-deps", Usage: "don't start the services it depends on"},
+			&cli.BoolFlag{Name: "build", Usage: "build the image before running it (and those of the services it depends on)"},
 			&cli.BoolFlag{Name: "service-ports", Usage: "publish the service's ports: as up does"},
 			&cli.StringSliceFlag{Name: "publish", Aliases: []string{"p"}, Usage: "publish a port, `[IP:]HOST:VM[/PROTO]`"},
 			&cli.BoolFlag{Name: "use-aliases", Usage: "answer to the service's name and network aliases too"},
@@ -108,6 +109,9 @@ func runRun(c *cli.Context) error {
 	}
 	if st, err := rt.Driver.Inspect(c.Context, o.vmName); err == nil && st.State == vm.StateRunning {
 		return fmt.Errorf("run --name %s: a VM of that name runs already: choose another name", o.vmName)
+	}
+	if err := ensureBuilt(c, p, []string{o.service}, !c.Bool("no-deps"), c.Bool("build")); err != nil {
+		return err
 	}
 	if !c.Bool("no-deps") {
 		if err := startDependencies(c, p, dir, svc); err != nil {

@@ -32,6 +32,8 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "exit-code-from", Usage: "exit with the exit code of `SERVICE` (implies --abort-on-container-exit)"},
 			&cli.StringSliceFlag{Name: "scale", Usage: "run `SERVICE=NUM` replicas of a service"},
 			&cli.IntFlag{Name: "timeout", Aliases: []string{"t"}, Value: -1, DefaultText: "its stop_grace_period", Usage: "`SECONDS` to wait for a service to stop"},
+			&cli.BoolFlag{Name: "build", Usage: "build the images of the services with build: before starting them"},
+			&cli.BoolFlag{Name: "no-build", Usage: "don't build an image that is missing (up fails instead)"},
 			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "watch the services' develop.watch paths while they run in the foreground (as watch does)"},
 		},
 		Action: runUp,
@@ -75,6 +77,14 @@ func runUp(c *cli.Context) error {
 	req.AlwaysRecreateDeps = c.Bool("always-recreate-deps")
 	req.RemoveOrphans, req.Scale, req.Wait, req.Timeout = c.Bool("remove-orphans"), scale, c.Bool("wait"), c.Int("timeout")
 
+	if c.Bool("build") && c.Bool("no-build") {
+		return fmt.Errorf("--build and --no-build: choose one")
+	}
+	if !c.Bool("no-build") {
+		if err := ensureBuilt(c, p, req.Services, !req.NoDeps, c.Bool("build")); err != nil {
+			return err
+		}
+	}
 	var wt *watching
 	if watched != nil {
 		if wt, err = beginWatching(c, p, dir, watched); err != nil {

@@ -54,6 +54,9 @@ func runWatch(c *cli.Context) error {
 			return err
 		}
 		req.Services, req.Wait = c.Args().Slice(), true
+		if err := ensureBuilt(c, p, req.Services, true, false); err != nil {
+			return err
+		}
 		if _, err := bringUp(c, dir, req, 0); err != nil {
 			return err
 		}
@@ -201,24 +204,15 @@ func watchScope(p *project.Project, names []string) (watched, problems []string,
 	return watched, nil, nil
 }
 
-// rebuild is watch's rebuild of a service without build:: its image
-// pulled again (pull always) and its VMs recreated with it, as `pull
-// SERVICE && up -d --wait --force-recreate --no-deps SERVICE` would; then,
+// rebuild is watch's rebuild of a service: its image built again (with
+// build:) or pulled again (pull always), and its VMs recreated with it, as
+// `build SERVICE && up -d --wait --force-recreate --no-deps SERVICE` would;
+// then,
 // unless --prune=false, what the store no longer refers to is freed, as
 // docker compose prunes the dangling images. note says what was freed.
 func rebuild(c *cli.Context, p *project.Project, dir, service string) (note string, err error) {
-	targets, _, err := pullTargets(p.Services, []string{service}, oci.PullAlways, false)
-	if err != nil {
+	if err := renewImage(c, p, service); err != nil {
 		return "", err
-	}
-	store, err := openStore()
-	if err != nil {
-		return "", err
-	}
-	for _, t := range targets {
-		if err := pullAndPrepare(c.Context, store, t, quietProgress{}, nil); err != nil {
-			return "", err
-		}
 	}
 	req, err := request(c)
 	if err != nil {
@@ -240,6 +234,28 @@ func rebuild(c *cli.Context, p *project.Project, dir, service string) (note stri
 		return "", nil
 	}
 	return "pruned: " + pruneSummary(rep), nil
+}
+
+// renewImage builds a service's image again, or pulls it again when the
+// service has no build:.
+func renewImage(c *cli.Context, p *project.Project, service string) error {
+	if p.Services[service].Build != nil {
+		return buildServices(c, p, []string{service}, buildOptions{})
+	}
+	targets, _, err := pullTargets(p.Services, []string{service}, oci.PullAlways, false)
+	if err != nil {
+		return err
+	}
+	store, err := openStore()
+	if err != nil {
+		return err
+	}
+	for _, t := range targets {
+		if err := pullAndPrepare(c.Context, store, t, quietProgress{}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // runningReplicas are the replica numbers of service whose VMs run, as
