@@ -166,7 +166,7 @@ func TestFailedStep(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		line, instr, code, ok := FailedStep(out, df)
+		line, instr, code, ok := FailedStep(out, df, nil)
 		if !ok || line != c.line || instr != c.instr || code != c.code {
 			t.Errorf("%s: FailedStep = %d, %q, %d, %v; want %d, %q, %d, true", c.name, line, instr, code, ok, c.line, c.instr, c.code)
 		}
@@ -175,7 +175,7 @@ func TestFailedStep(t *testing.T) {
 		}
 	}
 	ok := "STEP 1/2: FROM docker-archive:/b.tar\nSTEP 2/2: RUN true\nCOMMIT\n"
-	if _, _, _, found := FailedStep([]byte(ok), []byte("FROM docker-archive:/b.tar\nRUN true\n")); found {
+	if _, _, _, found := FailedStep([]byte(ok), []byte("FROM docker-archive:/b.tar\nRUN true\n"), nil); found {
 		t.Error("FailedStep found a failed step in a build that succeeded")
 	}
 }

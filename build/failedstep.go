@@ -29,8 +29,9 @@ var (
 // the step that failed: the Dockerfile line it starts on, its
 // instruction as written (continued lines joined), and the exit code of
 // its command (0 when it failed without running one, as a COPY of a
-// missing file does). ok is false when the output shows no failed step.
-func FailedStep(output []byte, dockerfile []byte) (line int, instruction string, code int, ok bool) {
+// missing file does). args are the build's arguments (a FROM may need
+// them to parse). ok is false when the output shows no failed step.
+func FailedStep(output, dockerfile []byte, args map[string]string) (line int, instruction string, code int, ok bool) {
 	lines := strings.Split(strings.ReplaceAll(string(output), "\r\n", "\n"), "\n")
 	stageNo, stepNo, failed := 1, 0, ""
 	for _, l := range lines {
@@ -50,7 +51,7 @@ func FailedStep(output []byte, dockerfile []byte) (line int, instruction string,
 	if failed == "" || stepNo == 0 {
 		return 0, "", 0, false
 	}
-	df, err := parseStages(dockerfile, nil)
+	df, err := parseStages(dockerfile, args)
 	if err != nil || stageNo > len(df.stages) || stepNo > len(df.stages[stageNo-1].insts) {
 		return 0, "", 0, false
 	}
