@@ -127,7 +127,10 @@ func refusedBuildFields(b *types.BuildConfig) []string {
 	add(b.ShmSize != 0, "build.shm_size: is not supported: RUN steps get the builder's /dev/shm: remove shm_size:")
 	add(len(b.Ulimits) > 0, "build.ulimits: is not supported: RUN steps get the builder's limits: remove ulimits:")
 	switch b.Network {
-	case "", "default", "host", "none":
+	case "", "default", "host":
+	case "none":
+		// RUN without a network runs under crun, which sets no hosts.
+		add(len(b.ExtraHosts) > 0, "build.extra_hosts: has no effect with network: none (RUN has no network to reach them on): remove one of them")
 	default:
 		out = append(out, fmt.Sprintf("build.network: %q is not supported: the builder has no compose networks: use default, host or none", b.Network))
 	}

@@ -40,6 +40,7 @@ func TestBuildProblems(t *testing.T) {
 		{name: "shm_size", app: `build: {context: ., shm_size: 2g}`, want: []string{"build.shm_size: is not supported: RUN steps get the builder's /dev/shm: remove shm_size:"}},
 		{name: "ulimits", app: `build: {context: ., ulimits: {nofile: 1024}}`, want: []string{"build.ulimits: is not supported: RUN steps get the builder's limits: remove ulimits:"}},
 		{name: "a compose network", app: `build: {context: ., network: backend}`, want: []string{`build.network: "backend" is not supported: the builder has no compose networks: use default, host or none`}},
+		{name: "extra_hosts without a network", app: `build: {context: ., network: none, extra_hosts: ["db:10.0.0.2"]}`, want: []string{`build.extra_hosts: has no effect with network: none (RUN has no network to reach them on): remove one of them`}},
 		{name: "additional contexts that are no local directories", app: `build: {context: ., additional_contexts: {base: "docker-image://alpine:3", web: "service:web", repo: "https://github.com/docker/app.git", src: ./src}}`, want: []string{
 			`build.additional_contexts.base: "docker-image://alpine:3" is not supported: only local directories are: give a directory`,
 			`build.additional_contexts.repo: "https://github.com/docker/app.git" is not supported: only local directories are: give a directory`,
