@@ -100,9 +100,9 @@ type job struct {
 	args       map[string]string
 	ref        string // the canonical image reference the result gets
 	bases      []base
-	context    Manifest
-	ignoreFile string // the host's ignore file, "" for none
-	key        string // see sum
+	contexts   []buildContext // the context, then build.additional_contexts
+	ignoreFile string         // the host's ignore file, "" for none
+	key        string         // see sum
 }
 
 func (b *Builder) buildOne(ctx context.Context, s Spec, st **guestState) (_ oci.Image, cached bool, err error) {
@@ -169,7 +169,10 @@ func (j *job) sum() string {
 			fmt.Fprintf(h, "%d:%s", len(p), p)
 		}
 	}
-	w("dockerfile", string(j.dockerfile), "context", j.context.Digest())
+	w("dockerfile", string(j.dockerfile))
+	for _, c := range j.contexts {
+		w("context", c.key, c.manifest.Digest())
+	}
 	for _, bs := range j.bases {
 		w("base", bs.ref.String(), bs.img.Digest.String())
 	}
@@ -207,11 +210,13 @@ func (b *Builder) newJob(ctx context.Context, s Spec) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A name that an additional context has is that context, not an image.
+	refs = slices.DeleteFunc(refs, func(r string) bool { _, ok := j.Service.Build.AdditionalContexts[r]; return ok })
 	if j.bases, err = b.resolveBases(ctx, refs, j.Pull || j.Service.Build.Pull); err != nil {
 		return nil, err
 	}
-	if j.context, err = ListContext(j.Service.Build.Context, j.hostDockerfile()); err != nil {
-		return nil, fmt.Errorf("context %s: %w", j.Service.Build.Context, err)
+	if j.contexts, err = listContexts(j.Service.Name, j.Service.Build, j.hostDockerfile()); err != nil {
+		return nil, err
 	}
 	j.ignoreFile = IgnoreFile(j.Service.Build.Context, j.hostDockerfile())
 	j.key = j.sum()
@@ -244,13 +249,48 @@ func readJob(s Spec) (*job, error) {
 	return j, nil
 }
 
-// guestContext is where the service's context is in the builder VM.
-func guestContext(service string) string { return path.Join(guestDir, "ctx", service) }
+// buildContext is a directory a build reads: its context, or an
+// additional context.
+type buildContext struct {
+	name     string // of an additional context; "" for the context
+	key      string // its copy's name in the builder: service[@name]
+	dir      string
+	manifest Manifest
+}
+
+// listContexts lists what a build sends: its context as docker would
+// send it for dockerfile, then each additional context (a local
+// directory, its own .dockerignore honoured), by name.
+func listContexts(service string, cfg *types.BuildConfig, dockerfile string) ([]buildContext, error) {
+	man, err := ListContext(cfg.Context, dockerfile)
+	if err != nil {
+		return nil, fmt.Errorf("context %s: %w", cfg.Context, err)
+	}
+	out := []buildContext{{key: service, dir: cfg.Context, manifest: man}}
+	for _, name := range slices.Sorted(maps.Keys(cfg.AdditionalContexts)) {
+		dir := cfg.AdditionalContexts[name] // compose-go made it absolute
+		man, err := ListContext(dir, "")
+		if err != nil {
+			return nil, fmt.Errorf("additional_contexts: %s: %w", name, err)
+		}
+		out = append(out, buildContext{name: name, key: service + "@" + name, dir: dir, manifest: man})
+	}
+	return out, nil
+}
+
+// guestContext is where the context copy key is in the builder VM.
+func guestContext(key string) string { return path.Join(guestDir, "ctx", key) }
 
 // budArgs is the `buildah bud` command line of a job.
 func budArgs(j *job) []string {
 	cfg := j.Service.Build
-	args := []string{"bud", "--layers", "--pull=never", "--isolation", "chroot",
+	// chroot isolation runs RUN with the VM's network; only oci's (crun)
+	// can take it away, and then ignores --add-host.
+	isolation := "chroot"
+	if cfg.Network == "none" {
+		isolation = "oci"
+	}
+	args := []string{"bud", "--layers", "--pull=never", "--isolation", isolation,
 		"-f", path.Join(guestDir, "df", j.Service.Name, "Dockerfile"), "-t", j.ref}
 	// The ignore file goes beside the Dockerfile (it may be outside the
 	// context): buildah applies it to COPY as docker does, to the
@@ -279,10 +319,16 @@ func budArgs(j *job) []string {
 		}
 		args = append(args, "--secret", "id="+id+",src=/run/secrets/"+ref.Source)
 	}
+	if cfg.Network == "none" {
+		args = append(args, "--network", "none")
+	}
 	for _, host := range slices.Sorted(maps.Keys(cfg.ExtraHosts)) {
 		for _, ip := range cfg.ExtraHosts[host] {
 			args = append(args, "--add-host", host+":"+ip)
 		}
+	}
+	for _, c := range j.contexts[1:] {
+		args = append(args, "--build-context", c.name+"="+guestContext(c.key))
 	}
 	return append(args, guestContext(j.Service.Name))
 }
@@ -322,7 +368,7 @@ func (b *Builder) bud(ctx context.Context, j *job, tags []baseTag) error {
 	if code == 0 {
 		return nil
 	}
-	if line, instr, exit, ok := FailedStep(log.buf, j.dockerfile); ok {
+	if line, instr, exit, ok := FailedStep(log.buf, j.dockerfile, j.args); ok {
 		return &StepError{Dockerfile: j.dockerfileName(), Line: line, Instruction: instr, Code: exit}
 	}
 	return &StepError{Dockerfile: j.dockerfileName(), Message: log.lastLine(), Code: code}

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/types"
+
 	"github.com/vmcompose/vmcompose/guest/agent"
 	"github.com/vmcompose/vmcompose/internal/atomicfile"
 	"github.com/vmcompose/vmcompose/oci"
@@ -47,33 +49,41 @@ func (b *Builder) readSent(service string) sent {
 const resetScript = prelude + `rm -rf $v/ctx/$1 && mkdir -p $v/ctx/$1 && echo "$2" > $v/ctx/$1.id
 `
 
-// sendContext brings the builder's copy of the job's context up to date,
-// sending only what changed since the last build.
+// sendContext brings the builder's copies of the job's context and
+// additional contexts up to date, sending only what changed since the
+// last build.
 func (b *Builder) sendContext(ctx context.Context, j *job, st *guestState) error {
-	man := j.context
-	cfg := j.Service.Build
-	svc := j.Service.Name
-	prev := b.readSent(svc)
-	if prev.Token == "" || st.contexts[svc] != prev.Token {
+	for _, c := range j.contexts {
+		if err := b.sendTree(ctx, c, st); err != nil {
+			return fmt.Errorf("sending the context %s: %w", c.dir, err)
+		}
+	}
+	return nil
+}
+
+// sendTree brings one copy up to date with c.
+func (b *Builder) sendTree(ctx context.Context, c buildContext, st *guestState) error {
+	prev := b.readSent(c.key)
+	if prev.Token == "" || st.contexts[c.key] != prev.Token {
 		prev = sent{Token: newToken()}
-		if err := b.run(ctx, resetScript, []string{svc, prev.Token}, nil, nil, nil); err != nil {
-			return fmt.Errorf("preparing the builder for the context: %w", err)
+		if err := b.run(ctx, resetScript, []string{c.key, prev.Token}, nil, nil, nil); err != nil {
+			return fmt.Errorf("preparing the builder's copy: %w", err)
 		}
-		st.contexts[svc] = prev.Token
+		st.contexts[c.key] = prev.Token
 	}
-	if changes := man.Changes(prev.Manifest, cfg.Context); len(changes) > 0 {
-		if err := b.sync(ctx, guestContext(svc), changes); err != nil {
-			return fmt.Errorf("sending the context: %w", err)
+	if changes := c.manifest.Changes(prev.Manifest, c.dir); len(changes) > 0 {
+		if err := b.sync(ctx, guestContext(c.key), changes); err != nil {
+			return err
 		}
 	}
-	data, err := json.Marshal(sent{Token: prev.Token, Manifest: man})
+	data, err := json.Marshal(sent{Token: prev.Token, Manifest: c.manifest})
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(b.sentFile(svc)), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(b.sentFile(c.key)), 0o700); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(b.sentFile(svc), data, 0o600)
+	return atomicfile.WriteFile(b.sentFile(c.key), data, 0o600)
 }
 
 func newToken() string {
@@ -178,4 +188,29 @@ func ReadRecord(dir, service string) (r Record, ok bool, err error) {
 		err = json.Unmarshal(data, &r)
 	}
 	return r, err == nil, err
+}
+
+// OlderThanContext says what of a build: service's context (or its
+// Dockerfile) changed after its image img was built, or "" when nothing
+// did or the image was not built here (imported, pulled).
+func OlderThanContext(dir string, svc types.ServiceConfig, img oci.Image) string {
+	r, ok, err := ReadRecord(dir, svc.Name)
+	if err != nil || !ok || r.Image != img.Digest.String() {
+		return ""
+	}
+	cfg := svc.Build
+	man, err := ListContext(cfg.Context, dockerfilePath(cfg.Context, cfg.Dockerfile))
+	if err != nil {
+		return ""
+	}
+	var newest Entry
+	for _, e := range man {
+		if e.ModTime > newest.ModTime {
+			newest = e
+		}
+	}
+	if newest.ModTime <= r.Built.UnixNano() {
+		return ""
+	}
+	return fmt.Sprintf("%s changed at %s", newest.Path, time.Unix(0, newest.ModTime).Format(time.DateTime))
 }
