@@ -217,13 +217,14 @@ func Observe(dir string) (planner.Observed, error) {
 // LocalDigests returns the digest of every service image the store has,
 // without contacting a registry, so that a dry run plans with the same
 // hashes as up.
-func LocalDigests(ctx context.Context, store *oci.Store, services types.Services) map[string]string {
+func LocalDigests(ctx context.Context, store *oci.Store, project string, services types.Services) map[string]string {
 	out := map[string]string{}
 	for name, svc := range services {
-		if svc.Image == "" {
+		ref := planner.ImageName(project, svc)
+		if ref == "" {
 			continue
 		}
-		img, err := store.Pull(ctx, svc.Image, oci.WithPolicy(oci.PullNever), oci.WithPlatform(svc.Platform))
+		img, err := store.Pull(ctx, ref, oci.WithPolicy(oci.PullNever), oci.WithPlatform(svc.Platform))
 		if err == nil {
 			out[name] = img.Digest.String()
 		}

@@ -278,3 +278,37 @@ func builtLine(r build.Result) string {
 	}
 	return fmt.Sprintf("built %s (%s) in %.1fs", r.Image.Ref, shortDigest(r.Image.Digest.String()), r.Duration.Seconds())
 }
+
+// buildNotes are what plan says of the named services' (all when none)
+// images that up would build, or would not although they are older than
+// their context: as in compose, a plain up builds only a missing image.
+func buildNotes(p *project.Project, names []string) []string {
+	store, err := openStore()
+	if err != nil {
+		return nil
+	}
+	dir, err := reconcile.StateDir(build.StateName(p.Name))
+	if err != nil {
+		return nil
+	}
+	if len(names) == 0 {
+		names = slices.Collect(maps.Keys(p.Services))
+	}
+	var out []string
+	for _, n := range serviceClosure(p.AllServices(), names, true) {
+		svc := p.AllServices()[n]
+		if svc.Build == nil {
+			continue
+		}
+		ref := planner.ImageName(p.Name, svc)
+		img, err := store.Image(ref, oci.WithPlatform(svc.Platform))
+		if err != nil {
+			out = append(out, fmt.Sprintf("service %q: image %s is not built yet: up builds it", n, ref))
+			continue
+		}
+		if older := build.OlderThanContext(dir, svc, img); older != "" {
+			out = append(out, fmt.Sprintf("service %q: image %s is older than its build context (%s): `vmcompose build %s` or `up --build` builds it again", n, ref, older, n))
+		}
+	}
+	return out
+}

@@ -81,6 +81,9 @@ func runPlan(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if !c.Bool("down") {
+		plan.Warnings = append(plan.Warnings, buildNotes(p, c.Args().Slice())...)
+	}
 	if format == "json" {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
@@ -97,7 +100,7 @@ func desiredState(ctx context.Context, p *project.Project) (planner.Desired, err
 	if store, err := openStore(); err == nil {
 		svcs := maps.Clone(p.Services)
 		maps.Copy(svcs, p.DisabledServices)
-		desired.Digests = reconcile.LocalDigests(ctx, store, svcs)
+		desired.Digests = reconcile.LocalDigests(ctx, store, p.Name, svcs)
 	}
 	var err error
 	desired.Contents, err = storeContentDigests(p)
