@@ -19,6 +19,7 @@ import (
 
 	"github.com/vmcompose/vmcompose/oci"
 	"github.com/vmcompose/vmcompose/oci/rootfs"
+	"github.com/vmcompose/vmcompose/planner"
 	"github.com/vmcompose/vmcompose/reconcile"
 )
 
@@ -267,11 +268,14 @@ func runImages(c *cli.Context) error {
 	var rows []imageRow
 	for _, name := range p.ServiceNames() {
 		svc := p.Services[name]
-		row := imageRow{Service: name, Ref: svc.Image, Status: "not pulled"}
-		if svc.Image == "" {
-			row.Status = "build only"
-		} else if img, err := store.Image(svc.Image, oci.WithPlatform(svc.Platform)); err == nil {
-			row.Digest, row.ID, row.Size, row.Status = img.Digest.String(), img.ID.String(), img.Size, "pulled"
+		ref := planner.ImageName(p.Name, svc)
+		row := imageRow{Service: name, Ref: ref, Status: "not pulled"}
+		present := "pulled"
+		if svc.Build != nil {
+			row.Status, present = "not built", "built"
+		}
+		if img, err := store.Image(ref, oci.WithPlatform(svc.Platform)); err == nil {
+			row.Digest, row.ID, row.Size, row.Status = img.Digest.String(), img.ID.String(), img.Size, present
 			row.Ref, row.Platform = img.Ref, img.Platform.String()
 			row.Rootfs = fileExists(rootfs.Path(store.RootfsDir(), img.Digest.Hex))
 		} else if !errors.Is(err, oci.ErrNotFound) {

@@ -83,7 +83,7 @@ func TestPullImagesPrune(t *testing.T) {
 		}
 		rows = append(rows, r)
 	}
-	if len(rows) != 3 || !rows[0].Rootfs || !rows[1].Rootfs || rows[0].Digest != rows[1].Digest || rows[2].Status != "build only" {
+	if len(rows) != 3 || !rows[0].Rootfs || !rows[1].Rootfs || rows[0].Digest != rows[1].Digest || rows[2].Status != "not built" || !strings.HasSuffix(rows[2].Ref, "-"+rows[2].Service) {
 		t.Fatalf("images:\n%s", out)
 	}
 	ext4 := filepath.Join(home, "rootfs", strings.TrimPrefix(rows[0].Digest, "sha256:")+".ext4")
