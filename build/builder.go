@@ -54,9 +54,10 @@ type Builder struct {
 }
 
 // StateName is the builder state dir of project, relative to vmcompose's
-// state root: under _builders (no project's name starts with "_"), named
-// after the builder project, as a supervisor's state dir is.
-func StateName(project string) string { return filepath.Join("_builders", ProjectName(project)) }
+// state root: under _b (no project's name starts with "_"; short, as the
+// network's unix sockets below it must be), named after the builder
+// project, as a supervisor's state dir is.
+func StateName(project string) string { return filepath.Join("_b", ProjectName(project)) }
 
 // ProjectName is the builder project's name, which its messages show.
 func ProjectName(project string) string { return project + "-builder" }
