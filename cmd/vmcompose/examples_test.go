@@ -143,24 +143,9 @@ func TestDevloopExample(t *testing.T) {
 			c.Wait()
 		}
 	}()
-	page := func(path string) string {
-		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.0.1:8082" + path)
-		if err != nil {
-			return err.Error()
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return string(body)
-	}
 	served := func(path, want string) {
 		t.Helper()
-		var got string
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if got = page(path); strings.Contains(got, want) {
-				return
-			}
-		}
-		t.Fatalf("%s: %q after 5s, want %q\nwatch's stderr:\n%s", path, got, want, werr)
+		awaitServed(t, "http://127.0.0.1:8082"+path, want, 5*time.Second, werr)
 	}
 	served("/", "<h1>Hello from a vmcompose VM</h1>")
 	served("/greeting.txt", "Hello")
@@ -188,5 +173,64 @@ func TestDevloopExample(t *testing.T) {
 	}
 	if qs := qemus(filepath.Join(p.home, "state")); len(qs) != 0 {
 		t.Errorf("qemu processes after down: %v", qs)
+	}
+}
+
+// awaitServed fails the test unless url serves a body that contains want
+// within d; log (watch's stderr) goes with the failure.
+func awaitServed(t *testing.T, url, want string, d time.Duration, log fmt.Stringer) {
+	t.Helper()
+	var got string
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got = httpBody(url); strings.Contains(got, want) {
+			return
+		}
+	}
+	t.Fatalf("%s: %q after %s, want %q\nwatch's stderr:\n%s", url, got, d, want, log)
+}
+
+// httpBody is what url serves, or the error's text.
+func httpBody(url string) string {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+// TestBuildappExample runs examples/buildapp as its comment says: watch
+// builds the image (FROM the busybox image of ../devloop/build-image) and
+// starts the server; a page edit is synced into the VM; an edit of a
+// file the Dockerfile copies rebuilds the image and the new VM serves it.
+func TestBuildappExample(t *testing.T) {
+	p := newBuildProject(t)
+	importExampleImage(t, p, "-ref", "vmcompose.local/busybox:1", "-busybox")
+	dir := filepath.Join(t.TempDir(), "buildapp")
+	if err := os.CopyFS(dir, os.DirFS(examplesDir(t, "buildapp"))); err != nil {
+		t.Fatal(err)
+	}
+	p.cleanup(dir)
+	c, _, werr := p.background(dir, "Watching 1 service: web", "watch", "--quiet")
+	defer func() {
+		if c.ProcessState == nil {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	const site = "http://127.0.0.1:8083"
+	awaitServed(t, site+"/built.txt", "Hello from an image vmcompose built\nmessage of the day: one", 10*time.Second, werr)
+	write := writer(t, dir)
+	write("app/www/index.html", "<h1>Edited</h1>\n")
+	awaitServed(t, site+"/", "<h1>Edited</h1>", 10*time.Second, werr)
+	write("app/motd.txt", "message of the day: two\n")
+	awaitServed(t, site+"/built.txt", "message of the day: two", 120*time.Second, werr)
+	// The new VM got the page edit too (it is in the rebuilt image as
+	// well: the context has it).
+	awaitServed(t, site+"/", "<h1>Edited</h1>", 10*time.Second, werr)
+	c.Process.Signal(os.Interrupt)
+	if err := c.Wait(); err != nil {
+		t.Errorf("watch after Ctrl-C: %v\n%s", err, werr)
 	}
 }
