@@ -41,11 +41,13 @@ test: setup lint
 # Benchmarks print their figures and, where a target compares with a
 # baseline, the ratio measured in the same run. One BenchmarkStorage
 # iteration takes 2 to 3 minutes under TCG (10 000 files over virtiofs
-# dominate): it runs once.
+# dominate): it runs once; one BenchmarkBuild iteration (a cold build
+# with the builder's boot, then two more) about a minute: it runs 3 times.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 10x -timeout 60m ./planner
-	$(GO) test -run '^$$' -bench . -skip BenchmarkStorage -benchtime 5x -timeout 60m ./project ./cmd/vmcompose
+	$(GO) test -run '^$$' -bench . -skip 'BenchmarkStorage|BenchmarkBuild' -benchtime 5x -timeout 60m ./project ./cmd/vmcompose
 	$(GO) test -run '^$$' -bench BenchmarkStorage -benchtime 1x -timeout 30m ./cmd/vmcompose
+	$(GO) test -run '^$$' -bench BenchmarkBuild -benchtime 3x -timeout 30m ./cmd/vmcompose
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 60m ./oci/...
 	$(GO) test -run '^$$' -bench . -benchtime 7x -timeout 60m ./vm/qemu
 	$(GO) test -run '^$$' -bench . -benchtime 200x -timeout 10m ./watch
