@@ -335,18 +335,15 @@ func budArgs(j *job) []string {
 
 // budScript names the bases as the Dockerfile does ($VMCOMPOSE_TAGS:
 // "ID REF KEY" lines, skipped when the name is given already), builds,
-// and writes the image as an OCI archive for fetch.
+// and pushes the image into the builder's layout for fetch.
 const budScript = prelude + `printf '%s\n' "$VMCOMPOSE_TAGS" | while read -r id ref key; do
   [ -n "$id" ] || continue
   [ "$(cat $v/tags/$key 2>/dev/null)" = "$id" ] && continue
   b tag "$id" "$ref"
   echo "$id" > $v/tags/$key
 done
-out=$v/out/$VMCOMPOSE_SERVICE.tar
-rm -f $out
 b "$@"
-b push -q $VMCOMPOSE_REF oci-archive:$out:$VMCOMPOSE_REF >/dev/null || { echo "vmcompose: writing the image failed" >&2; exit 125; }
-`
+` + pushCommand
 
 func (b *Builder) bud(ctx context.Context, j *job, tags []baseTag) error {
 	var lines []string

@@ -111,47 +111,6 @@ func memEntry(name string, data []byte) agent.SyncEntry {
 		Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}
 }
 
-// fetchScript writes service $1's built image archive to stdout and
-// removes it.
-const fetchScript = prelude + `cat $v/out/$1.tar
-rm -f $v/out/$1.tar
-`
-
-// fetch copies the built image out of the builder and imports it into the
-// store under the service's image name, then under build.tags.
-func (b *Builder) fetch(ctx context.Context, j *job) (oci.Image, error) {
-	f, err := os.CreateTemp(b.Store.Dir(), ".build-*.tar")
-	if err != nil {
-		return oci.Image{}, fmt.Errorf("receiving the image: %w", err)
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	if err := b.run(ctx, fetchScript, []string{j.Service.Name}, nil, f, nil); err != nil {
-		return oci.Image{}, fmt.Errorf("receiving the image: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return oci.Image{}, fmt.Errorf("receiving the image: %w", err)
-	}
-	imgs, err := b.Store.Import(ctx, f.Name())
-	if err != nil {
-		return oci.Image{}, err
-	}
-	if len(imgs) != 1 {
-		return oci.Image{}, fmt.Errorf("the builder's archive holds %d images, want 1", len(imgs))
-	}
-	img := imgs[0]
-	for _, t := range j.Service.Build.Tags {
-		v1img, err := b.Store.Layout().Image(img.Digest)
-		if err == nil {
-			_, err = b.Store.Put(ctx, t, v1img)
-		}
-		if err != nil {
-			return oci.Image{}, fmt.Errorf("tags: %s: %w", t, err)
-		}
-	}
-	return img, nil
-}
-
 // Record is what the last build of a service was made from, for telling
 // whether its image is older than its context.
 type Record struct {
