@@ -282,7 +282,8 @@ func builtLine(r build.Result) string {
 // buildNotes are what plan says of the named services' (all when none)
 // images that up would build, or would not although they are older than
 // their context: as in compose, a plain up builds only a missing image.
-func buildNotes(p *project.Project, names []string) []string {
+// Services up would refuse (blocked) are left out: their problems say it.
+func buildNotes(p *project.Project, names []string, blocked map[string][]string) []string {
 	store, err := openStore()
 	if err != nil {
 		return nil
@@ -297,7 +298,7 @@ func buildNotes(p *project.Project, names []string) []string {
 	var out []string
 	for _, n := range serviceClosure(p.AllServices(), names, true) {
 		svc := p.AllServices()[n]
-		if svc.Build == nil {
+		if svc.Build == nil || len(blocked[n]) > 0 {
 			continue
 		}
 		ref := planner.ImageName(p.Name, svc)

@@ -82,7 +82,8 @@ func runPlan(c *cli.Context) error {
 		return err
 	}
 	if !c.Bool("down") {
-		plan.Warnings = append(plan.Warnings, buildNotes(p, c.Args().Slice())...)
+		blocked, _ := planner.Problems(desired)
+		plan.Warnings = append(plan.Warnings, buildNotes(p, c.Args().Slice(), blocked)...)
 	}
 	if format == "json" {
 		enc := json.NewEncoder(c.App.Writer)
