@@ -88,14 +88,15 @@ RUN echo this stage is not the target && false
 `
 
 // TestBuild builds three services in a builder VM, from a base in the
-// in-process registry: one from a multi-stage Dockerfile with a target
-// a build secret and a .dockerignore, one from dockerfile_inline, one with network: none
-// and an additional context. The services run their
-// images with the user, working dir, environment and command the
-// Dockerfile gave. A second build changes nothing; a changed file re-runs
-// the steps from its COPY on and takes the ones before from the cache; a
-// failing RUN is a one-line error naming the service and Dockerfile line
-// and leaves the image and the running service as they were.
+// in-process registry: one from a multi-stage Dockerfile with a target, a
+// build secret and a .dockerignore; one from dockerfile_inline; one with
+// network: none and an additional context. The services run their images
+// with the user, working dir, environment and command the Dockerfile
+// gave. A second build changes nothing; plan says an image is older than
+// an edit of its context, and a build after it re-runs the steps from its
+// COPY on and takes the ones before from the cache; a failing RUN is a
+// one-line error naming the service and Dockerfile line and leaves the
+// image and the running service as they were.
 func TestBuild(t *testing.T) {
 	p := newBuildProject(t)
 	base := p.push("base", testimage.Busybox(t))
@@ -152,7 +153,7 @@ secrets:
 		t.Errorf("the stage after the target was built:\n%s", stderr)
 	}
 	var logs string
-	within(30*time.Second, func() bool { logs = p.logsOf(dir, "app"); return strings.Contains(logs, "sub") })
+	within(30*time.Second, func() bool { logs = p.logsOf(dir, "app"); return strings.Contains(logs, "secret=") })
 	for _, want := range []string{"user=1000:1000 dir=/app greeting=hi", "1000     1000", "a.txt", "hi from RUN", "ALPHA\nBETA", "keep", "secret=12\n"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("app's output lacks %q:\n%s", want, logs)
@@ -178,6 +179,10 @@ secrets:
 	}
 
 	write("app/src/b.txt", "beta, edited\n")
+	// A plain up would not rebuild it (compose's rule); plan says so.
+	if out, stderr, code := p.in(dir, "", "plan"); code != 0 || !strings.Contains(out, `service "app": image shop-app is older than its build context (src/b.txt changed at`) {
+		t.Errorf("plan after an edit of the context: exit %d\n%s%s", code, out, stderr)
+	}
 	_, stderr, code = p.inWith(dir, "", "plain", "build", "app")
 	if code != 0 {
 		t.Fatalf("build after an edit: exit %d\n%s", code, stderr)
