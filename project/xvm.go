@@ -41,6 +41,10 @@ type VM struct {
 	// HostLoopback lets the service's guests reach the host's 127.0.0.1
 	// through their gateways (network.Endpoint.HostLoopback).
 	HostLoopback bool `json:"host_loopback,omitempty"`
+	// TranslationCache is the bytes of TCG's translation cache (0: the
+	// backend's default); a VM without KVM that runs much code, such as
+	// the builder, retranslates less with a bigger one.
+	TranslationCache int64 `json:"translation_cache,omitempty"`
 }
 
 // xvm is the extension as written in the compose file.
@@ -52,6 +56,8 @@ type xvm struct {
 	KernelArgs   json.RawMessage `json:"kernel_args"`
 	Backend      string          `json:"backend"`
 	HostLoopback bool            `json:"host_loopback"`
+	// TranslationCache is a size, as memory is.
+	TranslationCache json.RawMessage `json:"translation_cache"`
 }
 
 var compiled = sync.OnceValues(func() (*jsonschema.Schema, error) {
@@ -101,6 +107,9 @@ func VMOf(svc types.ServiceConfig) (VM, error) {
 			return VM{}, err
 		}
 		if vm.Disk, err = size("disk", x.Disk, vm.Disk); err != nil {
+			return VM{}, err
+		}
+		if vm.TranslationCache, err = size("translation_cache", x.TranslationCache, 0); err != nil {
 			return VM{}, err
 		}
 		vm.Kernel = x.Kernel

@@ -18,7 +18,7 @@ services:
   xvm:
     image: x
     deploy: {resources: {limits: {cpus: "4", memory: 2g}}}
-    x-vm: {vcpus: 2, memory: 768m, disk: 4g, kernel_args: "quiet loglevel=3", backend: qemu, host_loopback: true}
+    x-vm: {vcpus: 2, memory: 768m, disk: 4g, kernel_args: "quiet loglevel=3", backend: qemu, host_loopback: true, translation_cache: 512m}
   bytes: {image: x, x-vm: {memory: 134217728, disk: 1073741824, kernel_args: [a, b]}}
 `})
 	p := mustLoad(t, project.Options{WorkingDir: dir})
@@ -26,11 +26,11 @@ services:
 		"plain":  {VCPUs: 1, Memory: 256 << 20, Disk: 1 << 30},
 		"limits": {VCPUs: 2, Memory: 1 << 30, Disk: 1 << 30},
 		"legacy": {VCPUs: 3, Memory: 512 << 20, Disk: 1 << 30},
-		"xvm":    {VCPUs: 2, Memory: 768 << 20, Disk: 4 << 30, KernelArgs: []string{"quiet", "loglevel=3"}, Backend: "qemu", HostLoopback: true},
+		"xvm":    {VCPUs: 2, Memory: 768 << 20, Disk: 4 << 30, KernelArgs: []string{"quiet", "loglevel=3"}, Backend: "qemu", HostLoopback: true, TranslationCache: 512 << 20},
 		"bytes":  {VCPUs: 1, Memory: 128 << 20, Disk: 1 << 30, KernelArgs: []string{"a", "b"}},
 	} {
 		got := p.VMs[name]
-		if got.VCPUs != want.VCPUs || got.Memory != want.Memory || got.Disk != want.Disk || got.Backend != want.Backend || got.HostLoopback != want.HostLoopback ||
+		if got.VCPUs != want.VCPUs || got.Memory != want.Memory || got.Disk != want.Disk || got.Backend != want.Backend || got.HostLoopback != want.HostLoopback || got.TranslationCache != want.TranslationCache ||
 			strings.Join(got.KernelArgs, " ") != strings.Join(want.KernelArgs, " ") {
 			t.Errorf("%s: %+v, want %+v", name, got, want)
 		}
@@ -46,6 +46,7 @@ func TestVMErrorsNameFileServiceAndField(t *testing.T) {
 		{`{memory: 1m}`, `service "web": memory: 1MiB is too little for a VM`},
 		{`{backend: docker}`, `service "web": x-vm.backend: value must be one of 'qemu', 'cloud-hypervisor', 'vz'`},
 		{`{kernel_args: 3}`, `service "web": x-vm.kernel_args`},
+		{`{translation_cache: big}`, `service "web": x-vm.translation_cache: "big" is not a size`},
 		{`{host_loopback: "yes"}`, `service "web": x-vm.host_loopback: got string, want boolean`},
 	} {
 		dir := tree(t, map[string]string{"compose.yaml": "services: {web: {image: x, x-vm: " + tc.xvm + "}}"})

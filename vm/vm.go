@@ -64,6 +64,11 @@ type Spec struct {
 	// Disks are attached in order, each found by its serial in the guest.
 	Disks []Disk `json:"disks,omitempty"`
 
+	// TranslationCache (bytes), when > 0 and the VM runs under an
+	// emulator without hardware virtualization (QEMU's TCG), sizes its
+	// cache of translated code instead of the driver's default.
+	TranslationCache int64 `json:"translation_cache,omitempty"`
+
 	// ScratchSize, when > 0, makes the driver create the VM's writable
 	// layer at Create: a sparse, ext4-formatted disk of that many bytes with
 	// serial ScratchSerial. It survives Stop and Start and is deleted by

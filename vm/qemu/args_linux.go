@@ -174,6 +174,9 @@ func buildArgs(spec vm.Spec, accel string, tsc int, tbSizeMiB int, sandbox bool,
 		a = append(a, "-accel", "kvm", "-cpu", "host")
 	default:
 		tcg := "tcg"
+		if spec.TranslationCache > 0 {
+			tbSizeMiB = int(max(1, spec.TranslationCache>>20))
+		}
 		if tbSizeMiB > 0 {
 			tcg += ",tb-size=" + strconv.Itoa(tbSizeMiB)
 		}

@@ -76,6 +76,11 @@ func TestBuildArgs(t *testing.T) {
 	if kvm := strings.Join(buildArgs(spec, AccelKVM, 2596132, 32, false, nil), " "); !strings.Contains(kvm, "-accel kvm -cpu host") || strings.Contains(kvm, "tsc_early_khz") || strings.Contains(kvm, "-sandbox") {
 		t.Errorf("KVM arguments: %s", kvm)
 	}
+	// A spec's own translation cache wins over the driver's.
+	spec.TranslationCache = 1 << 30
+	if big := strings.Join(buildArgs(spec, AccelTCG, 2596132, 32, true, nil), " "); !strings.Contains(big, "-accel tcg,tb-size=1024 ") {
+		t.Errorf("a spec with a 1 GiB translation cache: %s", big)
+	}
 }
 
 // TestProcStartOddName checks the /proc/<pid>/stat parsing against a
