@@ -33,7 +33,12 @@ const (
 	// steps that install packages or compile want more.
 	builderMemory = "2g"
 	builderVCPUs  = 2
-	cacheSize     = "20g"
+	// Under TCG, buildah's code (a big Go binary, run anew for every
+	// step) outgrows the 64 MiB translation cache a service gets: with
+	// 1 GiB (filled on demand) a one-file rebuild took 7.1–7.6 s here
+	// against 8.7–11.2 s.
+	builderTranslationCache = "1g"
+	cacheSize               = "20g"
 )
 
 // Builder builds the images of one project's build: services in that
