@@ -88,9 +88,12 @@ func (b *Builder) builder(ctx context.Context, st **guestState) error {
 	if err != nil {
 		return err
 	}
-	b.report("starting the builder VM of project %s", b.Project.Name)
-	*st, err = b.start(ctx, img.Ref)
-	return err
+	start := time.Now()
+	if *st, err = b.start(ctx, img.Ref); err != nil {
+		return err
+	}
+	b.report("the builder VM of project %s is ready (%.1fs)", b.Project.Name, time.Since(start).Seconds())
+	return nil
 }
 
 // job is one Spec on its way through the builder.

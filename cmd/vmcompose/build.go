@@ -186,7 +186,7 @@ func builderCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:   "prune",
-				Usage:  "remove the builder VM and its build cache (layers, contexts and bases sent to it)",
+				Usage:  "remove the builder VM and its build cache (layers, contexts and bases sent to it); the next build runs every step",
 				Action: runBuilderPrune,
 			},
 			{
@@ -215,8 +215,14 @@ func runBuilderDown(c *cli.Context, cache bool) error {
 	if err != nil {
 		return err
 	}
-	// What the host knows was sent went with the volume.
-	return os.RemoveAll(filepath.Join(dir, "ctx"))
+	// What the host knows was sent went with the volume; and the next
+	// build builds, as after docker's builder prune.
+	for _, sub := range []string{"ctx", "built"} {
+		if err := os.RemoveAll(filepath.Join(dir, sub)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ensureBuilt builds, before an up or a run, the images of the named

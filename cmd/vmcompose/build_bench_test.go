@@ -39,7 +39,8 @@ const (
 //     every step run) against the host's buildah with empty storage (the
 //     base pulled from the same registry);
 //   - one file changed: an edit of a copied file, the steps from its COPY
-//     on run again;
+//     on run again (three edits in a row, the builder warm, as in a dev
+//     loop);
 //   - cached: a build with nothing changed.
 func BenchmarkBuild(b *testing.B) {
 	host := newHostBuildah(b)
@@ -66,8 +67,10 @@ func BenchmarkBuild(b *testing.B) {
 		}
 		host.prune()
 		f.cold, f.hostCold = append(f.cold, vm()), append(f.hostCold, host.build(dir, base))
-		write("src/b.txt", fmt.Sprintf("edit %d\n", i))
-		f.oneFile, f.hostOneFile = append(f.oneFile, vm()), append(f.hostOneFile, host.build(dir, base))
+		for j := range 3 {
+			write("src/b.txt", fmt.Sprintf("edit %d.%d\n", i, j))
+			f.oneFile, f.hostOneFile = append(f.oneFile, vm()), append(f.hostOneFile, host.build(dir, base))
+		}
 		f.cached, f.hostCached = append(f.cached, vm()), append(f.hostCached, host.build(dir, base))
 	}
 	f.report(b)
