@@ -1,6 +1,7 @@
 package build
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -303,6 +304,21 @@ func budArgs(j *job) []string {
 		ignore = path.Join(guestDir, "df", j.Service.Name, ".dockerignore")
 	}
 	args = append(args, "--ignorefile", ignore)
+	if cfg.Network == "none" {
+		args = append(args, "--network", "none")
+	}
+	args = append(args, optionArgs(j)...)
+	for _, c := range j.contexts[1:] {
+		args = append(args, "--build-context", c.name+"="+guestContext(c.key))
+	}
+	return append(args, guestContext(j.Service.Name))
+}
+
+// optionArgs are the bud flags of the build: fields that buildah takes as
+// they are.
+func optionArgs(j *job) []string {
+	cfg := j.Service.Build
+	var args []string
 	if cfg.Target != "" {
 		args = append(args, "--target", cfg.Target)
 	}
@@ -316,24 +332,15 @@ func budArgs(j *job) []string {
 		args = append(args, "--label", k+"="+cfg.Labels[k])
 	}
 	for _, ref := range cfg.Secrets {
-		id := ref.Target
-		if id == "" {
-			id = ref.Source
-		}
+		id := cmp.Or(ref.Target, ref.Source)
 		args = append(args, "--secret", "id="+id+",src=/run/secrets/"+ref.Source)
-	}
-	if cfg.Network == "none" {
-		args = append(args, "--network", "none")
 	}
 	for _, host := range slices.Sorted(maps.Keys(cfg.ExtraHosts)) {
 		for _, ip := range cfg.ExtraHosts[host] {
 			args = append(args, "--add-host", host+":"+ip)
 		}
 	}
-	for _, c := range j.contexts[1:] {
-		args = append(args, "--build-context", c.name+"="+guestContext(c.key))
-	}
-	return append(args, guestContext(j.Service.Name))
+	return args
 }
 
 // budScript names the bases as the Dockerfile does ($VMCOMPOSE_TAGS:
