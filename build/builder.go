@@ -113,7 +113,7 @@ func (b *Builder) writeCompose(image string) (string, error) {
 		"restart": "unless-stopped",
 		"command": []string{"sleep", "infinity"},
 		"volumes": []string{"cache:" + guestRoot},
-		"x-vm":    map[string]any{"memory": builderMemory, "vcpus": builderVCPUs},
+		"x-vm":    map[string]any{"memory": builderMemory, "vcpus": builderVCPUs, "translation_cache": builderTranslationCache},
 	}
 	secrets := b.secrets()
 	if len(secrets) > 0 {
