@@ -309,3 +309,16 @@ func TestWatchRebuild(t *testing.T) {
 		t.Errorf("after the rebuild the VM has /static/s.txt %q, want the host's %q (resynced)", got, "synced\n")
 	}
 }
+
+// TestConfigImagesNamesBuilt: config --images gives a build: service
+// without image: the name compose gives it, <project>-<service>.
+func TestConfigImagesNamesBuilt(t *testing.T) {
+	dir := t.TempDir()
+	write := writer(t, dir)
+	write("compose.yaml", "name: shop\nservices:\n  app: {build: .}\n  db: {image: postgres:16}\n  web: {build: ., image: example.com/web:1}\n")
+	write("Dockerfile", "FROM scratch\n")
+	out, stderr, code := run(t, dir, "config", "--images")
+	if want := "example.com/web:1\npostgres:16\nshop-app\n"; code != 0 || out != want {
+		t.Errorf("config --images: exit %d, %q, want %q\n%s", code, out, want, stderr)
+	}
+}

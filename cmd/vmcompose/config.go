@@ -61,7 +61,8 @@ func runConfig(c *cli.Context) error {
 	case c.Bool("images"):
 		var images []string
 		for _, name := range p.ServiceNames() {
-			if img := p.Services[name].Image; img != "" {
+			// A build: service's image is named for it, as compose prints.
+			if img := planner.ImageName(p.Name, p.Services[name]); img != "" {
 				images = append(images, img)
 			}
 		}
